@@ -1,0 +1,3 @@
+from cellcheck.cli import main
+
+main()

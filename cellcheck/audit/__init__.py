@@ -1,0 +1,49 @@
+"""`audit(path)`: the library entry point behind `cellcheck audit`; detects a datalist or a zarr folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from cellcheck.audit.cellmap import audit_cellmap
+from cellcheck.audit.datalist import audit_datalist
+from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+from cellcheck.errors import CellcheckError
+from cellcheck.report import Report, select_findings
+from cellcheck.stats import summarize
+
+
+def detect_kind(path: Path) -> str:
+    """"datalist" for a JSON file, "cellmap" for a folder holding zarr stores (or a store itself)."""
+    if not path.exists():
+        raise CellcheckError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return "datalist"
+        raise CellcheckError(f"{path}: not a datalist (.json) nor a folder of zarr stores")
+    return "cellmap"
+
+
+def audit(
+    path: Path,
+    *,
+    dataroot: Path | None = None,
+    datastats: Path | None = None,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    strict: bool = False,
+    case_budget: int = DEFAULT_CASE_BUDGET_BYTES,
+) -> Report:
+    """Run every check on a datalist JSON or a folder of CellMap zarr stores. Read-only."""
+    path = Path(path)
+    if detect_kind(path) == "datalist":
+        findings, cases, stats = audit_datalist(path, dataroot, datastats, case_budget)
+    else:
+        findings, cases, stats = audit_cellmap(path, case_budget)
+    return Report(
+        source=str(path),
+        cases=cases,
+        findings=select_findings(findings, select, ignore),
+        stats=summarize(stats),
+        strict=strict,
+    )

@@ -1,0 +1,171 @@
+"""Audit of a folder of CellMap zarr stores: every ground-truth crop against its store's raw EM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellcheck.cellmap import ClassArray, Crop, Store, find_stores, open_store
+from cellcheck.checks import annotations, geometry, intensity, labels, memory
+from cellcheck.classes import LABEL_VALUE, NUM_CLASSES
+from cellcheck.errors import CellcheckError
+from cellcheck.findings import Finding, finding
+from cellcheck.scan import VolumeScan, scan_volume
+from cellcheck.sources.volume import ReadError
+from cellcheck.sources.zarr_volume import ZarrVolume
+from cellcheck.stats import CaseStats
+
+
+def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES) -> tuple[list[Finding], CaseStats | None]:
+    """Metadata, geometry against raw, raw voxels, class voxels and the dense `all` label of one crop."""
+    case = crop.id
+    out = list(crop.findings)
+    out += annotations.crop_class_names(case, crop.path, crop.class_names, crop.classes)
+    arrays = list(crop.classes.values())
+    if not arrays:
+        if not crop.class_names and not any(f.check == "unreadable" for f in out):
+            out.append(finding("empty-annotation", case, crop.path, "crop has no annotated class; annotate it or drop it"))
+        return out, None
+    ref = arrays[0]
+    out += _class_geometry(case, ref, arrays[1:] + ([crop.all] if crop.all else []))
+    out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), case_budget)
+    stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)))
+    try:
+        image_scan = _raw_scan(store, crop, ref, out)
+        if image_scan is not None:
+            out += intensity.image_content(case, store.raw.path, image_scan)
+            stats.image_shape, stats.image_spacing = ref.shape, ref.level.scale
+            if image_scan.counts is not None and image_scan.dtype.itemsize == 1:
+                stats.image_hist = np.bincount(
+                    np.fromiter(image_scan.counts, int), weights=np.fromiter(image_scan.counts.values(), float), minlength=256
+                )[:256].astype(np.int64)
+    except ReadError as exc:
+        out.append(finding("unreadable", case, exc.path, f"raw EM: {exc.reason}"))
+    annotated: set[str] = set()
+    for arr in arrays:
+        try:
+            scan = scan_volume(ZarrVolume.level(arr.group, arr.path.parent, arr.level))
+        except ReadError as exc:
+            out.append(finding("unreadable", case, exc.path, f"class '{arr.name}': {exc.reason}"))
+            continue
+        out += labels.encoded_values(case, arr.path, scan, arr.encoding)
+        counts = scan.counts or {}
+        out += annotations.complement_counts(case, arr.path, arr.complement_counts, counts, arr.encoding)
+        unknown = counts.get(arr.encoding.get("unknown", -1), 0)
+        listed = crop.class_names is None or arr.name in crop.class_names
+        if listed and unknown < scan.voxels:
+            annotated.add(arr.name)
+            if arr.name in LABEL_VALUE:
+                stats.label_counts[LABEL_VALUE[arr.name]] = int(counts.get(arr.encoding.get("present", 1), 0))
+    channels = annotations.channels_of_names(annotated)
+    stats.channels = channels
+    if not annotated and not any(f.check == "unreadable" for f in out):
+        out.append(
+            finding("empty-annotation", case, crop.path,
+                    "no class of this crop is annotated (class_names empty or every array all 'unknown'); annotate it or drop it")
+        )
+    if crop.all is not None:
+        try:
+            scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path.parent, crop.all.level))
+            out += labels.label_values(case, crop.all.path, scan, NUM_CLASSES)
+            if scan.counts is not None:
+                out += annotations.unannotated_present(case, crop.all.path, scan.counts, channels)
+        except ReadError as exc:
+            out.append(finding("unreadable", case, exc.path, f"'all' label: {exc.reason}"))
+    return out, stats
+
+
+def _class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):
+    """Every class array of a crop on the grid of the first one."""
+    for arr in others:
+        if arr.shape != ref.shape:
+            yield finding(
+                "shape-mismatch", case, arr.path,
+                f"class '{arr.name}' has shape {list(arr.shape)}, class '{ref.name}' {list(ref.shape)}; re-export the crop",
+                shape=list(arr.shape), reference_shape=list(ref.shape), reference=ref.name,
+            )
+        spacing_ok, origin_ok = geometry.same_grid(ref.level.scale, ref.level.translation, arr.level.scale, arr.level.translation)
+        if not (spacing_ok and origin_ok):
+            yield finding(
+                "spacing-mismatch", case, arr.path,
+                f"class '{arr.name}' scale {list(arr.level.scale)} / translation {list(arr.level.translation)} differ from "
+                f"class '{ref.name}' ({list(ref.level.scale)} / {list(ref.level.translation)}); fix its multiscales metadata",
+                scale=list(arr.level.scale), translation=list(arr.level.translation),
+                reference_scale=list(ref.level.scale), reference_translation=list(ref.level.translation),
+            )
+
+
+def _raw_scan(store: Store, crop: Crop, ref: ClassArray, out: list[Finding]) -> VolumeScan | None:
+    """resolution-mismatch and out-of-bounds from metadata; then scan the raw box the crop covers."""
+    raw = store.raw
+    scale = ref.level.scale
+    level = raw.level_at(scale) if raw else None
+    if level is None:
+        have = [list(lv.scale) for lv in raw.levels] if raw else []
+        out.append(
+            finding(
+                "resolution-mismatch", crop.id, crop.path,
+                f"crop is annotated at {list(scale)} nm but the raw EM has only {have or 'no levels'}; "
+                "fetch the raw level at the crop's resolution (or resample the labels)",
+                crop_scale=list(scale), raw_scales=have,
+            )
+        )
+        return None
+    start, stop = geometry.raw_box(ref.level, ref.shape, level)
+    shape = np.asarray(raw.shapes[level.path])
+    if (start < 0).any() or (stop > shape).any():
+        out.append(
+            finding(
+                "out-of-bounds", crop.id, crop.path,
+                f"crop box {start.tolist()}..{stop.tolist()} (voxels of {level.path}) extends past the raw volume "
+                f"{shape.tolist()}; a converter would pad it with zeros. Fix the crop translation or fetch the missing raw",
+                start=start.tolist(), stop=stop.tolist(), raw_shape=shape.tolist(), level=level.path,
+            )
+        )
+    lo, hi = np.maximum(start, 0), np.minimum(stop, shape)
+    if (hi <= lo).any():
+        return None
+    region = tuple((int(a), int(b)) for a, b in zip(lo, hi))
+    return scan_volume(ZarrVolume.level(raw.group, raw.path, level, region), planes=True)
+
+
+def audit_cellmap(root: Path, case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES) -> tuple[list[Finding], int, list[CaseStats]]:
+    """All findings of every crop of every store under `root`."""
+    stores = find_stores_or_fail(root)
+    findings: list[Finding] = []
+    stats: list[CaseStats] = []
+    n = 0
+    readable = 0
+    for path in stores:
+        try:
+            store = open_store(path)
+        except ReadError as exc:
+            findings.append(finding("unreadable", None, path, exc.reason))
+            continue
+        readable += 1
+        findings += store.findings
+        for crop in store.crops:
+            n += 1
+            found, s = audit_crop(store, crop, case_budget)
+            findings += found
+            if s is not None:
+                stats.append(s)
+    if not readable:
+        raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message if findings else 'none found'})")
+    for f in findings:  # name files relative to the folder the user gave
+        if f.path and Path(f.path).is_relative_to(root):
+            f.path = str(Path(f.path).relative_to(root))
+    return findings, n, stats
+
+
+def find_stores_or_fail(root: Path) -> list[Path]:
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise CellcheckError(f"{root}: permission denied; fix: make the folder readable")
+    stores = find_stores(root)
+    if not stores:
+        raise CellcheckError(
+            f"{root}: no CellMap zarr stores (*.zarr) found; pass a folder of stores or a datalist JSON file"
+        )
+    return stores

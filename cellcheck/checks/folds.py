@@ -1,0 +1,100 @@
+"""Cross-validation folds and the dataset as a whole: what `datafold_read` will do with this datalist.
+
+MONAI's `datafold_read(fold=k)` takes the training entries whose `fold == k` as validation and
+the rest as training; an entry without `fold` is always training. No validation case means
+`ZeroDivisionError` 70 s into the job (FIELD_NOTES 2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from cellcheck.classes import CLASS_NAMES
+from cellcheck.datalist import Entry
+from cellcheck.findings import Finding, finding
+
+#: A class annotated in fewer cases than this (in the whole datalist) is "very few".
+MIN_CASES_PER_CLASS = 2
+
+
+def folds(path: Path, entries: Sequence[Entry]) -> Iterator[Finding]:
+    """missing-fold (some entries lack `fold` while others have it) and empty-fold."""
+    training = [e for e in entries if e.section == "training" and e.valid]
+    with_fold = [e for e in training if e.fold is not None]
+    if not with_fold:
+        has_validation = any(e.section == "validation" for e in entries)
+        yield finding(
+            "empty-fold", None, path,
+            "no training entry has a 'fold' key: datafold_read(fold=0) returns 0 validation cases and training dies "
+            "with ZeroDivisionError" + (" (the 'validation' array is ignored by it)" if has_validation else "")
+            + "; fix: add 'fold' to every training entry (e.g. move validation cases in with fold 0)",
+            fold=0,
+        )
+        return
+    for e in training:
+        if e.fold is None and not e.has_fold:
+            yield finding(
+                "missing-fold", e.case, path,
+                f"{e.where} has no 'fold' while other entries do: it silently becomes training in every fold; add one",
+                entry=e.where,
+            )
+    used = defaultdict(int)
+    for e in with_fold:
+        used[e.fold] += 1
+    for k in range(max(used) + 1):
+        if used[k] == 0:
+            yield finding(
+                "empty-fold", None, path,
+                f"fold {k} has no entries (folds used: {sorted(used)}): datafold_read(fold={k}) gives 0 validation "
+                "cases and ZeroDivisionError; renumber the folds",
+                fold=k, folds=sorted(used),
+            )
+
+
+def duplicates(path: Path, entries: Sequence[Entry], resolve) -> Iterator[Finding]:
+    """The same image listed twice (a case in two folds leaks validation into training)."""
+    seen: dict[Path, Entry] = {}
+    for e in entries:
+        if not e.image:
+            continue
+        key = resolve(e.image).resolve()
+        first = seen.setdefault(key, e)
+        if first is not e:
+            folds = f" (fold {first.fold} and fold {e.fold})" if first.fold != e.fold else ""
+            yield finding(
+                "duplicate-case", e.case, path,
+                f"{e.where} repeats the image of {first.where}{folds}; keep one entry per case",
+                entries=[first.where, e.where],
+            )
+
+
+def class_coverage(path: Path, annotated: dict[str, tuple[Entry, frozenset[int]]]) -> Iterator[Finding]:
+    """Classes no validation case is annotated for (per fold), or annotated in very few cases overall."""
+    per_fold: dict[object, set[int]] = defaultdict(set)
+    totals = [0] * len(CLASS_NAMES)
+    for entry, channels in annotated.values():
+        fold = entry.fold if entry.section == "training" else "validation"
+        if fold is not None:
+            per_fold[fold] |= channels
+        for c in channels:
+            totals[c] += 1
+    for fold, channels in sorted(per_fold.items(), key=lambda kv: str(kv[0])):
+        missing = sorted(set(range(len(CLASS_NAMES))) - channels)
+        if missing:
+            names = [CLASS_NAMES[c] for c in missing]
+            where = f"fold {fold}" if fold != "validation" else "the validation list"
+            yield finding(
+                "class-coverage", None, path,
+                f"{', '.join(names)} annotated in no case of {where}: its validation Dice is undefined there; "
+                "move an annotated case into it",
+                fold=fold, channels=missing,
+            )
+    few = [c for c, n in enumerate(totals) if 0 < n < MIN_CASES_PER_CLASS]
+    if few:
+        yield finding(
+            "class-coverage", None, path,
+            f"{', '.join(CLASS_NAMES[c] for c in few)} annotated in fewer than {MIN_CASES_PER_CLASS} cases",
+            channels=few, cases={CLASS_NAMES[c]: totals[c] for c in few},
+        )

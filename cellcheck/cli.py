@@ -1,0 +1,118 @@
+"""The `cellcheck` command: a thin click layer over the library; it parses, calls, prints.
+
+User mistakes end as one line on stderr and exit 2; findings exit 1; a clean audit exits 0.
+Nothing here swallows an error into a silent exit 0 (FIELD_NOTES 11).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from cellcheck import __version__
+from cellcheck.errors import CellcheckError
+from cellcheck.findings import CHECKS
+from cellcheck.report import RENDERERS, parse_check_ids, write_atomic
+from cellcheck.units import parse_bytes
+
+FORMATS = click.Choice(sorted(RENDERERS))
+
+
+def _check_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    try:
+        return parse_check_ids(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_bytes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _default_format() -> str:
+    return "text" if sys.stdout.isatty() else "json"
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            write_atomic(output, text)
+        except OSError as exc:
+            raise CellcheckError(f"{output}: cannot write the report ({exc.strerror or exc}); choose another --output")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cellcheck")
+def cli() -> None:
+    """Catch what would kill a 3D segmentation job before it is submitted."""
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--dataroot", type=click.Path(path_type=Path), help="Folder datalist paths are relative to (default: the datalist's folder).")
+@click.option("--datastats", type=click.Path(path_type=Path), help="Auto3DSeg datastats file to compare (default: datastats.yaml beside the datalist).")
+@click.option("--format", "fmt", type=FORMATS, default=None, help="Report format (default: text on a terminal, json otherwise).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the report to FILE (atomically) instead of stdout.")
+@click.option("--select", callback=_check_ids, help="Only these check ids (comma-separated).")
+@click.option("--ignore", callback=_check_ids, help="Skip these check ids (comma-separated).")
+@click.option("--strict", is_flag=True, help="Warnings fail the audit too.")
+@click.option("--case-budget", callback=_size, default=None, help="Host memory one loaded sample may take (default 8G).")
+def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget) -> None:
+    """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
+    from cellcheck.audit import audit as run_audit
+    from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+
+    report = run_audit(
+        path, dataroot=dataroot, datastats=datastats, select=select, ignore=ignore, strict=strict,
+        case_budget=case_budget or DEFAULT_CASE_BUDGET_BYTES,
+    )
+    _emit(RENDERERS[fmt or _default_format()](report), output)
+    sys.exit(report.exit_code)
+
+
+@cli.command("checks")
+def list_checks() -> None:
+    """List every check id with its severity and the field incident it traces to."""
+    width = max(map(len, CHECKS))
+    for c in CHECKS.values():
+        click.echo(f"{c.id:<{width}}  {c.severity.value:<7}  {c.catches}  (FIELD_NOTES {c.incident})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: turn CellcheckError into one line and exit 2; never exit 0 on failure."""
+    try:
+        cli.main(args=argv, prog_name="cellcheck", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("cellcheck: aborted", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except CellcheckError as exc:
+        click.echo(f"cellcheck: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("cellcheck: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug of ours: say so on one line, never exit 0
+        if os.environ.get("CELLCHECK_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
+            err=True,
+        )
+        sys.exit(2)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Findings and the stable registry of check ids (a public contract, like a linter's rule codes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One stable check id: its severity, what it catches and the field incident it comes from."""
+
+    id: str
+    severity: Severity
+    catches: str
+    incident: str
+
+
+_ERROR, _WARN = Severity.ERROR, Severity.WARNING
+
+#: Every check id cellcheck can report. Ids are never renamed; new checks add new ids.
+CHECKS: dict[str, Check] = {
+    c.id: c
+    for c in (
+        Check("datalist-invalid", _ERROR, "malformed JSON, wrong schema, entry without image/label", "7, 12"),
+        Check("missing-file", _ERROR, "image or label path that does not exist", "3"),
+        Check("unreadable", _ERROR, "truncated/corrupt NIfTI or zarr, bad metadata", "3 (JSONDecodeError downloads)"),
+        Check("missing-fold", _ERROR, "entries without `fold` while folds are used", "2"),
+        Check("empty-fold", _ERROR, "a fold with no validation cases (ZeroDivisionError)", "2"),
+        Check("duplicate-case", _ERROR, "same image twice, or one case in two folds", "14"),
+        Check("empty-annotation", _ERROR, "`annotated_classes` empty", "4"),
+        Check("annotated-classes-invalid", _ERROR, "unparseable or out-of-range channel ids", "7"),
+        Check("annotated-classes-mangled", _WARN, "a path joined onto the class list", "7"),
+        Check("blank-image", _ERROR, "image all zero (max = 0), missing download", "3"),
+        Check("constant-image", _ERROR, "image of one constant value", "9"),
+        Check("partial-blank", _WARN, "all-zero slabs in an image (clip + pad, partial download)", "3"),
+        Check("shape-mismatch", _ERROR, "image and label shapes differ", "3"),
+        Check("spacing-mismatch", _ERROR, "image and label voxel size or origin differ", "3"),
+        Check("resolution-mismatch", _ERROR, "crop scale has no raw EM at that resolution", "3 (26 blank crops)"),
+        Check("out-of-bounds", _ERROR, "crop extends past the raw volume", "3 (14 blank crops)"),
+        Check("label-values", _ERROR, "label values outside 0..C, or float labels", "10, 13"),
+        Check("unannotated-label-present", _WARN, "voxels of a class not listed as annotated", "1"),
+        Check("oversized-case", _WARN, "case too large for the memory budget", "4, 5 (crop247)"),
+        Check("class-coverage", _WARN, "class annotated in no validation case, or very few", "15"),
+        Check("stale-stats", _WARN, "a datastats file that does not match the datalist", "14"),
+        Check("annotation-metadata", _WARN, "zarr class_names / complement_counts that disagree with the arrays", "13"),
+    )
+}
+
+
+@dataclass
+class Finding:
+    """One problem found: which check, how bad, which case (None for dataset-level) and where."""
+
+    check: str
+    severity: Severity
+    case: str | None
+    path: str | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["severity"] = self.severity.value
+        return out
+
+
+def finding(check: str, case: str | None, path: object, message: str, **details: Any) -> Finding:
+    """Build a Finding with the registered severity of `check` (so severities live in one table)."""
+    return Finding(check, CHECKS[check].severity, case, None if path is None else str(path), message, details)

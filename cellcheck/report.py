@@ -1,0 +1,133 @@
+"""The audit report: the stable JSON contract, readable text and markdown, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from cellcheck.findings import CHECKS, Finding, Severity
+
+REPORT_VERSION = 1
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass
+class Report:
+    source: str
+    cases: int
+    findings: list[Finding]
+    stats: dict[str, Any] = field(default_factory=lambda: {"per_label": [], "images": {}})
+    strict: bool = False
+
+    @property
+    def summary(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Severity}
+        for f in self.findings:
+            out[f.severity.value] += 1
+        return out
+
+    @property
+    def passed(self) -> bool:
+        s = self.summary
+        return s["error"] == 0 and (not self.strict or s["warning"] == 0)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "source": self.source,
+            "cases": self.cases,
+            "passed": self.passed,
+            "summary": self.summary,
+            "findings": [f.to_json() for f in self.findings],
+            "stats": self.stats,
+        }
+
+
+def select_findings(findings: Iterable[Finding], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[Finding]:
+    """Keep the selected check ids (all when none selected) minus the ignored ones, errors first."""
+    kept = [f for f in findings if (not select or f.check in select) and f.check not in ignore]
+    return sorted(kept, key=lambda f: (_ORDER[f.severity], f.case or "", f.check, f.path or ""))
+
+
+def parse_check_ids(text: str | None) -> list[str]:
+    """A comma-separated list of check ids; unknown ids raise ValueError naming them."""
+    if not text:
+        return []
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [i for i in ids if i not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check id(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+    return ids
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2, default=_jsonable) + "\n"
+
+
+def render_text(report: Report) -> str:
+    lines = []
+    for f in report.findings:
+        where = f.path or ""
+        lines.append(f"{where}: {f.severity.value} [{f.check}] {f.case or '-'}: {f.message}")
+    s = report.summary
+    verdict = "PASSED" if report.passed else "FAILED"
+    lines.append(
+        f"{verdict}: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info ({report.source})"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    s = report.summary
+    verdict = "passed" if report.passed else "**failed**"
+    out = [
+        f"### cellcheck audit: {verdict}",
+        "",
+        f"`{report.source}`: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info.",
+        "",
+    ]
+    if report.findings:
+        out += ["| severity | check | case | message |", "|---|---|---|---|"]
+        for f in report.findings:
+            msg = f.message.replace("|", "\\|")
+            out.append(f"| {f.severity.value} | `{f.check}` | {f.case or '-'} | {msg} |")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"json": render_json, "text": render_text, "markdown": render_markdown}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a report."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    return str(value)

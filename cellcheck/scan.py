@@ -1,0 +1,131 @@
+"""One streaming pass over a volume: everything the voxel checks and the statistics need.
+
+The pass keeps O(1) state per volume (a 256-bin histogram, value counts of a label, which
+planes along each axis hold any non-zero voxel), so memory is one block whatever the size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Volume
+
+#: Integer volumes whose value range fits this many bins are counted exactly with bincount.
+_MAX_BINS = 1 << 16
+
+
+@dataclass
+class VolumeScan:
+    """Summary of every voxel of a volume (one pass).
+
+    `counts` maps each value to its voxel count for integer volumes (exact);
+    `nonzero_planes[a][i]` tells whether plane i along axis a holds any non-zero voxel.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    voxels: int = 0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+    total: float = 0.0
+    total_sq: float = 0.0
+    counts: dict[int, int] | None = None
+    nonintegral: bool = False
+    nonzero_planes: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.voxels if self.voxels else float("nan")
+
+    @property
+    def std(self) -> float:
+        if not self.voxels:
+            return float("nan")
+        return float(np.sqrt(max(self.total_sq / self.voxels - self.mean**2, 0.0)))
+
+    def zero_plane_runs(self) -> dict[int, int]:
+        """Number of all-zero planes along each axis that has some (only meaningful if not blank)."""
+        return {a: int((~nz).sum()) for a, nz in enumerate(self.nonzero_planes) if (~nz).any()}
+
+
+def scan_volume(volume: Volume, *, planes: bool = False, max_bytes: int = DEFAULT_BLOCK_BYTES) -> VolumeScan:
+    """Read every voxel once. `planes=True` also records all-zero planes (for partial-blank images)."""
+    hdr = volume.header
+    integer = np.issubdtype(hdr.dtype, np.integer) or hdr.dtype == np.bool_
+    out = VolumeScan(shape=hdr.shape, dtype=hdr.dtype, counts={} if integer else None)
+    if planes:
+        out.nonzero_planes = [np.zeros(n, dtype=bool) for n in hdr.shape]
+    hist = np.zeros(_MAX_BINS, dtype=np.int64) if integer else None
+    for block in volume.blocks(max_bytes):
+        if block.data is None:
+            _add_fill(out, block.fill, block.voxels, hist)
+            if planes and block.fill != 0:
+                for a, (s, n) in enumerate(zip(block.start, block.shape)):
+                    out.nonzero_planes[a][s : s + n] = True
+            continue
+        data = block.data
+        if data.size == 0:
+            continue
+        out.voxels += data.size
+        if integer:
+            _count_integers(out, data, hist)
+        else:
+            _add_float(out, data)
+        if planes:
+            nz = data != 0
+            for a, (s, n) in enumerate(zip(block.start, data.shape)):
+                axes = tuple(i for i in range(data.ndim) if i != a)
+                out.nonzero_planes[a][s : s + n] |= nz.any(axis=axes)
+    if integer:
+        _finish_counts(out, hist)
+    return out
+
+
+def _count_integers(out: VolumeScan, data: np.ndarray, hist: np.ndarray) -> None:
+    """Exact value counts: bincount into the histogram when values fit it, np.unique otherwise."""
+    if data.dtype.itemsize == 1 and data.dtype.kind in "ub":
+        hist[:256] += np.bincount(data.reshape(-1).view(np.uint8), minlength=256)
+        return
+    lo, hi = int(data.min()), int(data.max())
+    if lo >= 0 and hi < _MAX_BINS:
+        hist[: hi + 1] += np.bincount(data.reshape(-1), minlength=hi + 1)
+        return
+    values, counts = np.unique(data, return_counts=True)
+    for v, c in zip(values.tolist(), counts.tolist()):
+        out.counts[int(v)] = out.counts.get(int(v), 0) + int(c)
+
+
+def _finish_counts(out: VolumeScan, hist: np.ndarray) -> None:
+    for v in np.flatnonzero(hist).tolist():
+        out.counts[v] = out.counts.get(v, 0) + int(hist[v])
+    if out.counts:
+        keys = np.fromiter(out.counts.keys(), dtype=np.float64)
+        vals = np.fromiter(out.counts.values(), dtype=np.float64)
+        out.minimum, out.maximum = float(keys.min()), float(keys.max())
+        out.total = float((keys * vals).sum())
+        out.total_sq = float((keys * keys * vals).sum())
+
+
+def _add_fill(out: VolumeScan, fill: float | int, n: int, hist: np.ndarray | None) -> None:
+    out.voxels += n
+    if out.counts is not None:
+        if 0 <= int(fill) < _MAX_BINS:
+            hist[int(fill)] += n
+        else:
+            out.counts[int(fill)] = out.counts.get(int(fill), 0) + n
+        return
+    out.minimum, out.maximum = min(out.minimum, float(fill)), max(out.maximum, float(fill))
+    out.total += float(fill) * n
+    out.total_sq += float(fill) ** 2 * n
+
+
+def _add_float(out: VolumeScan, data: np.ndarray) -> None:
+    d = data.astype(np.float64, copy=False)
+    out.minimum = min(out.minimum, float(d.min()))
+    out.maximum = max(out.maximum, float(d.max()))
+    out.total += float(d.sum())
+    out.total_sq += float(np.dot(d.reshape(-1), d.reshape(-1)))
+    if not out.nonintegral:
+        out.nonintegral = bool(not np.all(np.isfinite(d)) or np.any(d != np.round(d)))

@@ -1,0 +1,78 @@
+"""What every reader provides: a header read without touching voxels, and voxels in bounded blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+#: Default bytes of voxel data a reader hands over at once (per worker).
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Header:
+    """Geometry and dtype of a volume, in array axis order; spacing and origin in the file's units (nm)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+
+    @property
+    def voxels(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A box of voxels at `start`. `data` is None for a box that holds only `fill` (an unwritten zarr chunk)."""
+
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+    data: np.ndarray | None
+    fill: float | int = 0
+
+    @property
+    def voxels(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class Volume(Protocol):
+    """A readable volume: `header` costs no voxel reads; `blocks` streams every voxel exactly once."""
+
+    header: Header
+
+    def blocks(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]: ...
+
+
+def open_volume(path: Path) -> Volume:
+    """Open a NIfTI file or an OME-NGFF zarr image by its name; raises ReadError when it cannot."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        from cellcheck.sources.nifti import NiftiVolume
+
+        return NiftiVolume(path)
+    if ".zarr" in name or (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
+        from cellcheck.sources.zarr_volume import ZarrVolume
+
+        return ZarrVolume.open(path)
+    raise ReadError(path, "not a NIfTI (.nii, .nii.gz) or zarr file")
+
+
+def short_reason(exc: BaseException) -> str:
+    """First line of an exception, prefixed by its type, short enough for a one-line message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+class ReadError(Exception):
+    """A volume that exists but cannot be read; becomes an `unreadable` finding for its case."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

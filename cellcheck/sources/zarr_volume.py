@@ -1,0 +1,121 @@
+"""Zarr reader (format v2 and v3): headers from metadata, voxels chunk by chunk.
+
+CellMap stores are sparse: a chunk that was never written (an interrupted download, padding
+around the imaged volume) holds the fill value. On a local store we ask whether each chunk's
+key exists and hand over an unwritten chunk as a fill-only Block, without decompressing or
+allocating it, so auditing a 6.5e9-voxel crop costs what its written chunks cost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+
+from cellcheck.sources.ome_ngff import Level, MetadataError, parse_levels
+from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Block, Header, ReadError, short_reason
+
+#: Exceptions zarr and its codecs raise on broken metadata or chunks.
+ZARR_ERRORS = (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, RuntimeError, AttributeError)
+
+
+def open_node(path: Path, mode: str = "r") -> Any:
+    """Open a zarr group or array read-only, either format; raises ReadError with a one-line reason."""
+    if not path.exists():
+        raise ReadError(path, "does not exist")
+    try:
+        return zarr.open(store=str(path), mode=mode)
+    except PermissionError as exc:
+        raise ReadError(path, f"permission denied ({exc.strerror}); make it readable") from None
+    except ZARR_ERRORS as exc:
+        raise ReadError(path, f"broken zarr metadata ({short_reason(exc)}); re-download this store") from None
+
+
+class ZarrVolume:
+    """A zarr array (or a box of it) with physical geometry; axes in array order (z, y, x)."""
+
+    def __init__(
+        self,
+        array: Any,
+        path: Path,
+        scale: tuple[float, ...] | None = None,
+        translation: tuple[float, ...] | None = None,
+        region: tuple[tuple[int, int], ...] | None = None,
+    ) -> None:
+        self.array = array
+        ndim = len(array.shape)
+        self.region = region or tuple((0, int(n)) for n in array.shape)
+        scale = scale or (1.0,) * ndim
+        translation = translation or (0.0,) * ndim
+        origin = tuple(t + s * lo for t, s, (lo, _) in zip(translation, scale, self.region))
+        self.header = Header(
+            path=path,
+            shape=tuple(hi - lo for lo, hi in self.region),
+            dtype=np.dtype(array.dtype),
+            spacing=tuple(scale),
+            origin=origin,
+        )
+
+    @classmethod
+    def open(cls, path: Path) -> "ZarrVolume":
+        """Open an array, or the finest level of an OME-NGFF multiscale group."""
+        node = open_node(path)
+        if isinstance(node, zarr.Array):
+            return cls(node, path)
+        try:
+            level = parse_levels(dict(node.attrs))[0]
+            array = node[level.path]
+        except (MetadataError, *ZARR_ERRORS) as exc:
+            raise ReadError(path, f"not an OME-NGFF image ({short_reason(exc)}); point the datalist at an array or a multiscale group") from None
+        return cls(array, path / level.path, level.scale, level.translation)
+
+    @classmethod
+    def level(cls, group: Any, group_path: Path, level: Level, region=None) -> "ZarrVolume":
+        """One level of an already parsed multiscale group, optionally only a box of it."""
+        try:
+            array = group[level.path]
+        except ZARR_ERRORS as exc:
+            raise ReadError(group_path / level.path, f"broken zarr metadata ({short_reason(exc)}); re-download this store") from None
+        return cls(array, group_path / level.path, level.scale, level.translation, region)
+
+    def blocks(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
+        """Every storage chunk that meets the region, clipped to it; unwritten chunks as fill-only Blocks."""
+        arr = self.array
+        chunk = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
+        exists = _chunk_exists_fn(arr)
+        fill = arr.fill_value if arr.fill_value is not None else 0
+        ranges = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(self.region, chunk)]
+        for idx in itertools.product(*ranges):
+            box = tuple(
+                (max(lo, i * c), min(hi, (i + 1) * c)) for i, c, (lo, hi) in zip(idx, chunk, self.region)
+            )
+            start = tuple(a - lo for (a, _), (lo, _) in zip(box, self.region))
+            shape = tuple(b - a for a, b in box)
+            if exists is not None and not exists(idx):
+                yield Block(start=start, shape=shape, data=None, fill=_py(fill))
+                continue
+            try:
+                data = arr[tuple(slice(a, b) for a, b in box)]
+            except PermissionError as exc:
+                raise ReadError(self.header.path, f"permission denied ({exc.strerror}); make it readable") from None
+            except ZARR_ERRORS as exc:
+                raise ReadError(self.header.path, f"corrupt chunk {idx} ({short_reason(exc)}); re-download this store") from None
+            yield Block(start=start, shape=shape, data=np.asarray(data))
+
+
+def _chunk_exists_fn(arr: Any):
+    """A cheap `exists(chunk_index)` for local stores, or None when the store cannot tell cheaply."""
+    root = getattr(arr.store, "root", None)
+    if root is None:
+        return None
+    base = Path(root) / arr.path if arr.path else Path(root)
+    encode = arr.metadata.encode_chunk_key
+    return lambda idx: (base / encode(idx)).exists()
+
+
+def _py(value: Any) -> float | int:
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,90 @@
+"""Per-label statistics grouped by label value, never by array position (FIELD_NOTES 13).
+
+MONAI's DataAnalyzer summary averaged per-label stats by the label's index in each case's list
+of present labels, so nuc (present in few crops) came out at 0 %; here every number is keyed
+by the label value itself and averaged over the crops where it is annotated or present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from cellcheck.classes import CLASS_NAMES
+
+
+@dataclass
+class CaseStats:
+    """What one case contributes: annotated channels (None = all), label value counts, image summary."""
+
+    case: str
+    channels: frozenset[int] | None
+    label_counts: dict[int, int] | None = None
+    label_voxels: int = 0
+    image_shape: tuple[int, ...] | None = None
+    image_spacing: tuple[float, ...] | None = None
+    image_hist: np.ndarray | None = None  # 256 bins for uint8 images
+    image_moments: tuple[int, float, float] | None = None  # (n, sum, sum of squares)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def per_label(cases: Sequence[CaseStats]) -> list[dict[str, Any]]:
+    """One row per label value 1..14: crops annotated / present, voxels, mean foreground %."""
+    rows = []
+    for ch, name in enumerate(CLASS_NAMES):
+        value = ch + 1
+        annotated = [c for c in cases if c.label_counts is not None and (c.channels is None or ch in c.channels)]
+        fractions = [c.label_counts.get(value, 0) / c.label_voxels for c in annotated if c.label_voxels]
+        present = [f for f in fractions if f > 0]
+        rows.append(
+            {
+                "label": value,
+                "channel": ch,
+                "class": name,
+                "crops_annotated": len(annotated),
+                "crops_present": len(present),
+                "voxels": int(sum(c.label_counts.get(value, 0) for c in annotated)),
+                "mean_fg_pct_present": round(100 * float(np.mean(present)), 4) if present else 0.0,
+                "mean_fg_pct_annotated": round(100 * float(np.mean(fractions)), 4) if fractions else 0.0,
+            }
+        )
+    return rows
+
+
+def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
+    """Shape min/mean/max, spacings, intensity mean/std/percentiles pooled over all voxels."""
+    shapes = np.array([c.image_shape for c in cases if c.image_shape and len(c.image_shape) == 3])
+    out: dict[str, Any] = {"cases": len(cases)}
+    if len(shapes):
+        out["shape"] = {
+            "min": shapes.min(0).tolist(),
+            "mean": [round(v, 1) for v in shapes.mean(0).tolist()],
+            "max": shapes.max(0).tolist(),
+        }
+    spacings = sorted({tuple(round(s, 6) for s in c.image_spacing) for c in cases if c.image_spacing})
+    out["spacing"] = [list(s) for s in spacings]
+    hists = [c.image_hist for c in cases if c.image_hist is not None]
+    if hists:
+        h = np.sum(hists, axis=0).astype(np.float64)
+        n = h.sum()
+        if n:
+            v = np.arange(h.size)
+            mean = float((h * v).sum() / n)
+            std = float(np.sqrt(max((h * v * v).sum() / n - mean**2, 0.0)))
+            cdf = np.cumsum(h) / n
+            pct = {str(p): int(np.searchsorted(cdf, p / 100.0)) for p in (0.5, 50, 99.5)}
+            out["intensity"] = {"mean": round(mean, 3), "std": round(std, 3), "percentiles": pct}
+    elif any(c.image_moments for c in cases):
+        n = sum(c.image_moments[0] for c in cases if c.image_moments)
+        s = sum(c.image_moments[1] for c in cases if c.image_moments)
+        ss = sum(c.image_moments[2] for c in cases if c.image_moments)
+        if n:
+            mean = s / n
+            out["intensity"] = {"mean": round(mean, 3), "std": round(float(np.sqrt(max(ss / n - mean**2, 0))), 3)}
+    return out
+
+
+def summarize(cases: Sequence[CaseStats]) -> dict[str, Any]:
+    return {"per_label": per_label(cases), "images": image_summary(cases)}

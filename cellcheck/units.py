@@ -1,0 +1,15 @@
+"""Byte sizes as SLURM and users write them (`512G`, `8GiB`, `200000M`)."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'8G' -> 8 GiB in bytes; SLURM's suffixes are binary. Raises ValueError on anything else."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{text!r} is not a size such as 512G, 8GiB or 2000M")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
