@@ -50,7 +50,28 @@ def _emit(text: str, output: Path | None) -> None:
             raise CellcheckError(f"{output}: cannot write the report ({exc.strerror or exc}); choose another --output")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """Turns our user-facing error into one line and exit 2, and a bug into one line too (never exit 0)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CellcheckError as exc:
+            click.echo(f"cellcheck: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:  # a bug of ours: say so, keep the traceback for CELLCHECK_DEBUG=1
+            if os.environ.get("CELLCHECK_DEBUG"):
+                traceback.print_exc()
+            click.echo(
+                f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
+                err=True,
+            )
+            ctx.exit(2)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cellcheck")
 def cli() -> None:
     """Catch what would kill a 3D segmentation job before it is submitted."""
@@ -88,30 +109,13 @@ def list_checks() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: turn CellcheckError into one line and exit 2; never exit 0 on failure."""
+    """Console-script entry point."""
     try:
-        cli.main(args=argv, prog_name="cellcheck", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("cellcheck: aborted", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except CellcheckError as exc:
-        click.echo(f"cellcheck: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("cellcheck: interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a bug of ours: say so on one line, never exit 0
-        if os.environ.get("CELLCHECK_DEBUG"):
-            traceback.print_exc()
-        click.echo(
-            f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
-            err=True,
-        )
-        sys.exit(2)
-    sys.exit(0)
+        cli.main(args=argv, prog_name="cellcheck")
+    except BrokenPipeError:  # `cellcheck checks | head`: the reader left; Python's documented way out
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

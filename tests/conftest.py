@@ -1,0 +1,32 @@
+"""Shared datasets, written once per session by the fixture generator (no binary fixtures in git)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fixtures import make_dataset
+
+
+@pytest.fixture(scope="session")
+def defects_all(tmp_path_factory) -> Path:
+    """A dataset with every defect planted (seed 0); its expected.json says what must be found."""
+    root = tmp_path_factory.mktemp("all") / "data"
+    make_dataset(root, seed=0, defects="all")
+    return root
+
+
+@pytest.fixture(scope="session")
+def clean(tmp_path_factory) -> Path:
+    """A dataset with no defect at all."""
+    root = tmp_path_factory.mktemp("clean") / "data"
+    make_dataset(root, seed=1, defects="none")
+    return root
+
+
+@pytest.fixture
+def clean_copy(clean, tmp_path) -> Path:
+    """A private copy of the clean dataset that a test may damage."""
+    dst = tmp_path / "data"
+    shutil.copytree(clean, dst)
+    return dst

@@ -1,0 +1,18 @@
+"""Small helpers for tests that read and rewrite generated datasets."""
+
+import json
+from pathlib import Path
+
+
+def expected(root: Path) -> dict:
+    return json.loads((root / "expected.json").read_text())
+
+
+def read_datalist(root: Path) -> dict:
+    return json.loads((root / "datalist.json").read_text())
+
+
+def write_datalist(root: Path, obj: dict, name: str = "datalist.json") -> Path:
+    p = root / name
+    p.write_text(json.dumps(obj, indent=1))
+    return p

@@ -1,0 +1,59 @@
+"""The issue's acceptance test: every planted defect is found, in both views, and nothing else is."""
+
+import pytest
+
+from cellcheck.audit import audit
+from cellcheck.findings import CHECKS
+
+from datasets import expected
+
+VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}
+
+
+def flagged(report, severities=("error", "warning")):
+    return {(f.check, f.case) for f in report.findings if f.severity.value in severities}
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_planted_defect_is_reported(defects_all, view):
+    exp = expected(defects_all)
+    report = audit(defects_all / VIEWS[view])
+    found = {(f.check, f.case) for f in report.findings}
+    want = {(r["check"], r["case"]) for r in exp["findings"] if r["view"] == view}
+    assert want, "the generator planted nothing in this view"
+    assert want - found == set()
+    assert not report.passed and report.exit_code == 1
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_clean_cases_have_no_error_or_warning(defects_all, view):
+    exp = expected(defects_all)
+    report = audit(defects_all / VIEWS[view])
+    clean = set(exp["clean_cases"][view])
+    assert clean, "the defect dataset should keep clean cases beside the planted ones"
+    noisy = sorted((c, case) for c, case in flagged(report) if case in clean)
+    assert noisy == []
+    # dataset-level findings (case None) must each come from a planted defect
+    planted_dataset_level = {r["check"] for r in exp["findings"] if r["view"] == view and r["case"] is None}
+    assert {c for c, case in flagged(report) if case is None} <= planted_dataset_level
+
+
+def test_every_check_id_is_planted(defects_all):
+    exp = expected(defects_all)
+    assert {r["check"] for r in exp["findings"]} == set(CHECKS)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_clean_dataset_passes(clean, view):
+    report = audit(clean / VIEWS[view])
+    assert flagged(report) == set()
+    assert report.passed and report.exit_code == 0
+    assert report.cases == len(expected(clean)["cases"][view])
+
+
+def test_both_zarr_formats_are_audited(defects_all):
+    exp = expected(defects_all)
+    report = audit(defects_all / "zarr")
+    assert report.cases == len(exp["cases"]["zarr"])
+    stores = {p.name for p in (defects_all / "zarr").rglob("*.zarr")}
+    assert len(stores) == 2

@@ -1,0 +1,134 @@
+"""The CLI contract: formats, exit codes 0/1/2, --select/--ignore/--strict, atomic --output, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cellcheck.cli import cli
+from datasets import expected, read_datalist, write_datalist
+
+
+def run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def test_json_report_contract(defects_all):
+    r = run(["audit", str(defects_all / "datalist.json"), "--format", "json"])
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    assert report["version"] == 1 and report["passed"] is False
+    assert report["cases"] == len(expected(defects_all)["cases"]["datalist"])
+    assert set(report["summary"]) == {"error", "warning", "info"}
+    assert report["summary"]["error"] == sum(f["severity"] == "error" for f in report["findings"])
+    f = report["findings"][0]
+    assert set(f) == {"check", "severity", "case", "path", "message", "details"}
+    assert {"per_label", "images"} <= set(report["stats"])
+
+
+def test_text_and_markdown(defects_all):
+    text = run(["audit", str(defects_all / "datalist.json"), "--format", "text"])
+    assert text.exit_code == 1
+    assert "FAILED" in text.stdout.splitlines()[-1]
+    assert "[blank-image]" in text.stdout
+    md = run(["audit", str(defects_all / "datalist.json"), "--format", "markdown"])
+    assert md.stdout.startswith("### cellcheck audit: **failed**")
+    assert "| error | `blank-image` |" in md.stdout
+
+
+def test_clean_exits_zero(clean):
+    r = run(["audit", str(clean / "datalist.json"), "--format", "json"])
+    assert r.exit_code == 0, r.stdout
+    assert json.loads(r.stdout)["passed"] is True
+
+
+def test_select_and_ignore(defects_all):
+    sel = json.loads(run(["audit", str(defects_all / "datalist.json"), "--format", "json", "--select", "blank-image"]).stdout)
+    assert {f["check"] for f in sel["findings"]} == {"blank-image"}
+    ign = json.loads(run(["audit", str(defects_all / "datalist.json"), "--format", "json", "--ignore", "blank-image,missing-file"]).stdout)
+    assert not {"blank-image", "missing-file"} & {f["check"] for f in ign["findings"]}
+    warn_only = run(["audit", str(defects_all / "datalist.json"), "--format", "json", "--select", "partial-blank"])
+    assert warn_only.exit_code == 0  # warnings alone pass...
+    strict = run(["audit", str(defects_all / "datalist.json"), "--format", "json", "--select", "partial-blank", "--strict"])
+    assert strict.exit_code == 1  # ...unless --strict
+
+
+def test_unknown_check_id_is_usage_error(defects_all):
+    r = run(["audit", str(defects_all / "datalist.json"), "--select", "blank"])
+    assert r.exit_code == 2
+    assert "unknown check id(s) blank" in r.stderr
+
+
+def test_output_written_atomically_and_nothing_else(defects_all, tmp_path):
+    out = tmp_path / "report.json"
+    r = run(["audit", str(defects_all / "datalist.json"), "--output", str(out), "--format", "json"])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert json.loads(out.read_text())["passed"] is False
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temp file left behind
+
+
+def test_output_into_missing_folder_is_one_line(defects_all, tmp_path):
+    r = run(["audit", str(defects_all / "datalist.json"), "--output", str(tmp_path / "no" / "r.json")])
+    assert r.exit_code == 2
+    assert r.stderr.count("\n") == 1 and "choose another --output" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"training": [', "malformed JSON at line 1, column"),
+        ('{"images": []}', "not a MONAI datalist"),
+        ("", "malformed JSON"),
+    ],
+)
+def test_bad_datalist_is_one_line_exit_2(tmp_path, content, message):
+    p = tmp_path / "datalist.json"
+    p.write_text(content)
+    r = run(["audit", str(p)])
+    assert r.exit_code == 2
+    assert message in r.stderr and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_folder_without_data_is_exit_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    r = run(["audit", str(tmp_path)])
+    assert r.exit_code == 2 and "no CellMap zarr stores" in r.stderr
+
+
+def test_missing_path_is_exit_2(tmp_path):
+    r = run(["audit", str(tmp_path / "nope.json")])
+    assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied_is_exit_2(clean_copy):
+    p = clean_copy / "datalist.json"
+    p.chmod(0)
+    r = run(["audit", str(p)])
+    assert r.exit_code == 2 and "permission denied" in r.stderr
+
+
+def test_checks_lists_every_id():
+    from cellcheck.findings import CHECKS
+
+    r = run(["checks"])
+    assert r.exit_code == 0
+    assert [line.split()[0] for line in r.stdout.splitlines()] == list(CHECKS)
+
+
+def test_console_script_in_a_real_subprocess(defects_all, tmp_path):
+    exe = Path(sys.executable).parent / "cellcheck"
+    proc = subprocess.run([str(exe), "audit", str(defects_all / "zarr"), "--format", "json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    found = {(f["check"], f["case"]) for f in report["findings"]}
+    want = {(r["check"], r["case"]) for r in expected(defects_all)["findings"] if r["view"] == "zarr"}
+    assert want <= found
+    bad = subprocess.run([str(exe), "audit", str(tmp_path / "missing.json")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("cellcheck: ") and bad.stderr.count("\n") == 1
