@@ -62,6 +62,7 @@ class Crop:
     classes: dict[str, ClassArray] = field(default_factory=dict)
     all: ClassArray | None = None
     findings: list[Finding] = field(default_factory=list)
+    unreadable: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -140,6 +141,7 @@ def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
         except (MetadataError, ReadError, *ZARR_ERRORS) as exc:
             reason = exc.reason if isinstance(exc, ReadError) else short_reason(exc)
             crop.findings.append(finding("unreadable", name, path / cls, f"class '{cls}' cannot be read ({reason}); re-download this crop"))
+            crop.unreadable.add(cls)
             continue
         if cls == "all":
             crop.all = arr

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cellcheck.cli import cli
-from datasets import expected, read_datalist, write_datalist
+from datasets import expected, read_datalist
 
 
 def run(args):
@@ -105,12 +105,56 @@ def test_missing_path_is_exit_2(tmp_path):
     assert r.exit_code == 2 and "no such file" in r.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied_is_exit_2(clean_copy):
-    p = clean_copy / "datalist.json"
-    p.chmod(0)
-    r = run(["audit", str(p)])
-    assert r.exit_code == 2 and "permission denied" in r.stderr
+def run_unprivileged(args, cwd, warm):
+    """The CLI as a user the files deny: as root, audit `warm` once (so every lazy import is done while
+    the interpreter's own files are still readable), then drop to `nobody` and run."""
+    code = (
+        "import os, sys, pathlib, cellcheck.cli, cellcheck.audit\n"
+        "if os.geteuid() == 0:\n"
+        "    for view in ('datalist.json', 'zarr'):\n"
+        "        cellcheck.audit.audit(pathlib.Path(os.environ['WARM']) / view)\n"
+        "    os.setgid(65534); os.setuid(65534)\n"
+        "cellcheck.cli.main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "WARM": str(warm)}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture
+def shared_copy(clean):
+    """A copy of the clean dataset in a folder `nobody` can enter (pytest's tmp folders are private)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="cellcheck-perm-"))
+    base.chmod(0o755)
+    shutil.copytree(clean, base / "data")
+    for p in [base / "data", *(base / "data").rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    yield base / "data"
+    shutil.rmtree(base)
+
+
+def test_unreadable_datalist_is_exit_2(shared_copy, clean):
+    (shared_copy / "datalist.json").chmod(0)
+    r = run_unprivileged(["audit", str(shared_copy / "datalist.json")], shared_copy, clean)
+    assert r.returncode == 2, r.stderr
+    assert "permission denied" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_unreadable_image_is_a_finding(shared_copy, clean):
+    entry = read_datalist(shared_copy)["training"][0]
+    (shared_copy / entry["image"]).chmod(0)
+    r = run_unprivileged(["audit", str(shared_copy / "datalist.json"), "--format", "json"], shared_copy, clean)
+    assert r.returncode == 1, r.stderr
+    (f,) = [f for f in json.loads(r.stdout)["findings"] if f["check"] == "unreadable"]
+    assert f["path"] == entry["image"] and "permission denied" in f["message"]
+
+
+def test_unreadable_folder_is_exit_2(shared_copy, clean):
+    (shared_copy / "zarr").chmod(0)
+    r = run_unprivileged(["audit", str(shared_copy / "zarr")], shared_copy, clean)
+    assert r.returncode == 2 and "permission denied" in r.stderr, r.stderr
 
 
 def test_checks_lists_every_id():

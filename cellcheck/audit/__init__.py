@@ -15,7 +15,11 @@ from cellcheck.stats import summarize
 
 def detect_kind(path: Path) -> str:
     """"datalist" for a JSON file, "cellmap" for a folder holding zarr stores (or a store itself)."""
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except PermissionError:
+        raise CellcheckError(f"{path}: permission denied; fix: make it and its folders readable") from None
+    if not exists:
         raise CellcheckError(f"{path}: no such file or directory")
     if path.is_file():
         if path.suffix.lower() == ".json":

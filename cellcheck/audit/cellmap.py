@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,14 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
     """Metadata, geometry against raw, raw voxels, class voxels and the dense `all` label of one crop."""
     case = crop.id
     out = list(crop.findings)
-    out += annotations.crop_class_names(case, crop.path, crop.class_names, crop.classes)
+    out += annotations.crop_class_names(case, crop.path, crop.class_names, set(crop.classes) | crop.unreadable)
     arrays = list(crop.classes.values())
     if not arrays:
         if not crop.class_names and not any(f.check == "unreadable" for f in out):
             out.append(finding("empty-annotation", case, crop.path, "crop has no annotated class; annotate it or drop it"))
         return out, None
-    ref = arrays[0]
-    out += _class_geometry(case, ref, arrays[1:] + ([crop.all] if crop.all else []))
+    ref = _reference(arrays)
+    out += _class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
     out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), case_budget)
     stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)))
     try:
@@ -61,6 +62,8 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
                 stats.label_counts[LABEL_VALUE[arr.name]] = int(counts.get(arr.encoding.get("present", 1), 0))
     channels = annotations.channels_of_names(annotated)
     stats.channels = channels
+    # An unreadable class may well be annotated: its voxels in `all` are not evidence of a defect.
+    listed = annotations.channels_of_names(annotated | (crop.unreadable & set(crop.class_names or ())))
     if not annotated and not any(f.check == "unreadable" for f in out):
         out.append(
             finding("empty-annotation", case, crop.path,
@@ -71,10 +74,20 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
             scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path.parent, crop.all.level))
             out += labels.label_values(case, crop.all.path, scan, NUM_CLASSES)
             if scan.counts is not None:
-                out += annotations.unannotated_present(case, crop.all.path, scan.counts, channels)
+                out += annotations.unannotated_present(case, crop.all.path, scan.counts, listed)
         except ReadError as exc:
             out.append(finding("unreadable", case, exc.path, f"'all' label: {exc.reason}"))
     return out, stats
+
+
+def _reference(arrays: list[ClassArray]) -> ClassArray:
+    """The array whose grid (shape, scale, translation) most classes share: the odd one out is the defect."""
+    def grid(a: ClassArray):
+        return (a.shape, tuple(np.round(a.level.scale, 6)), tuple(np.round(a.level.translation, 6)))
+
+    votes = Counter(grid(a) for a in arrays)
+    best = max(votes.values())
+    return next(a for a in arrays if votes[grid(a)] == best)
 
 
 def _class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):

@@ -40,7 +40,12 @@ def audit_entry(entry: Entry, datalist: Datalist, case_budget: int = memory.DEFA
     volumes: dict[str, Volume] = {}
     for role, rel in shown.items():
         p = datalist.resolve(rel)
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except PermissionError:
+            out.findings.append(finding("unreadable", case, rel, f"{role}: permission denied on a folder above it"))
+            continue
+        if not exists:
             out.findings.append(
                 finding("missing-file", case, rel, f"{role} file does not exist; fix the path in {entry.where} or fetch it")
             )
@@ -99,7 +104,8 @@ def audit_datalist(
     stats_path = datastats or stats_file.find_stats_file(path)
     if stats_path is not None:
         findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image])
-    return findings, len(dl.entries), [r.stats for r in results.values() if r.stats is not None]
+    cases = len({e.case for e in dl.entries})  # distinct cases: a duplicated entry is one case
+    return findings, cases, [r.stats for r in results.values() if r.stats is not None]
 
 
 def _hist256(counts: dict[int, int]):

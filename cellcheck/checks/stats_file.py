@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import yaml
 
@@ -22,8 +22,8 @@ def find_stats_file(datalist: Path) -> Path | None:
     return None
 
 
-def stale_stats(stats_path: Path, cases: Iterable[str]) -> Iterator[Finding]:
-    """stale-stats when the stats file's cases are not the datalist's cases."""
+def stale_stats(stats_path: Path, cases: list[str]) -> Iterator[Finding]:
+    """stale-stats when the stats file's cases are not the datalist's cases (one per datalist entry)."""
     try:
         doc = yaml.safe_load(stats_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -36,10 +36,10 @@ def stale_stats(stats_path: Path, cases: Iterable[str]) -> Iterator[Finding]:
     stats_cases = [case_id(str(c.get("image_filepath", ""))) for c in by_case if isinstance(c, dict)]
     ours = set(cases)
     extra, missing = sorted(set(stats_cases) - ours), sorted(ours - set(stats_cases))
-    if extra or missing or len(stats_cases) != len(ours):
+    if extra or missing or len(stats_cases) != len(cases):
         yield finding(
             "stale-stats", None, stats_path,
-            f"data stats cover {len(stats_cases)} cases, the datalist {len(ours)} "
+            f"data stats cover {len(stats_cases)} cases, the datalist {len(cases)} "
             f"({len(extra)} not in the datalist, {len(missing)} missing); rerun the data analyzer",
-            stats_cases=len(stats_cases), datalist_cases=len(ours), extra=extra[:20], missing=missing[:20],
+            stats_cases=len(stats_cases), datalist_cases=len(cases), extra=extra[:20], missing=missing[:20],
         )

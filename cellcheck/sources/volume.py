@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -51,6 +52,8 @@ class Volume(Protocol):
 
 def open_volume(path: Path) -> Volume:
     """Open a NIfTI file or an OME-NGFF zarr image by its name; raises ReadError when it cannot."""
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise ReadError(path, "permission denied; make it readable for the user running the audit")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         from cellcheck.sources.nifti import NiftiVolume
