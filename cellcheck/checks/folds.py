@@ -7,7 +7,7 @@ the rest as training; an entry without `fold` is always training. No validation 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -40,9 +40,7 @@ def folds(path: Path, entries: Sequence[Entry]) -> Iterator[Finding]:
                 f"{e.where} has no 'fold' while other entries do: it silently becomes training in every fold; add one",
                 entry=e.where,
             )
-    used = defaultdict(int)
-    for e in with_fold:
-        used[e.fold] += 1
+    used = Counter(e.fold for e in with_fold)
     for k in range(max(used) + 1):
         if used[k] == 0:
             yield finding(

@@ -1,0 +1,33 @@
+"""Each check id on its own: a dataset with only that defect planted yields exactly its findings.
+
+The generator plants the defect and records where it must show (expected.json); the audit must
+report it there, and report no error or warning on any case the defect did not touch.
+"""
+
+import pytest
+
+from cellcheck.audit import audit
+from cellcheck.findings import CHECKS
+from datasets import expected
+from fixtures import make_dataset
+
+VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_planted_alone(tmp_path, check):
+    root = tmp_path / "data"
+    make_dataset(root, seed=3, defects=[check])
+    exp = expected(root)
+    rows = [r for r in exp["findings"] if r["defect"] == check]
+    assert rows, f"the generator planted nothing for {check}"
+    for view, target in VIEWS.items():
+        want = {(r["check"], r["case"]) for r in rows if r["view"] == view}
+        report = audit(root / target)
+        got = {(f.check, f.case) for f in report.findings if f.severity.value in ("error", "warning")}
+        assert want <= got, f"{view}: missing {want - got}"
+        touched = {r["case"] for r in rows if r["view"] == view}
+        stray = {(c, case) for c, case in got if case not in touched and (c, case) not in want}
+        assert stray == set(), f"{view}: findings on untouched cases"
+        if not want:
+            assert report.passed
