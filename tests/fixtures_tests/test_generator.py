@@ -314,6 +314,8 @@ def test_planted_defects_are_there(ds_all):
     assert (root / e["image"]).exists() and not (root / e["label"]).exists()
     assert "fold" not in by_case[rows["missing-fold", "datalist"]["case"]][0]
     assert {e.get("fold") for e in dl["training"]} == {0, 1, 3, None}
+    fold3 = [e for e in dl["training"] if e.get("fold") == 3]
+    assert len(fold3) == 1 and len(fold3[0]["annotated_classes"].split(",")) == 14  # no coverage gap in fold 3
     dup = by_case[rows["duplicate-case", "datalist"]["case"]]
     assert len(dup) == 2 and {d["fold"] for d in dup} == {0, 1} and dup[0]["image"] == dup[1]["image"]
     assert by_case[rows["annotated-classes-invalid", "datalist"]["case"]][0]["annotated_classes"] == "0,1,15"
