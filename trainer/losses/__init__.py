@@ -1,0 +1,24 @@
+"""Losses for partially annotated multi-class segmentation (CellMap: 14 classes, some annotated per crop).
+
+``PartialAnnotationLoss`` is per-channel sigmoid Dice + BCE masked by a (B, C) annotation mask,
+computed from the integer labels without a one-hot target; ``DeepSupervisionPartialLoss`` wraps
+it for SegResNetDS outputs; ``from_annotated_classes`` / ``annotation_mask`` turn datalist strings
+("0,1,2", possibly path-joined by MONAI's datafold_read) into that mask.
+"""
+
+from .annotations import annotation_mask, from_annotated_classes
+from .deep_supervision import DeepSupervisionPartialLoss, level_weights, resize_labels_nearest
+from .partial import PartialAnnotationLoss, flatten_labels
+from ._stats import LogitStats, logit_stats
+
+__all__ = [
+    "DeepSupervisionPartialLoss",
+    "LogitStats",
+    "PartialAnnotationLoss",
+    "annotation_mask",
+    "flatten_labels",
+    "from_annotated_classes",
+    "level_weights",
+    "logit_stats",
+    "resize_labels_nearest",
+]

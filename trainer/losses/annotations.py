@@ -1,0 +1,109 @@
+"""Parse per-crop "annotated classes" strings into the (B, C) bool mask used by the partial losses.
+
+A crop's datalist entry lists the channels that were annotated, e.g. ``"0,1,2"``.  MONAI's
+``datafold_read`` joins *every* non-empty string field with the data base dir, so the same value
+arrives in training as ``"/basedir/0,1,2"``; only the last path component carries the classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["annotation_mask", "from_annotated_classes"]
+
+AnnotatedSpec = str | Sequence[str | int] | torch.Tensor
+
+
+def _basename(text: str) -> str:
+    """Last path component of ``text`` ('/' or '\\' separated); undoes ``datafold_read``'s join."""
+    return text.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _parse_token(token: str | int, original: object, num_classes: int) -> int:
+    """One class index from a token, range-checked; errors name the whole original value."""
+    if isinstance(token, bool):
+        raise ValueError(f"annotated classes {original!r}: {token!r} is a bool, not a class index")
+    if isinstance(token, int):
+        value = token
+    else:
+        text = _basename(str(token)).strip()
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ValueError(
+                f"annotated classes {original!r}: {text!r} is not an integer class index "
+                f"(expected comma-separated channel indices in 0..{num_classes - 1}, e.g. '0,1,2')"
+            ) from None
+    if not 0 <= value < num_classes:
+        raise ValueError(
+            f"annotated classes {original!r}: class index {value} is out of range 0..{num_classes - 1} "
+            f"(indices are output channels, i.e. label value - 1)"
+        )
+    return value
+
+
+def from_annotated_classes(spec: AnnotatedSpec, num_classes: int) -> torch.Tensor:
+    """(C,) bool row from "0,1,2" / "/basedir/0,1,2" / "" / [0, 1] / ["/b/0", "/b/1"]; why: datalists store strings.
+
+    ``spec`` lists 0-based *channel* indices (label value k is channel k - 1).  A string may carry a
+    directory prefix added by MONAI's ``datafold_read`` (only its basename is parsed); the empty
+    string means "nothing annotated".  A list is what ``datafold_read`` makes of a JSON list (each
+    item path-joined) and may also hold plain ints.  A (C,) bool tensor is returned as is (checked).
+    Raises ValueError, naming ``spec``, for non-integers, out-of-range indices or empty items.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    row = torch.zeros(num_classes, dtype=torch.bool)
+    if isinstance(spec, torch.Tensor):
+        if spec.dtype != torch.bool or spec.shape != (num_classes,):
+            raise ValueError(
+                f"annotated-classes tensor must be bool of shape ({num_classes},), "
+                f"got {spec.dtype} {tuple(spec.shape)}"
+            )
+        return spec
+    if isinstance(spec, str):
+        text = _basename(spec).strip()
+        if not text:
+            return row
+        tokens: Sequence[str | int] = text.split(",")
+        if any(not t.strip() for t in tokens):
+            raise ValueError(
+                f"annotated classes {spec!r}: empty item in comma-separated list {text!r}"
+            )
+    elif isinstance(spec, Sequence):
+        tokens = spec
+    else:
+        raise ValueError(
+            f"annotated classes {spec!r}: expected a string like '0,1,2', a list of indices "
+            f"or a bool tensor, got {type(spec).__name__}"
+        )
+    for token in tokens:
+        row[_parse_token(token, spec, num_classes)] = True
+    return row
+
+
+def annotation_mask(
+    specs: Sequence[AnnotatedSpec] | torch.Tensor, num_classes: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(B, C) bool mask from B specs (see ``from_annotated_classes``); why: a collated batch holds B strings.
+
+    A (B, C) bool tensor passes through (checked, moved to ``device``), so callers can hand over
+    either the collated strings or a ready mask.
+    """
+    if isinstance(specs, torch.Tensor):
+        if specs.dtype != torch.bool or specs.ndim != 2 or specs.shape[1] != num_classes:
+            raise ValueError(
+                f"annotation mask must be a bool tensor of shape (B, {num_classes}), "
+                f"got {specs.dtype} {tuple(specs.shape)}"
+            )
+        return specs.to(device) if device is not None else specs
+    if isinstance(specs, str):
+        raise ValueError(
+            f"annotation_mask expects one spec per sample (a list), got the single string {specs!r}; "
+            "use from_annotated_classes for one crop"
+        )
+    rows = [from_annotated_classes(s, num_classes) for s in specs]
+    mask = torch.stack(rows) if rows else torch.zeros(0, num_classes, dtype=torch.bool)
+    return mask.to(device) if device is not None else mask
