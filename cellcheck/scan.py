@@ -62,39 +62,62 @@ def scan_volume(volume: Volume, *, planes: bool = False, max_bytes: int = DEFAUL
         if block.data is None:
             _add_fill(out, block.fill, block.voxels, hist)
             if planes and block.fill != 0:
-                for a, (s, n) in enumerate(zip(block.start, block.shape)):
-                    out.nonzero_planes[a][s : s + n] = True
+                _mark_nonzero(out, block.start, block.shape, None)
             continue
         data = block.data
         if data.size == 0:
             continue
         out.voxels += data.size
-        if integer:
-            _count_integers(out, data, hist)
-        else:
-            _add_float(out, data)
+        zeros = _count_integers(out, data, hist) if integer else _add_float(out, data)
         if planes:
-            nz = data != 0
-            for a, (s, n) in enumerate(zip(block.start, data.shape)):
-                axes = tuple(i for i in range(data.ndim) if i != a)
-                out.nonzero_planes[a][s : s + n] |= nz.any(axis=axes)
+            # Plane bookkeeping costs a pass only where a block holds zeros (rare in real EM).
+            _mark_nonzero(out, block.start, data.shape, data if zeros else None)
     if integer:
         _finish_counts(out, hist)
     return out
 
 
-def _count_integers(out: VolumeScan, data: np.ndarray, hist: np.ndarray) -> None:
-    """Exact value counts: bincount into the histogram when values fit it, np.unique otherwise."""
+def _mark_nonzero(out: VolumeScan, start: tuple[int, ...], shape: tuple[int, ...], data: np.ndarray | None) -> None:
+    """Record which planes of this box hold a non-zero voxel (all of them when `data` is None)."""
+    nz = None if data is None else data != 0
+    for a, (s, n) in enumerate(zip(start, shape)):
+        if nz is None:
+            out.nonzero_planes[a][s : s + n] = True
+        else:
+            out.nonzero_planes[a][s : s + n] |= nz.any(axis=tuple(i for i in range(nz.ndim) if i != a))
+
+
+def byte_histogram(flat: np.ndarray) -> np.ndarray:
+    """Exact 256-bin histogram of a 1-D uint8 array.
+
+    Counting byte pairs as uint16 (65536 bins) and folding halves the number of bincount
+    elements, about 1.6x faster than a plain bincount of the bytes.
+    """
+    even = flat.size - (flat.size & 1)
+    pairs = np.bincount(flat[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    # little- or big-endian, each uint16 holds one byte in each half
+    hist = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if even != flat.size:
+        hist[flat[-1]] += 1
+    return hist
+
+
+def _count_integers(out: VolumeScan, data: np.ndarray, hist: np.ndarray) -> int:
+    """Exact value counts (bincount when values fit the histogram, np.unique otherwise); returns #zeros."""
+    flat = data.ravel(order="K")  # a view in whatever order the reader produced (NIfTI is Fortran)
     if data.dtype.itemsize == 1 and data.dtype.kind in "ub":
-        hist[:256] += np.bincount(data.reshape(-1).view(np.uint8), minlength=256)
-        return
-    lo, hi = int(data.min()), int(data.max())
+        h = byte_histogram(flat.view(np.uint8))
+        hist[:256] += h
+        return int(h[0])
+    lo, hi = int(flat.min()), int(flat.max())
     if lo >= 0 and hi < _MAX_BINS:
-        hist[: hi + 1] += np.bincount(data.reshape(-1), minlength=hi + 1)
-        return
-    values, counts = np.unique(data, return_counts=True)
+        h = np.bincount(flat, minlength=hi + 1)
+        hist[: hi + 1] += h
+        return int(h[0])
+    values, counts = np.unique(flat, return_counts=True)
     for v, c in zip(values.tolist(), counts.tolist()):
         out.counts[int(v)] = out.counts.get(int(v), 0) + int(c)
+    return int(counts[values == 0].sum())
 
 
 def _finish_counts(out: VolumeScan, hist: np.ndarray) -> None:
@@ -121,11 +144,13 @@ def _add_fill(out: VolumeScan, fill: float | int, n: int, hist: np.ndarray | Non
     out.total_sq += float(fill) ** 2 * n
 
 
-def _add_float(out: VolumeScan, data: np.ndarray) -> None:
-    d = data.astype(np.float64, copy=False)
+def _add_float(out: VolumeScan, data: np.ndarray) -> int:
+    """Streaming moments of a float block; returns #zeros."""
+    d = data.ravel(order="K").astype(np.float64, copy=False)
     out.minimum = min(out.minimum, float(d.min()))
     out.maximum = max(out.maximum, float(d.max()))
     out.total += float(d.sum())
-    out.total_sq += float(np.dot(d.reshape(-1), d.reshape(-1)))
+    out.total_sq += float(np.dot(d, d))
     if not out.nonintegral:
         out.nonintegral = bool(not np.all(np.isfinite(d)) or np.any(d != np.round(d)))
+    return int(d.size - np.count_nonzero(d))
