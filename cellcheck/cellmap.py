@@ -8,6 +8,7 @@ Layout (CELLMAP_LAYOUT.md): `<ds>.zarr/recon-1/em/fibsem-uint8/s0..sN` and
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,17 @@ class Crop:
 
 @dataclass
 class Store:
+    """One dataset store: its raw pyramid and where its crops are (opened one by one with `open_crop`)."""
+
     path: Path
+    root: Any
     raw: RawPyramid | None
-    crops: list[Crop]
+    crop_paths: dict[str, str]  # crop id -> group path inside the store
     findings: list[Finding] = field(default_factory=list)
+
+    def open_crop(self, crop_id: str) -> Crop:
+        """Read one crop's metadata (class groups, scales, annotation attributes); no voxels."""
+        return _open_crop(self.root, self.path, self.crop_paths[crop_id], crop_id)
 
 
 def find_stores(root: Path) -> list[Path]:
@@ -84,8 +92,12 @@ def find_stores(root: Path) -> list[Path]:
     return sorted(found)
 
 
+@lru_cache(maxsize=16)
 def open_store(path: Path) -> Store:
-    """Read the metadata of one store. A store whose root cannot be opened raises ReadError."""
+    """Read the metadata of one store (cached: each worker process opens a store once).
+
+    A store whose root cannot be opened raises ReadError.
+    """
     root = open_node(path)
     if not isinstance(root, zarr.Group):
         raise ReadError(path, "is a zarr array, not a CellMap dataset group")
@@ -101,12 +113,12 @@ def open_store(path: Path) -> Store:
             raw = RawPyramid(path / rel, group, levels, shapes)
         except (MetadataError, *ZARR_ERRORS) as exc:
             findings.append(finding("unreadable", None, path / rel, f"raw EM metadata is broken ({short_reason(exc)}); re-download it"))
-    crops = []
+    crops = {}
     for recon in (r for r in _children(root, "") if r.startswith("recon")):
         gt = f"{recon}/labels/groundtruth"
         for name in _children(root, gt):
-            crops.append(_open_crop(root, path, f"{gt}/{name}", name))
-    return Store(path=path, raw=raw, crops=crops, findings=findings)
+            crops.setdefault(name, f"{gt}/{name}")
+    return Store(path=path, root=root, raw=raw, crop_paths=crops, findings=findings)
 
 
 def _children(root: Any, rel: str) -> list[str]:

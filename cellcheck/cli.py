@@ -87,17 +87,30 @@ def cli() -> None:
 @click.option("--ignore", callback=_check_ids, help="Skip these check ids (comma-separated).")
 @click.option("--strict", is_flag=True, help="Warnings fail the audit too.")
 @click.option("--case-budget", callback=_size, default=None, help="Host memory one loaded sample may take (default 8G).")
-def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget) -> None:
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 64M).")
+def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget) -> None:
     """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
     from cellcheck.audit import audit as run_audit
-    from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
 
     report = run_audit(
         path, dataroot=dataroot, datastats=datastats, select=select, ignore=ignore, strict=strict,
-        case_budget=case_budget or DEFAULT_CASE_BUDGET_BYTES,
+        options=_options(case_budget, jobs, memory_budget),
     )
     _emit(RENDERERS[fmt or _default_format()](report), output)
     sys.exit(report.exit_code)
+
+
+def _options(case_budget: int | None, jobs: int | None, memory_budget: int | None):
+    from cellcheck.audit.options import AuditOptions, default_jobs
+
+    base = AuditOptions()
+    return AuditOptions(
+        case_budget=case_budget or base.case_budget,
+        block_bytes=memory_budget or base.block_bytes,
+        jobs=jobs or default_jobs(),
+        progress=sys.stderr.isatty(),
+    )
 
 
 @cli.command("checks")

@@ -154,3 +154,67 @@ def _add_float(out: VolumeScan, data: np.ndarray) -> int:
     if not out.nonintegral:
         out.nonintegral = bool(not np.all(np.isfinite(d)) or np.any(d != np.round(d)))
     return int(d.size - np.count_nonzero(d))
+
+
+@dataclass
+class PairScan:
+    """An image and its label read in one lockstep pass.
+
+    `joint[v, i]` counts voxels with label value v and image intensity i (uint8 pairs only):
+    label counts, the image histogram and per-label intensity histograms all come from it.
+    """
+
+    image: VolumeScan
+    label: VolumeScan
+    joint: np.ndarray | None = None
+
+
+class _Misaligned(Exception):
+    pass
+
+
+def scan_pair(image: Volume, label: Volume, *, max_bytes: int = DEFAULT_BLOCK_BYTES) -> PairScan:
+    """One pass over a uint8 image and uint8 label together when their blocks align; two passes otherwise."""
+    if image.header.dtype == np.uint8 and label.header.dtype == np.uint8:
+        try:
+            return _joint_scan(image, label, max_bytes // 2)
+        except _Misaligned:
+            pass
+    return PairScan(scan_volume(image, planes=True, max_bytes=max_bytes), scan_volume(label, max_bytes=max_bytes))
+
+
+def _joint_scan(image: Volume, label: Volume, max_bytes: int) -> PairScan:
+    ih, lh = image.header, label.header
+    img = VolumeScan(shape=ih.shape, dtype=ih.dtype, counts={}, nonzero_planes=[np.zeros(n, dtype=bool) for n in ih.shape])
+    lab = VolumeScan(shape=lh.shape, dtype=lh.dtype, counts={})
+    joint = np.zeros((256, 256), dtype=np.int64)
+    for ib, lb in zip(image.blocks(max_bytes), label.blocks(max_bytes), strict=False):
+        if ib.shape[:3] != lb.shape[:3] or ib.start[:3] != lb.start[:3]:
+            raise _Misaligned
+        n = ib.voxels
+        if ib.data is None and lb.data is None:
+            joint[int(lb.fill), int(ib.fill)] += n
+        elif lb.data is None:
+            joint[int(lb.fill)] += byte_histogram(ib.data.ravel(order="K"))
+        elif ib.data is None:
+            joint[:, int(ib.fill)] += byte_histogram(lb.data.ravel(order="K"))
+        else:
+            # label in the high byte, intensity in the low byte: one bincount for both volumes
+            key = lb.data.ravel(order="K").astype(np.uint16)
+            key <<= 8
+            key |= ib.data.ravel(order="K")
+            joint += np.bincount(key, minlength=1 << 16).reshape(256, 256)
+        zeros_here = ib.data is not None and not np.all(ib.data.ravel(order="K"))
+        if ib.data is None:
+            if ib.fill != 0:
+                _mark_nonzero(img, ib.start, ib.shape, None)
+        else:
+            _mark_nonzero(img, ib.start, ib.shape, ib.data if zeros_here else None)
+    if joint.sum() != ih.voxels or ih.voxels != lh.voxels:
+        raise _Misaligned
+    for scan, hist in ((img, joint.sum(axis=0)), (lab, joint.sum(axis=1))):
+        scan.voxels = int(hist.sum())
+        full = np.zeros(_MAX_BINS, dtype=np.int64)
+        full[:256] = hist
+        _finish_counts(scan, full)
+    return PairScan(img, lab, joint)

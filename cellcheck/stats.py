@@ -27,6 +27,7 @@ class CaseStats:
     image_spacing: tuple[float, ...] | None = None
     image_hist: np.ndarray | None = None  # 256 bins for uint8 images
     image_moments: tuple[int, float, float] | None = None  # (n, sum, sum of squares)
+    joint: np.ndarray | None = None  # (256 label values, 256 intensities) voxel counts, uint8 pairs
     extra: dict[str, Any] = field(default_factory=dict)
 
 

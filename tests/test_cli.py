@@ -110,9 +110,11 @@ def run_unprivileged(args, cwd, warm):
     the interpreter's own files are still readable), then drop to `nobody` and run."""
     code = (
         "import os, sys, pathlib, cellcheck.cli, cellcheck.audit\n"
+        "from cellcheck.audit.options import AuditOptions\n"
         "if os.geteuid() == 0:\n"
         "    for view in ('datalist.json', 'zarr'):\n"
-        "        cellcheck.audit.audit(pathlib.Path(os.environ['WARM']) / view)\n"
+        "        for jobs in (1, 2):\n"
+        "            cellcheck.audit.audit(pathlib.Path(os.environ['WARM']) / view, options=AuditOptions(jobs=jobs))\n"
         "    os.setgid(65534); os.setuid(65534)\n"
         "cellcheck.cli.main(sys.argv[1:])\n"
     )

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from cellcheck.audit.cellmap import audit_cellmap
 from cellcheck.audit.datalist import audit_datalist
-from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+from cellcheck.audit.options import AuditOptions
 from cellcheck.errors import CellcheckError
 from cellcheck.report import Report, select_findings
 from cellcheck.stats import summarize
@@ -36,14 +36,14 @@ def audit(
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
     strict: bool = False,
-    case_budget: int = DEFAULT_CASE_BUDGET_BYTES,
+    options: AuditOptions = AuditOptions(),
 ) -> Report:
     """Run every check on a datalist JSON or a folder of CellMap zarr stores. Read-only."""
     path = Path(path)
     if detect_kind(path) == "datalist":
-        findings, cases, stats = audit_datalist(path, dataroot, datastats, case_budget)
+        findings, cases, stats = audit_datalist(path, dataroot, datastats, options)
     else:
-        findings, cases, stats = audit_cellmap(path, case_budget)
+        findings, cases, stats = audit_cellmap(path, options)
     return Report(
         source=str(path),
         cases=cases,

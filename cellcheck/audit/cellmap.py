@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from cellcheck.audit.options import AuditOptions
 from cellcheck.cellmap import ClassArray, Crop, Store, find_stores, open_store
 from cellcheck.checks import annotations, geometry, intensity, labels, memory
 from cellcheck.classes import LABEL_VALUE, NUM_CLASSES
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
+from cellcheck.parallel import map_cases
 from cellcheck.scan import VolumeScan, scan_volume
 from cellcheck.sources.volume import ReadError
 from cellcheck.sources.zarr_volume import ZarrVolume
 from cellcheck.stats import CaseStats
 
 
-def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES) -> tuple[list[Finding], CaseStats | None]:
+def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
     """Metadata, geometry against raw, raw voxels, class voxels and the dense `all` label of one crop."""
     case = crop.id
     out = list(crop.findings)
@@ -31,10 +34,10 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
         return out, None
     ref = _reference(arrays)
     out += _class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
-    out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), case_budget)
+    out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), opts.case_budget)
     stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)))
     try:
-        image_scan = _raw_scan(store, crop, ref, out)
+        image_scan = _raw_scan(store, crop, ref, out, opts.block_bytes)
         if image_scan is not None:
             out += intensity.image_content(case, store.raw.path, image_scan)
             stats.image_shape, stats.image_spacing = ref.shape, ref.level.scale
@@ -47,7 +50,7 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
     annotated: set[str] = set()
     for arr in arrays:
         try:
-            scan = scan_volume(ZarrVolume.level(arr.group, arr.path.parent, arr.level))
+            scan = scan_volume(ZarrVolume.level(arr.group, arr.path.parent, arr.level), max_bytes=opts.block_bytes)
         except ReadError as exc:
             out.append(finding("unreadable", case, exc.path, f"class '{arr.name}': {exc.reason}"))
             continue
@@ -71,7 +74,7 @@ def audit_crop(store: Store, crop: Crop, case_budget: int = memory.DEFAULT_CASE_
         )
     if crop.all is not None:
         try:
-            scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path.parent, crop.all.level))
+            scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path.parent, crop.all.level), max_bytes=opts.block_bytes)
             out += labels.label_values(case, crop.all.path, scan, NUM_CLASSES)
             if scan.counts is not None:
                 out += annotations.unannotated_present(case, crop.all.path, scan.counts, listed)
@@ -110,7 +113,7 @@ def _class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):
             )
 
 
-def _raw_scan(store: Store, crop: Crop, ref: ClassArray, out: list[Finding]) -> VolumeScan | None:
+def _raw_scan(store: Store, crop: Crop, ref: ClassArray, out: list[Finding], block_bytes: int) -> VolumeScan | None:
     """resolution-mismatch and out-of-bounds from metadata; then scan the raw box the crop covers."""
     raw = store.raw
     scale = ref.level.scale
@@ -141,36 +144,39 @@ def _raw_scan(store: Store, crop: Crop, ref: ClassArray, out: list[Finding]) -> 
     if (hi <= lo).any():
         return None
     region = tuple((int(a), int(b)) for a, b in zip(lo, hi))
-    return scan_volume(ZarrVolume.level(raw.group, raw.path, level, region), planes=True)
+    return scan_volume(ZarrVolume.level(raw.group, raw.path, level, region), planes=True, max_bytes=block_bytes)
 
 
-def audit_cellmap(root: Path, case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES) -> tuple[list[Finding], int, list[CaseStats]]:
+def audit_crop_at(ref: tuple[Path, str], opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
+    """Audit crop `ref = (store path, crop id)`; opens what it needs, so it can run in a worker process."""
+    store = open_store(ref[0])
+    return audit_crop(store, store.open_crop(ref[1]), opts)
+
+
+def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], int, list[CaseStats]]:
     """All findings of every crop of every store under `root`."""
-    stores = find_stores_or_fail(root)
     findings: list[Finding] = []
-    stats: list[CaseStats] = []
-    n = 0
-    readable = 0
-    for path in stores:
+    refs: list[tuple[Path, str]] = []
+    open_store.cache_clear()  # forked workers inherit what is opened below; nothing older
+    for path in find_stores_or_fail(root):
         try:
             store = open_store(path)
         except ReadError as exc:
             findings.append(finding("unreadable", None, path, exc.reason))
             continue
-        readable += 1
         findings += store.findings
-        for crop in store.crops:
-            n += 1
-            found, s = audit_crop(store, crop, case_budget)
-            findings += found
-            if s is not None:
-                stats.append(s)
-    if not readable:
-        raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message if findings else 'none found'})")
+        refs += [(path, crop_id) for crop_id in store.crop_paths]
+    if not refs and findings:
+        raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message})")
+    stats: list[CaseStats] = []
+    for found, s in map_cases(partial(audit_crop_at, opts=opts), refs, opts.jobs, opts.progress, "crops"):
+        findings += found
+        if s is not None:
+            stats.append(s)
     for f in findings:  # name files relative to the folder the user gave
         if f.path and Path(f.path).is_relative_to(root):
             f.path = str(Path(f.path).relative_to(root))
-    return findings, n, stats
+    return findings, len(refs), stats
 
 
 def find_stores_or_fail(root: Path) -> list[Path]:

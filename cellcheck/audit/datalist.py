@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+
+from cellcheck.audit.options import AuditOptions
 from cellcheck.checks import annotations, folds, geometry, intensity, labels, memory, stats_file
 from cellcheck.classes import NUM_CLASSES
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
-from cellcheck.scan import scan_volume
+from cellcheck.parallel import map_cases
+from cellcheck.scan import VolumeScan, scan_pair, scan_volume
 from cellcheck.sources.volume import ReadError, Volume, open_volume
 from cellcheck.stats import CaseStats
 
@@ -21,7 +26,7 @@ class EntryResult:
     channels: frozenset[int] | None = None
 
 
-def audit_entry(entry: Entry, datalist: Datalist, case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES) -> EntryResult:
+def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions()) -> EntryResult:
     """Every per-case check of one entry: annotations, files, headers (cheap) before voxels."""
     out = EntryResult()
     case, where = entry.case, datalist.path
@@ -39,63 +44,80 @@ def audit_entry(entry: Entry, datalist: Datalist, case_budget: int = memory.DEFA
     shown = {"image": entry.image, "label": entry.label}
     volumes: dict[str, Volume] = {}
     for role, rel in shown.items():
-        p = datalist.resolve(rel)
-        try:
-            exists = p.exists()
-        except PermissionError:
-            out.findings.append(finding("unreadable", case, rel, f"{role}: permission denied on a folder above it"))
-            continue
-        if not exists:
-            out.findings.append(
-                finding("missing-file", case, rel, f"{role} file does not exist; fix the path in {entry.where} or fetch it")
-            )
-            continue
-        try:
-            volumes[role] = open_volume(p)
-        except ReadError as exc:
-            out.findings.append(finding("unreadable", case, rel, f"{role}: {exc.reason}"))
+        volume = _open(role, rel, datalist, entry, out.findings)
+        if volume is not None:
+            volumes[role] = volume
     image, label = volumes.get("image"), volumes.get("label")
     if image and label:
         out.findings += geometry.image_label_pair(case, image.header, label.header, shown["label"])
     if image:
-        out.findings += memory.oversized(case, shown["image"], image.header.voxels, case_budget)
-    stats = CaseStats(case=case, channels=channels)
-    try:
-        if image:
-            scan = scan_volume(image, planes=True)
-            out.findings += intensity.image_content(case, shown["image"], scan)
-            stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
-            stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
-            if image.header.dtype.itemsize == 1 and scan.counts is not None:
-                stats.image_hist = _hist256(scan.counts)
-    except ReadError as exc:
-        out.findings.append(finding("unreadable", case, shown["image"], f"image: {exc.reason}"))
-    try:
-        if label:
-            scan = scan_volume(label)
-            out.findings += labels.label_values(case, shown["label"], scan, NUM_CLASSES)
-            if scan.counts is not None:
-                stats.label_counts, stats.label_voxels = scan.counts, scan.voxels
-                if channels:
-                    out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels)
-    except ReadError as exc:
-        out.findings.append(finding("unreadable", case, shown["label"], f"label: {exc.reason}"))
+        out.findings += memory.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
+
+    scans, joint = _scan(volumes, opts.block_bytes, case, shown, out.findings)
+    stats = CaseStats(case=case, channels=channels, joint=joint)
+    if "image" in scans:
+        scan = scans["image"]
+        out.findings += intensity.image_content(case, shown["image"], scan)
+        stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
+        stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
+        if image.header.dtype.itemsize == 1 and scan.counts is not None:
+            stats.image_hist = _hist256(scan.counts)
+    if "label" in scans:
+        scan = scans["label"]
+        out.findings += labels.label_values(case, shown["label"], scan, NUM_CLASSES)
+        if scan.counts is not None:
+            stats.label_counts, stats.label_voxels = scan.counts, scan.voxels
+            if channels:
+                out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels)
     out.stats = stats
     return out
 
 
-def audit_datalist(
-    path: Path,
-    dataroot: Path | None = None,
-    datastats: Path | None = None,
-    case_budget: int = memory.DEFAULT_CASE_BUDGET_BYTES,
-) -> tuple[list[Finding], int, list[CaseStats]]:
-    """All findings of a datalist, the number of cases, and per-case statistics."""
+def _open(role: str, rel: str, datalist: Datalist, entry: Entry, findings: list[Finding]) -> Volume | None:
+    p = datalist.resolve(rel)
+    try:
+        exists = p.exists()
+    except PermissionError:
+        findings.append(finding("unreadable", entry.case, rel, f"{role}: permission denied on a folder above it"))
+        return None
+    if not exists:
+        findings.append(
+            finding("missing-file", entry.case, rel, f"{role} file does not exist; fix the path in {entry.where} or fetch it")
+        )
+        return None
+    try:
+        return open_volume(p)
+    except ReadError as exc:
+        findings.append(finding("unreadable", entry.case, rel, f"{role}: {exc.reason}"))
+        return None
+
+
+def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[str, str],
+          findings: list[Finding]) -> tuple[dict[str, VolumeScan], np.ndarray | None]:
+    """Image and label in one pass when both are readable; each alone (so one bad file hides nothing) otherwise."""
+    if len(volumes) == 2:
+        try:
+            pair = scan_pair(volumes["image"], volumes["label"], max_bytes=block_bytes)
+            return {"image": pair.image, "label": pair.label}, pair.joint
+        except ReadError:
+            pass  # find out which of the two it was
+    scans = {}
+    for role, volume in volumes.items():
+        try:
+            scans[role] = scan_volume(volume, planes=role == "image", max_bytes=block_bytes)
+        except ReadError as exc:
+            findings.append(finding("unreadable", case, shown[role], f"{role}: {exc.reason}"))
+    return scans, None
+
+
+def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | None = None,
+                   opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], int, list[CaseStats]]:
+    """All findings of a datalist, the number of distinct cases, and per-case statistics."""
     dl = load_datalist(path, dataroot)
     findings = list(dl.findings)
-    results = {}
-    for e in dl.entries:
-        results[e.where] = r = audit_entry(e, dl, case_budget)
+    results = dict(zip((e.where for e in dl.entries),
+                       map_cases(partial(audit_entry, datalist=dl, opts=opts), dl.entries, opts.jobs, opts.progress)))
+    for r in results.values():
         findings += r.findings
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
@@ -108,9 +130,7 @@ def audit_datalist(
     return findings, cases, [r.stats for r in results.values() if r.stats is not None]
 
 
-def _hist256(counts: dict[int, int]):
-    import numpy as np
-
+def _hist256(counts: dict[int, int]) -> np.ndarray:
     h = np.zeros(256, dtype=np.int64)
     for v, n in counts.items():
         if 0 <= v < 256:

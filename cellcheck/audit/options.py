@@ -1,0 +1,27 @@
+"""Knobs of an audit run, in one place with their defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES
+
+
+def default_jobs() -> int:
+    """All cores this process may use (SLURM's cpuset included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """`block_bytes` bounds voxel data in flight per worker; `case_budget` is host memory per loaded sample."""
+
+    case_budget: int = DEFAULT_CASE_BUDGET_BYTES
+    block_bytes: int = DEFAULT_BLOCK_BYTES
+    jobs: int = 1
+    progress: bool = False

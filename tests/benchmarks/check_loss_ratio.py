@@ -1,0 +1,97 @@
+"""Gate on the loss benchmark: ours must be >= 1.5x faster than the one-hot reference in the same run.
+
+Usage: python tests/benchmarks/check_loss_ratio.py BENCHMARK.json
+
+Reads the JSON written by ``pytest tests/benchmarks/test_loss_benchmark.py --benchmark-only
+--benchmark-json=BENCHMARK.json``, prints median times, speed ratios (reference/ours,
+monai/ours) and extra-memory ratios per benchmark group, and exits
+0 if ours is >= 1.5x faster than the reference in every group, 1 if not,
+2 (one line on stderr) if the file is missing, unreadable or lacks the three implementations.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+MIN_SPEEDUP = 1.5
+IMPLS = ("reference", "monai", "ours")
+
+
+class BadInput(Exception):
+    """The JSON is missing or not what test_loss_benchmark.py writes."""
+
+
+def load_groups(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{group: {impl: {"median": s, "extra": extra_info}}} from a pytest-benchmark JSON file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"benchmark JSON not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"cannot read benchmark JSON {path}: {exc}") from None
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benchmarks, list):
+        raise BadInput(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON?)")
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for bench in benchmarks:
+        try:
+            extra = bench.get("extra_info") or {}
+            impl = extra.get("impl")
+            if impl not in IMPLS:
+                continue  # some other benchmark in the same file
+            median = float(bench["stats"]["median"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"{path}: malformed benchmark entry ({exc!r})") from None
+        groups.setdefault(str(bench.get("group")), {})[impl] = {"median": median, "extra": extra}
+    complete = {g: v for g, v in groups.items() if all(i in v for i in IMPLS)}
+    if not complete:
+        raise BadInput(f"{path}: no benchmark group holds all of {', '.join(IMPLS)} (ran test_loss_benchmark.py?)")
+    return complete
+
+
+def report(groups: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Print the tables; True if every group meets MIN_SPEEDUP."""
+    ok = True
+    for group, impls in groups.items():
+        ours = impls["ours"]
+        print(f"\n{group}  (mode={ours['extra'].get('mode', '?')}, threads={ours['extra'].get('threads', '?')})")
+        print(f"{'impl':<10} {'median ms':>10} {'peak extra MB':>14} {'x logits':>9} {'speed vs ours':>14}")
+        for impl in IMPLS:
+            entry = impls[impl]
+            extra = entry["extra"]
+            peak = extra.get("peak_extra_bytes")
+            peak_mb = f"{peak / 2**20:.1f}" if isinstance(peak, (int, float)) else "?"
+            ratio = extra.get("peak_extra_over_logits")
+            ratio_s = f"{ratio:.2f}" if isinstance(ratio, (int, float)) else "?"
+            speed = entry["median"] / ours["median"] if ours["median"] > 0 else float("inf")
+            print(f"{impl:<10} {entry['median'] * 1e3:>10.1f} {peak_mb:>14} {ratio_s:>9} {speed:>13.2f}x")
+        ours_peak = ours["extra"].get("peak_extra_bytes")
+        for impl in ("reference", "monai"):
+            other_peak = impls[impl]["extra"].get("peak_extra_bytes")
+            if isinstance(ours_peak, (int, float)) and ours_peak > 0 and isinstance(other_peak, (int, float)):
+                print(f"memory {impl}/ours: {other_peak / ours_peak:.2f}x")
+        speedup = impls["reference"]["median"] / ours["median"] if ours["median"] > 0 else float("inf")
+        verdict = "PASS" if speedup >= MIN_SPEEDUP else "FAIL"
+        print(f"{verdict}: ours is {speedup:.2f}x faster than the reference (needs >= {MIN_SPEEDUP}x)")
+        ok &= speedup >= MIN_SPEEDUP
+    return ok
+
+
+def main(argv: list[str]) -> int:
+    """Exit status: 0 pass, 1 too slow, 2 bad input."""
+    if len(argv) != 2:
+        print("usage: check_loss_ratio.py BENCHMARK.json", file=sys.stderr)
+        return 2
+    try:
+        groups = load_groups(Path(argv[1]))
+    except BadInput as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0 if report(groups) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
