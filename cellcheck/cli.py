@@ -101,6 +101,31 @@ def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_b
     sys.exit(report.exit_code)
 
 
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, readable=False))
+@click.option("--dataroot", type=click.Path(path_type=Path), help="Folder datalist paths are relative to.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the table to FILE (atomically).")
+@click.option("--datastats-out", type=click.Path(path_type=Path),
+              help="Also write the corrected statistics as an Auto3DSeg-style datastats.yaml.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 64M).")
+def stats(path, dataroot, fmt, output, datastats_out, jobs, memory_budget) -> None:
+    """Per-label statistics grouped by label value, and image statistics."""
+    from cellcheck.audit import run_audit
+    from cellcheck.datastats import datastats, write_datastats
+    from cellcheck.report import render_stats
+    from cellcheck.stats import summarize
+
+    run = run_audit(path, dataroot=dataroot, options=_options(None, jobs, memory_budget))
+    _emit(render_stats(summarize(run.case_stats), fmt, str(path)), output)
+    if datastats_out is not None:
+        try:
+            write_datastats(datastats_out, datastats(run.case_stats))
+        except OSError as exc:
+            raise CellcheckError(f"{datastats_out}: cannot write ({exc.strerror or exc}); choose another path")
+
+
 def _options(case_budget: int | None, jobs: int | None, memory_budget: int | None):
     from cellcheck.audit.options import AuditOptions, default_jobs
 

@@ -131,3 +131,37 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
     return str(value)
+
+
+_STATS_COLUMNS = (
+    ("label", "label"), ("class", "class"), ("crops_annotated", "annotated"), ("crops_present", "present"),
+    ("voxels", "voxels"), ("mean_fg_pct_present", "FG% present"), ("mean_fg_pct_annotated", "FG% annotated"),
+)
+
+
+def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
+    """The per-label table (by label value) and image statistics, as text, markdown or JSON."""
+    if fmt == "json":
+        return json.dumps(stats, indent=2, default=_jsonable) + "\n"
+    rows = [[str(r[k]) for k, _ in _STATS_COLUMNS] for r in stats["per_label"]]
+    head = [h for _, h in _STATS_COLUMNS]
+    img = stats.get("images", {})
+    lines = []
+    if fmt == "markdown":
+        lines += [f"### cellcheck stats: `{source}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    if "shape" in img:
+        lines.append(f"cases: {img['cases']}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
+                     f"spacing {img.get('spacing')}")
+    if "intensity" in img:
+        i = img["intensity"]
+        lines.append("intensity: " + ", ".join(f"{k} {v}" for k, v in i.items()))
+    fg = img.get("foreground_intensity", {}).get("foreground")
+    if fg:
+        lines.append("foreground intensity: " + ", ".join(f"{k} {v}" for k, v in fg.items()))
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ by the label value itself and averaged over the crops where it is annotated or p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,7 +28,8 @@ class CaseStats:
     image_hist: np.ndarray | None = None  # 256 bins for uint8 images
     image_moments: tuple[int, float, float] | None = None  # (n, sum, sum of squares)
     joint: np.ndarray | None = None  # (256 label values, 256 intensities) voxel counts, uint8 pairs
-    extra: dict[str, Any] = field(default_factory=dict)
+    image_path: str | None = None
+    label_path: str | None = None
 
 
 def per_label(cases: Sequence[CaseStats]) -> list[dict[str, Any]]:
@@ -54,6 +55,43 @@ def per_label(cases: Sequence[CaseStats]) -> list[dict[str, Any]]:
     return rows
 
 
+def histogram_stats(h: np.ndarray) -> dict[str, float]:
+    """Exact mean/std/min/max/median/0.5 and 99.5 percentiles of a 256-bin intensity histogram."""
+    h = np.asarray(h, dtype=np.float64)
+    n = h.sum()
+    if not n:
+        return {}
+    v = np.arange(h.size)
+    mean = float((h * v).sum() / n)
+    cdf = np.cumsum(h) / n
+    nz = np.flatnonzero(h)
+
+    def q(p: float) -> int:
+        return int(np.searchsorted(cdf, p / 100.0))
+
+    return {
+        "mean": round(mean, 4),
+        "stdev": round(float(np.sqrt(max((h * v * v).sum() / n - mean**2, 0.0))), 4),
+        "min": int(nz[0]),
+        "max": int(nz[-1]),
+        "median": q(50),
+        "percentile_00_5": q(0.5),
+        "percentile_99_5": q(99.5),
+    }
+
+
+def foreground_intensity(cases: Sequence[CaseStats]) -> dict[str, Any]:
+    """Image intensity inside the label foreground (label > 0), overall and per label value."""
+    joints = [c.joint for c in cases if c.joint is not None]
+    if not joints:
+        return {}
+    joint = np.sum(joints, axis=0)
+    return {
+        "foreground": histogram_stats(joint[1:].sum(axis=0)),
+        "per_label": {str(v): histogram_stats(joint[v]) for v in range(1, len(CLASS_NAMES) + 1) if joint[v].any()},
+    }
+
+
 def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
     """Shape min/mean/max, spacings, intensity mean/std/percentiles pooled over all voxels."""
     shapes = np.array([c.image_shape for c in cases if c.image_shape and len(c.image_shape) == 3])
@@ -68,22 +106,17 @@ def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
     out["spacing"] = [list(s) for s in spacings]
     hists = [c.image_hist for c in cases if c.image_hist is not None]
     if hists:
-        h = np.sum(hists, axis=0).astype(np.float64)
-        n = h.sum()
-        if n:
-            v = np.arange(h.size)
-            mean = float((h * v).sum() / n)
-            std = float(np.sqrt(max((h * v * v).sum() / n - mean**2, 0.0)))
-            cdf = np.cumsum(h) / n
-            pct = {str(p): int(np.searchsorted(cdf, p / 100.0)) for p in (0.5, 50, 99.5)}
-            out["intensity"] = {"mean": round(mean, 3), "std": round(std, 3), "percentiles": pct}
+        out["intensity"] = histogram_stats(np.sum(hists, axis=0))
     elif any(c.image_moments for c in cases):
         n = sum(c.image_moments[0] for c in cases if c.image_moments)
         s = sum(c.image_moments[1] for c in cases if c.image_moments)
         ss = sum(c.image_moments[2] for c in cases if c.image_moments)
         if n:
             mean = s / n
-            out["intensity"] = {"mean": round(mean, 3), "std": round(float(np.sqrt(max(ss / n - mean**2, 0))), 3)}
+            out["intensity"] = {"mean": round(mean, 4), "stdev": round(float(np.sqrt(max(ss / n - mean**2, 0))), 4)}
+    fg = foreground_intensity(cases)
+    if fg:
+        out["foreground_intensity"] = fg
     return out
 
 

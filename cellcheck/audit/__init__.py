@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +11,8 @@ from cellcheck.audit.datalist import audit_datalist
 from cellcheck.audit.options import AuditOptions
 from cellcheck.errors import CellcheckError
 from cellcheck.report import Report, select_findings
-from cellcheck.stats import summarize
+from cellcheck.findings import Finding
+from cellcheck.stats import CaseStats, summarize
 
 
 def detect_kind(path: Path) -> str:
@@ -28,6 +30,28 @@ def detect_kind(path: Path) -> str:
     return "cellmap"
 
 
+@dataclass
+class AuditRun:
+    """Everything one audit read: findings (unfiltered), the number of cases, per-case statistics."""
+
+    source: Path
+    findings: list[Finding]
+    cases: int
+    case_stats: list[CaseStats]
+
+
+def run_audit(
+    path: Path, *, dataroot: Path | None = None, datastats: Path | None = None, options: AuditOptions = AuditOptions()
+) -> AuditRun:
+    """Read and check a datalist JSON or a folder of CellMap zarr stores. Read-only."""
+    path = Path(path)
+    if detect_kind(path) == "datalist":
+        findings, cases, stats = audit_datalist(path, dataroot, datastats, options)
+    else:
+        findings, cases, stats = audit_cellmap(path, options)
+    return AuditRun(path, findings, cases, stats)
+
+
 def audit(
     path: Path,
     *,
@@ -38,16 +62,12 @@ def audit(
     strict: bool = False,
     options: AuditOptions = AuditOptions(),
 ) -> Report:
-    """Run every check on a datalist JSON or a folder of CellMap zarr stores. Read-only."""
-    path = Path(path)
-    if detect_kind(path) == "datalist":
-        findings, cases, stats = audit_datalist(path, dataroot, datastats, options)
-    else:
-        findings, cases, stats = audit_cellmap(path, options)
+    """Run every check on a datalist JSON or a folder of CellMap zarr stores and build the report."""
+    run = run_audit(path, dataroot=dataroot, datastats=datastats, options=options)
     return Report(
-        source=str(path),
-        cases=cases,
-        findings=select_findings(findings, select, ignore),
-        stats=summarize(stats),
+        source=str(run.source),
+        cases=run.cases,
+        findings=select_findings(run.findings, select, ignore),
+        stats=summarize(run.case_stats),
         strict=strict,
     )

@@ -35,7 +35,8 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
     ref = _reference(arrays)
     out += _class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
     out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), opts.case_budget)
-    stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)))
+    stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)),
+                      image_path=str(store.raw.path) if store.raw else None, label_path=str(crop.path))
     try:
         image_scan = _raw_scan(store, crop, ref, out, opts.block_bytes)
         if image_scan is not None:

@@ -54,7 +54,8 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
         out.findings += memory.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
     scans, joint = _scan(volumes, opts.block_bytes, case, shown, out.findings)
-    stats = CaseStats(case=case, channels=channels, joint=joint)
+    stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
+                      label_path=str(datalist.resolve(entry.label)))
     if "image" in scans:
         scan = scans["image"]
         out.findings += intensity.image_content(case, shown["image"], scan)

@@ -1,0 +1,96 @@
+"""Per-label statistics by label value, checked against a brute-force numpy computation."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cellcheck.audit import audit
+from cellcheck.cli import cli
+from cellcheck.classes import CLASS_NAMES
+from datasets import read_datalist
+
+
+def brute_force(root):
+    """Everything from whole arrays loaded by nibabel, the obvious way."""
+    per_value = {v: {"annotated": 0, "present": 0, "voxels": 0, "fractions": []} for v in range(1, 15)}
+    intensities = []
+    for e in read_datalist(root)["training"]:
+        lab = np.asanyarray(nib.load(root / e["label"]).dataobj)
+        img = np.asanyarray(nib.load(root / e["image"]).dataobj)
+        intensities.append(img.ravel())
+        channels = {int(c) for c in e["annotated_classes"].split(",") if c}
+        for v in range(1, 15):
+            if v - 1 not in channels:
+                continue
+            n = int((lab == v).sum())
+            row = per_value[v]
+            row["annotated"] += 1
+            row["voxels"] += n
+            row["fractions"].append(n / lab.size)
+            row["present"] += n > 0
+    return per_value, np.concatenate(intensities)
+
+
+def test_per_label_equals_brute_force(clean):
+    report = audit(clean / "datalist.json")
+    want, intensities = brute_force(clean)
+    got = {r["label"]: r for r in report.stats["per_label"]}
+    for v, w in want.items():
+        present = [f for f in w["fractions"] if f > 0]
+        assert got[v]["class"] == CLASS_NAMES[v - 1]
+        assert got[v]["crops_annotated"] == w["annotated"]
+        assert got[v]["crops_present"] == w["present"]
+        assert got[v]["voxels"] == w["voxels"]
+        assert got[v]["mean_fg_pct_present"] == pytest.approx(100 * np.mean(present) if present else 0, abs=1e-4)
+        assert got[v]["mean_fg_pct_annotated"] == pytest.approx(100 * np.mean(w["fractions"]), abs=1e-4)
+    img = report.stats["images"]["intensity"]
+    assert img["mean"] == pytest.approx(intensities.mean(), abs=1e-3)
+    assert img["stdev"] == pytest.approx(intensities.std(), abs=1e-3)
+    assert img["median"] == int(np.percentile(intensities, 50, method="inverted_cdf"))
+    assert img["percentile_99_5"] == int(np.percentile(intensities, 99.5, method="inverted_cdf"))
+
+
+def test_rare_label_keeps_its_true_percentage(clean):
+    """nuc occurs only in the few 'nucleus crops' that hold few labels: DataAnalyzer said 0 %."""
+    report = audit(clean / "datalist.json")
+    nuc = next(r for r in report.stats["per_label"] if r["class"] == "nuc")
+    assert 1 <= nuc["crops_present"] < nuc["crops_annotated"]
+    assert nuc["mean_fg_pct_present"] > 30
+
+
+def test_both_views_agree(clean):
+    a = audit(clean / "datalist.json").stats["per_label"]
+    b = audit(clean / "zarr").stats["per_label"]
+    assert a == b
+
+
+def test_foreground_intensity_by_label(clean):
+    fg = audit(clean / "datalist.json").stats["images"]["foreground_intensity"]
+    means = {}
+    for e in read_datalist(clean)["training"]:
+        lab = np.asanyarray(nib.load(clean / e["label"]).dataobj)
+        img = np.asanyarray(nib.load(clean / e["image"]).dataobj)
+        for v in np.unique(lab[lab > 0]):
+            means.setdefault(int(v), []).append(img[lab == v])
+    for v, parts in means.items():
+        assert fg["per_label"][str(v)]["mean"] == pytest.approx(np.concatenate(parts).mean(), abs=1e-3)
+
+
+def test_stats_cli_and_datastats_roundtrip(clean_copy):
+    out = clean_copy / "datastats.yaml"
+    r = CliRunner().invoke(cli, ["stats", str(clean_copy / "datalist.json"), "--format", "json",
+                                 "--datastats-out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0
+    assert [row["label"] for row in json.loads(r.stdout)["per_label"]] == list(range(1, 15))
+    doc = yaml.safe_load(out.read_text())
+    labels = doc["stats_summary"]["label_stats"]["label"]
+    assert [e["label_value"] for e in labels] == list(range(15))  # position == label value
+    nuc = labels[14]
+    assert nuc["class"] == "nuc" and nuc["foreground_percentage"] > 30
+    # our own datastats, beside the datalist, is not stale
+    report = audit(clean_copy / "datalist.json")
+    assert not [f for f in report.findings if f.check == "stale-stats"]
