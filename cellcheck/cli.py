@@ -88,7 +88,7 @@ def cli() -> None:
 @click.option("--strict", is_flag=True, help="Warnings fail the audit too.")
 @click.option("--case-budget", callback=_size, default=None, help="Host memory one loaded sample may take (default 8G).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 64M).")
+@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 16M).")
 def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget) -> None:
     """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
     from cellcheck.audit import audit as run_audit
@@ -109,7 +109,7 @@ def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_b
 @click.option("--datastats-out", type=click.Path(path_type=Path),
               help="Also write the corrected statistics as an Auto3DSeg-style datastats.yaml.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 64M).")
+@click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 16M).")
 def stats(path, dataroot, fmt, output, datastats_out, jobs, memory_budget) -> None:
     """Per-label statistics grouped by label value, and image statistics."""
     from cellcheck.audit import run_audit

@@ -15,6 +15,19 @@ from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Volume
 #: Integer volumes whose value range fits this many bins are counted exactly with bincount.
 _MAX_BINS = 1 << 16
 
+#: np.bincount converts its input to int64: feed it pieces of this many elements so the
+#: temporary stays at 8 MiB instead of 8 bytes per voxel of the block.
+_BINCOUNT_PIECE = 1 << 20
+
+
+def _bincount(flat: np.ndarray, minlength: int) -> np.ndarray:
+    """np.bincount of a 1-D non-negative integer array, in bounded-memory pieces."""
+    out = np.zeros(minlength, dtype=np.int64)
+    for i in range(0, flat.size, _BINCOUNT_PIECE):
+        counts = np.bincount(flat[i : i + _BINCOUNT_PIECE], minlength=minlength)
+        out[: counts.size] += counts[:minlength] if counts.size > minlength else counts
+    return out
+
 
 @dataclass
 class VolumeScan:
@@ -94,7 +107,7 @@ def byte_histogram(flat: np.ndarray) -> np.ndarray:
     elements, about 1.6x faster than a plain bincount of the bytes.
     """
     even = flat.size - (flat.size & 1)
-    pairs = np.bincount(flat[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    pairs = _bincount(flat[:even].view(np.uint16), 1 << 16).reshape(256, 256)
     # little- or big-endian, each uint16 holds one byte in each half
     hist = pairs.sum(axis=0) + pairs.sum(axis=1)
     if even != flat.size:
@@ -111,7 +124,7 @@ def _count_integers(out: VolumeScan, data: np.ndarray, hist: np.ndarray) -> int:
         return int(h[0])
     lo, hi = int(flat.min()), int(flat.max())
     if lo >= 0 and hi < _MAX_BINS:
-        h = np.bincount(flat, minlength=hi + 1)
+        h = _bincount(flat, hi + 1)
         hist[: hi + 1] += h
         return int(h[0])
     values, counts = np.unique(flat, return_counts=True)
@@ -200,10 +213,13 @@ def _joint_scan(image: Volume, label: Volume, max_bytes: int) -> PairScan:
             joint[:, int(ib.fill)] += byte_histogram(lb.data.ravel(order="K"))
         else:
             # label in the high byte, intensity in the low byte: one bincount for both volumes
-            key = lb.data.ravel(order="K").astype(np.uint16)
-            key <<= 8
-            key |= ib.data.ravel(order="K")
-            joint += np.bincount(key, minlength=1 << 16).reshape(256, 256)
+            lab_flat, img_flat = lb.data.ravel(order="K"), ib.data.ravel(order="K")
+            key = np.empty(min(lab_flat.size, _BINCOUNT_PIECE), dtype=np.uint16)
+            for i in range(0, lab_flat.size, _BINCOUNT_PIECE):
+                k = key[: min(_BINCOUNT_PIECE, lab_flat.size - i)]
+                np.left_shift(lab_flat[i : i + k.size], 8, out=k, dtype=np.uint16)
+                k |= img_flat[i : i + k.size]
+                joint += np.bincount(k, minlength=1 << 16).reshape(256, 256)
         zeros_here = ib.data is not None and not np.all(ib.data.ravel(order="K"))
         if ib.data is None:
             if ib.fill != 0:

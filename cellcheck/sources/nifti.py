@@ -57,15 +57,15 @@ class NiftiVolume:
                 _skip(fh, self._offset)
                 for k0 in range(0, shape[-1], per_slab):
                     k1 = min(shape[-1], k0 + per_slab)
-                    want = plane_bytes * (k1 - k0)
-                    buf = _read_exactly(fh, want)
-                    if len(buf) < want:
+                    buf = np.empty(plane * (k1 - k0), dtype=dtype)
+                    got = _read_into(fh, buf.view(np.uint8))
+                    if got < buf.nbytes:
                         raise ReadError(
                             self.path,
-                            f"file is truncated: voxel data ends at plane {k0 + len(buf) // max(plane_bytes, 1)} "
+                            f"file is truncated: voxel data ends at plane {k0 + got // max(plane_bytes, 1)} "
                             f"of {shape[-1]}; re-download or re-convert it",
                         )
-                    data = np.frombuffer(buf, dtype=dtype).reshape(shape[:-1] + (k1 - k0,), order="F")
+                    data = buf.reshape(shape[:-1] + (k1 - k0,), order="F")
                     if self._scale is not None:
                         data = data * np.float32(self._scale[0]) + np.float32(self._scale[1])
                     yield Block(start=(0,) * (len(shape) - 1) + (k0,), shape=data.shape, data=data)
@@ -94,12 +94,12 @@ def _skip(fh, nbytes: int) -> None:
         nbytes -= len(chunk)
 
 
-def _read_exactly(fh, nbytes: int) -> bytes:
-    parts, got = [], 0
-    while got < nbytes:
-        chunk = fh.read(nbytes - got)
-        if not chunk:
+def _read_into(fh, out: np.ndarray) -> int:
+    """Fill `out` (uint8) from the stream without intermediate bytes objects; returns bytes read."""
+    view, got = memoryview(out), 0
+    while got < out.nbytes:
+        n = fh.readinto(view[got:])
+        if not n:
             break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
+        got += n
+    return got

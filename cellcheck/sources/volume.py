@@ -9,8 +9,9 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-#: Default bytes of voxel data a reader hands over at once (per worker).
-DEFAULT_BLOCK_BYTES = 64 * 2**20
+#: Default bytes of voxel data a reader hands over at once (per worker). 16 MiB keeps a
+#: worker's peak flat from 256^3 crops up, and costs no throughput measured against 64 MiB.
+DEFAULT_BLOCK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)

@@ -83,28 +83,56 @@ class ZarrVolume:
         return cls(array, group_path / level.path, level.scale, level.translation, region)
 
     def blocks(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
-        """Every storage chunk that meets the region, clipped to it; unwritten chunks as fill-only Blocks."""
+        """The region in boxes of whole storage chunks (as many as fit `max_bytes`), clipped to it.
+
+        A box whose chunks all exist is read in one call (zarr decodes its chunks concurrently);
+        in a box with unwritten chunks, each chunk is handed over alone, unwritten ones as fill.
+        """
         arr = self.array
         chunk = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
         exists = _chunk_exists_fn(arr)
-        fill = arr.fill_value if arr.fill_value is not None else 0
+        fill = _py(arr.fill_value if arr.fill_value is not None else 0)
         ranges = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(self.region, chunk)]
-        for idx in itertools.product(*ranges):
-            box = tuple(
-                (max(lo, i * c), min(hi, (i + 1) * c)) for i, c, (lo, hi) in zip(idx, chunk, self.region)
-            )
-            start = tuple(a - lo for (a, _), (lo, _) in zip(box, self.region))
-            shape = tuple(b - a for a, b in box)
-            if exists is not None and not exists(idx):
-                yield Block(start=start, shape=shape, data=None, fill=_py(fill))
+        group = _group_sizes([len(r) for r in ranges], max(1, max_bytes // (int(np.prod(chunk)) * arr.dtype.itemsize)))
+        outer = [range(r.start, r.stop, g) for r, g in zip(ranges, group)]
+        for first in itertools.product(*outer):
+            idxs = list(itertools.product(*(range(f, min(f + g, r.stop)) for f, g, r in zip(first, group, ranges))))
+            if exists is None or all(exists(idx) for idx in idxs):
+                last = tuple(min(f + g, r.stop) - 1 for f, g, r in zip(first, group, ranges))
+                yield self._read(self._box(first, last, chunk), first)
                 continue
-            try:
-                data = arr[tuple(slice(a, b) for a, b in box)]
-            except PermissionError as exc:
-                raise ReadError(self.header.path, f"permission denied ({exc.strerror}); make it readable") from None
-            except ZARR_ERRORS as exc:
-                raise ReadError(self.header.path, f"corrupt chunk {idx} ({short_reason(exc)}); re-download this store") from None
-            yield Block(start=start, shape=shape, data=np.asarray(data))
+            for idx in idxs:
+                box = self._box(idx, idx, chunk)
+                if exists(idx):
+                    yield self._read(box, idx)
+                else:
+                    yield Block(start=self._start(box), shape=tuple(b - a for a, b in box), data=None, fill=fill)
+
+    def _box(self, first, last, chunk) -> tuple[tuple[int, int], ...]:
+        return tuple((max(lo, f * c), min(hi, (l + 1) * c)) for f, l, c, (lo, hi) in zip(first, last, chunk, self.region))
+
+    def _start(self, box) -> tuple[int, ...]:
+        return tuple(a - lo for (a, _), (lo, _) in zip(box, self.region))
+
+    def _read(self, box, idx) -> Block:
+        try:
+            data = self.array[tuple(slice(a, b) for a, b in box)]
+        except PermissionError as exc:
+            raise ReadError(self.header.path, f"permission denied ({exc.strerror}); make it readable") from None
+        except ZARR_ERRORS as exc:
+            raise ReadError(self.header.path, f"corrupt chunk near {idx} ({short_reason(exc)}); re-download this store") from None
+        return Block(start=self._start(box), shape=tuple(b - a for a, b in box), data=np.asarray(data))
+
+
+def _group_sizes(counts: list[int], budget: int) -> list[int]:
+    """Chunks per box along each axis: fill the fastest axes first, at most `budget` chunks in all."""
+    sizes = [1] * len(counts)
+    for a in reversed(range(len(counts))):
+        sizes[a] = max(1, min(counts[a], budget))
+        budget //= sizes[a]
+        if budget <= 1:
+            break
+    return sizes
 
 
 def _chunk_exists_fn(arr: Any):

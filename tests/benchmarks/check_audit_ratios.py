@@ -1,0 +1,67 @@
+"""Ratios of the audit benchmark, from one pytest-benchmark JSON run; gate on bounded memory.
+
+Usage: python tests/benchmarks/check_audit_ratios.py BENCH.json
+
+Prints: speed-up over MONAI DataAnalyzer (target >= 10x), throughput relative to only
+decompressing every voxel (target >= 0.70), and peak RSS at two crop sizes (target: the
+same within 20 %, under 512 MiB). Exits 1 when memory is not bounded (peak ratio > 1.2 or
+a peak over 512 MiB), or when cellcheck is slower than DataAnalyzer at all; speed targets
+are reported, not gated, because a shared 2-core CI machine makes their exact value noisy.
+Exits 2 (one line) when the file is missing or holds no audit benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+TARGET_SPEEDUP, TARGET_FLOOR, MAX_RSS_RATIO, MAX_RSS = 10.0, 0.70, 1.20, 512 * 2**20
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: check_audit_ratios.py BENCH.json", file=sys.stderr)
+        return 2
+    try:
+        benches = json.loads(Path(argv[1]).read_text())["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"check_audit_ratios: cannot read {argv[1]}: {exc}", file=sys.stderr)
+        return 2
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for b in benches:
+        impl = (b.get("extra_info") or {}).get("impl")
+        if impl:
+            groups.setdefault(b.get("group") or "", {}).setdefault(impl, []).append(b)
+    ok, rows = True, []
+    da = groups.get("audit vs DataAnalyzer", {})
+    if "cellcheck" in da and "monai-dataanalyzer" in da:
+        ours, theirs = da["cellcheck"][0]["stats"]["median"], da["monai-dataanalyzer"][0]["stats"]["median"]
+        ratio = theirs / ours
+        ok &= ratio > 1.0
+        rows.append(f"audit+stats vs DataAnalyzer: {ours:.2f} s vs {theirs:.2f} s -> {ratio:.1f}x "
+                    f"(target >= {TARGET_SPEEDUP:.0f}x: {'met' if ratio >= TARGET_SPEEDUP else 'NOT met'})")
+    for fmt in ("nii", "zarr"):
+        g = groups.get(f"audit vs floor ({fmt})", {})
+        if "cellcheck" in g and "floor" in g:
+            ours, floor = g["cellcheck"][0]["stats"]["median"], g["floor"][0]["stats"]["median"]
+            ratio = floor / ours
+            rows.append(f"throughput vs read-only floor ({fmt}): {ours:.2f} s vs {floor:.2f} s -> {ratio:.2f} "
+                        f"(target >= {TARGET_FLOOR:.2f}: {'met' if ratio >= TARGET_FLOOR else 'NOT met'})")
+    rss = sorted(((b["extra_info"]["voxels"], b["extra_info"]["peak_rss_bytes"]) for b in groups.get("peak RSS", {}).get("cellcheck", [])))
+    if len(rss) >= 2:
+        (v0, p0), (v1, p1) = rss[0], rss[-1]
+        ratio = p1 / p0
+        good = ratio <= MAX_RSS_RATIO and p1 <= MAX_RSS
+        ok &= good
+        rows.append(f"peak RSS: {p0 / 2**20:.0f} MiB at {round(v0 ** (1 / 3))}^3, {p1 / 2**20:.0f} MiB at {round(v1 ** (1 / 3))}^3 "
+                    f"-> {ratio:.2f}x for {v1 / v0:.0f}x the voxels (bound <= {MAX_RSS_RATIO}, < 512 MiB: {'met' if good else 'NOT met'})")
+    if not rows:
+        print(f"check_audit_ratios: no audit benchmarks in {argv[1]}", file=sys.stderr)
+        return 2
+    print("\n".join(rows))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
