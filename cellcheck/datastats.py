@@ -16,7 +16,7 @@ import yaml
 
 from cellcheck.classes import CLASS_NAMES
 from cellcheck.report import write_atomic
-from cellcheck.stats import CaseStats, histogram_stats, per_label
+from cellcheck.stats import CaseStats, histogram_stats, per_label, sum_histograms
 
 
 def datastats(cases: Sequence[CaseStats]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def datastats(cases: Sequence[CaseStats]) -> dict[str, Any]:
         "image_stats": {
             "shape": _min_mean_max(shapes),
             "spacing": _min_mean_max(spacings),
-            "intensity": histogram_stats(np.sum(hists, axis=0)) if hists else {},
+            "intensity": histogram_stats(sum_histograms(hists)) if hists else {},
         },
         "image_foreground_stats": {"intensity": histogram_stats(joint[1:].sum(axis=0)) if joint is not None else {}},
         "label_stats": {"labels": labels, "label": label_entries},

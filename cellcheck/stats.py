@@ -55,8 +55,26 @@ def per_label(cases: Sequence[CaseStats]) -> list[dict[str, Any]]:
     return rows
 
 
+def histogram_of(counts: dict[int, int] | None) -> np.ndarray | None:
+    """Exact intensity histogram of an integer image with values in 0..65535 (uint8: 256 bins)."""
+    if not counts or min(counts) < 0 or max(counts) >= 1 << 16:
+        return None
+    h = np.zeros(256 if max(counts) < 256 else 1 << 16, dtype=np.int64)
+    for v, n in counts.items():
+        h[v] = n
+    return h
+
+
+def sum_histograms(hists: Sequence[np.ndarray]) -> np.ndarray:
+    """Add histograms of 8-bit (256 bins) and 16-bit (65536 bins) images."""
+    out = np.zeros(max(h.size for h in hists), dtype=np.int64)
+    for h in hists:
+        out[: h.size] += h
+    return out
+
+
 def histogram_stats(h: np.ndarray) -> dict[str, float]:
-    """Exact mean/std/min/max/median/0.5 and 99.5 percentiles of a 256-bin intensity histogram."""
+    """Exact mean/std/min/max/median/0.5 and 99.5 percentiles of an integer intensity histogram."""
     h = np.asarray(h, dtype=np.float64)
     n = h.sum()
     if not n:
@@ -106,7 +124,7 @@ def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
     out["spacing"] = [list(s) for s in spacings]
     hists = [c.image_hist for c in cases if c.image_hist is not None]
     if hists:
-        out["intensity"] = histogram_stats(np.sum(hists, axis=0))
+        out["intensity"] = histogram_stats(sum_histograms(hists))
     elif any(c.image_moments for c in cases):
         n = sum(c.image_moments[0] for c in cases if c.image_moments)
         s = sum(c.image_moments[1] for c in cases if c.image_moments)

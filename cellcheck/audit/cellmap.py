@@ -19,7 +19,7 @@ from cellcheck.parallel import map_cases
 from cellcheck.scan import VolumeScan, scan_volume
 from cellcheck.sources.volume import ReadError
 from cellcheck.sources.zarr_volume import ZarrVolume
-from cellcheck.stats import CaseStats
+from cellcheck.stats import CaseStats, histogram_of
 
 
 def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
@@ -42,10 +42,7 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
         if image_scan is not None:
             out += intensity.image_content(case, store.raw.path, image_scan)
             stats.image_shape, stats.image_spacing = ref.shape, ref.level.scale
-            if image_scan.counts is not None and image_scan.dtype.itemsize == 1:
-                stats.image_hist = np.bincount(
-                    np.fromiter(image_scan.counts, int), weights=np.fromiter(image_scan.counts.values(), float), minlength=256
-                )[:256].astype(np.int64)
+            stats.image_hist = histogram_of(image_scan.counts)
     except ReadError as exc:
         out.append(finding("unreadable", case, exc.path, f"raw EM: {exc.reason}"))
     annotated: set[str] = set()

@@ -16,7 +16,7 @@ from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
 from cellcheck.scan import VolumeScan, scan_pair, scan_volume
 from cellcheck.sources.volume import ReadError, Volume, open_volume
-from cellcheck.stats import CaseStats
+from cellcheck.stats import CaseStats, histogram_of
 
 
 @dataclass
@@ -61,8 +61,7 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
         out.findings += intensity.image_content(case, shown["image"], scan)
         stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
         stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
-        if image.header.dtype.itemsize == 1 and scan.counts is not None:
-            stats.image_hist = _hist256(scan.counts)
+        stats.image_hist = histogram_of(scan.counts)
     if "label" in scans:
         scan = scans["label"]
         out.findings += labels.label_values(case, shown["label"], scan, NUM_CLASSES)
@@ -129,11 +128,3 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
         findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image])
     cases = len({e.case for e in dl.entries})  # distinct cases: a duplicated entry is one case
     return findings, cases, [r.stats for r in results.values() if r.stats is not None]
-
-
-def _hist256(counts: dict[int, int]) -> np.ndarray:
-    h = np.zeros(256, dtype=np.int64)
-    for v, n in counts.items():
-        if 0 <= v < 256:
-            h[v] = n
-    return h
