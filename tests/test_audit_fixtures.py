@@ -57,3 +57,20 @@ def test_both_zarr_formats_are_audited(defects_all):
     assert report.cases == len(exp["cases"]["zarr"])
     stores = {p.name for p in (defects_all / "zarr").rglob("*.zarr")}
     assert len(stores) == 2
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_parallel_audit_equals_serial(defects_all, view):
+    from cellcheck.audit.options import AuditOptions
+
+    serial = audit(defects_all / VIEWS[view], options=AuditOptions(jobs=1)).to_json()
+    parallel = audit(defects_all / VIEWS[view], options=AuditOptions(jobs=2)).to_json()
+    assert parallel == serial
+
+
+def test_small_memory_budget_gives_the_same_report(defects_all):
+    from cellcheck.audit.options import AuditOptions
+
+    default = audit(defects_all / "datalist.json").to_json()
+    tiny = audit(defects_all / "datalist.json", options=AuditOptions(block_bytes=4096)).to_json()
+    assert tiny == default
