@@ -313,3 +313,14 @@ def test_constructor_validation():
         PartialAnnotationLoss(2, lambda_bce=-1.0)
     assert PartialAnnotationLoss(class_weights=[1.0, 2.0]).num_classes == 2
     assert "batch=True" in repr(PartialAnnotationLoss(2, batch=True))
+
+
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES, ids=lambda d: str(d).split(".")[-1])
+def test_inputs_are_not_modified(label_dtype, monkeypatch):
+    monkeypatch.setattr(stats_mod, "DEFAULT_BLOCK", 40)
+    logits, labels, mask = _case(13, 2, 4, (5, 6, 7), label_dtype=label_dtype)
+    copies = logits.clone(), labels.clone(), mask.clone()
+    x = logits.requires_grad_(True)
+    PartialAnnotationLoss(4)(x, labels, mask).backward()
+    assert torch.equal(logits.detach(), copies[0])
+    assert torch.equal(labels, copies[1]) and torch.equal(mask, copies[2])

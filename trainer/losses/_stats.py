@@ -17,12 +17,15 @@ is hand-written: with g_* the incoming gradients of the sums,
                    + [y = 1] * (g_pl * p (1 - p) + g_xl)              (label channel only)
 
 = p * ((g_p + g_sp) - g_p * p) plus a sparse correction added by scatter_add at the label channel.
-Sigmoid is recomputed from the saved logits (which the caller keeps alive anyway), so the only
-logits-sized buffer the whole forward + backward allocates is the returned gradient.
+Sigmoid is recomputed from the saved logits (which the caller keeps alive anyway) instead of
+being stored; forward keeps only p (1 - p) at the label channel, a (B, *spatial) tensor (1/C of
+the logits).  So the only logits-sized buffer of the whole forward + backward is the returned
+gradient; everything else is that 1/C tensor plus chunk-sized scratch.
 
-Work is done chunk by chunk (``DEFAULT_BLOCK`` elements at a time on CPU) so that the sigmoid,
-softplus and reductions of one chunk run while it is in cache; all arithmetic is fp32 (fp64 for
-fp64 logits) whatever the logits dtype, and the sums are accumulated in fp64.
+Work is done chunk by chunk (see ``_plan``: whole batch, ~1/8 of the volume, at most
+``DEFAULT_BLOCK`` elements) so that the sigmoid, softplus and reductions of a chunk run while it
+is in cache.  All arithmetic is fp32 (fp64 for fp64 logits) whatever the logits dtype, and the
+sums are accumulated in fp64.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["DEFAULT_BLOCK", "LogitStats", "logit_stats"]
 
-# Elements of logits handled per chunk on CPU (channels x voxels).  ~1 MiB of fp32 per buffer:
-# large enough that per-op Python overhead is small, small enough to stay in L2/L3.
-DEFAULT_BLOCK = 1 << 19
+# Largest chunk of logits handled at once on CPU (batch x channels x voxels): 8 MiB of fp32
+# scratch.  See ``_plan`` for how the chunk size is chosen below that.
+DEFAULT_BLOCK = 1 << 21
+_MIN_BLOCK = 1 << 18
+_TARGET_CHUNKS = 8
 
 
 class LogitStats(NamedTuple):
@@ -50,7 +55,7 @@ class LogitStats(NamedTuple):
 
 
 def _runs(flags: list[bool]) -> list[tuple[int, int]]:
-    """[start, stop) ranges of consecutive True entries; why: one 2D op per run of needed channels."""
+    """[start, stop) ranges of consecutive True entries; why: one strided op per run of needed channels."""
     runs: list[tuple[int, int]] = []
     start = None
     for i, flag in enumerate(flags + [False]):
@@ -67,49 +72,63 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
 _GROUP = 64
 
 
-def _softplus_sums(src: torch.Tensor, p: torch.Tensor, qbuf: torch.Tensor) -> torch.Tensor:
-    """(k, n) logits, their sigmoid p, scratch of >= k*n -> (k,) sums of softplus; p is overwritten.
+def _softplus_sums(src: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """(B, k, n) logits and their sigmoid p (a scratch view) -> (B, k) sums of softplus; p is overwritten.
 
     softplus(x) = relu(x) - log(q) with q = sigmoid(|x|) = 0.5 + |p - 0.5| in [0.5, 1]; the logs
     are taken of products of ``_GROUP`` q values (one log per group), which is ~3x cheaper than
-    softplus itself and accurate to ~1e-7 relative (q is exact to fp32 rounding of p).
+    softplus itself and accurate to ~1e-7 relative (q is exact to fp32 rounding of p).  q and
+    then relu(x) reuse p's memory, so this needs no scratch of its own.
     """
-    k, n = p.shape
-    q = qbuf[: k * n].view(k, n)
-    torch.sub(p, 0.5, out=q)
-    q.abs_().add_(0.5)
-    relu_sum = torch.clamp(src, min=0, out=p).sum(1)
+    b, k, n = p.shape
+    q = p.sub_(0.5).abs_().add_(0.5)
     n0 = n - n % _GROUP
-    log_sum = q[:, :n0].view(k, _GROUP, n0 // _GROUP).prod(1).log_().sum(1)
+    log_sum = q[:, :, :n0].view(b, k, _GROUP, n0 // _GROUP).prod(2).log_().sum(2)
     if n0 < n:
-        log_sum += q[:, n0:].log().sum(1)
-    return relu_sum - log_sum
+        log_sum += q[:, :, n0:].log().sum(2)
+    return torch.clamp(src, min=0, out=p).sum(2) - log_sum
 
 
-class _Chunking(NamedTuple):
-    """How the (C, S) slab of one sample is cut: ``width`` voxels per chunk."""
+def _plan(x: torch.Tensor, channels: int, block: int) -> tuple[int, torch.dtype]:
+    """Chunk width in voxels and the work dtype; why: bound scratch memory *and* the number of ops.
 
-    width: int
-    work_dtype: torch.dtype
+    A chunk covers the whole batch and ``channels`` channels and holds about 1/8 of that work
+    (so a call is ~8 chunks, a few hundred ops whatever the volume, which also keeps 2-core CPU
+    runs tolerable when another process competes for a core), at least 2**18 and at most
+    ``block`` elements: scratch memory stays bounded (on GPU too) and CPU chunks stay cache-sized.
+    """
+    b, _, s = x.shape
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    per_voxel = max(1, b * channels)
+    elems = min(block, max(per_voxel * s // _TARGET_CHUNKS, _MIN_BLOCK))
+    return max(1, min(s, elems // per_voxel)), work
 
 
-def _chunking(x: torch.Tensor, block: int) -> _Chunking:
-    """Chunk width in voxels: ``block`` elements over C channels on CPU, whole rows elsewhere."""
-    _, c, s = x.shape
-    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if x.device.type != "cpu":
-        return _Chunking(s, work_dtype)
-    return _Chunking(max(1, min(s, block // max(1, c))), work_dtype)
+def _scratch(x: torch.Tensor, width: int, channels: int, work: torch.dtype) -> torch.Tensor:
+    """Flat work-dtype scratch for one chunk of ``channels`` channels."""
+    return torch.empty(x.shape[0] * max(1, channels) * width, dtype=work, device=x.device)
+
+
+def _chunk_view(buf: torch.Tensor, b: int, k: int, n: int) -> torch.Tensor:
+    """(b, k, n) contiguous view on the front of a flat scratch buffer."""
+    return buf[: b * k * n].view(b, k, n)
 
 
 def _label_chunk(
-    x_chunk: torch.Tensor, lab_chunk: torch.Tensor, work_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(C, n) logits + (n,) int labels -> int64 label, int64 channel, logit and sigmoid at it (n,)."""
+    x_chunk: torch.Tensor, lab_chunk: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C, n) logits + (B, n) int labels -> int64 labels (B, n), channel index (B, 1, n), logit there (B, n)."""
     lab64 = lab_chunk.long()
-    chan = (lab64 - 1).clamp_(min=0)
-    xg = x_chunk.gather(0, chan.unsqueeze(0)).squeeze(0).to(work_dtype)
-    return lab64, chan, xg, torch.sigmoid(xg)
+    chan = (lab64 - 1).clamp_(min=0).unsqueeze(1)
+    return lab64, chan, x_chunk.gather(1, chan).squeeze(1)
+
+
+def _bin_index(lab64: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """(B, n) int64 labels + (B, 1) sample offsets -> (B, n) bin index b * (C + 1) + label.
+
+    In place when ``lab64`` is a converted copy; int64 labels are the caller's own memory.
+    """
+    return lab64 + offsets if labels.dtype == torch.int64 else lab64.add_(offsets)
 
 
 class _LogitStatsFunction(torch.autograd.Function):
@@ -126,51 +145,52 @@ class _LogitStatsFunction(torch.autograd.Function):
         """(B, C, S) float logits, (B, S) int labels, (B, C) bool CPU -> five (B, C) fp64 sums."""
         b_size, c_size, s_size = x.shape
         dev = x.device
-        width, work = _chunking(x, block)
-        zeros = lambda: torch.zeros(b_size, c_size, dtype=torch.float64, device=dev)  # noqa: E731
-        sum_p, sum_sp, sum_pl, sum_xl, count = zeros(), zeros(), zeros(), zeros(), zeros()
-        need_rows = need.tolist()
-        convert = x.dtype != work
-        xbuf = torch.empty(c_size * width, dtype=work, device=dev) if convert else None
-        pbuf = torch.empty(c_size * width, dtype=work, device=dev)
-        qbuf = torch.empty(c_size * width, dtype=work, device=dev)
         f64 = torch.float64
-        # sigmoid at the label channel, kept for backward: (B, S), 1/C of the logits' size.
-        p_label = torch.zeros(b_size, s_size, dtype=work, device=dev)
-        for b in range(b_size):
-            runs = _runs(need_rows[b])
-            if not runs:
-                continue
-            acc_p = torch.zeros(c_size, dtype=f64, device=dev)
-            acc_sp = torch.zeros(c_size, dtype=f64, device=dev)
-            acc_pl = torch.zeros(c_size + 1, dtype=f64, device=dev)
-            acc_xl = torch.zeros(c_size + 1, dtype=f64, device=dev)
-            acc_cnt = torch.zeros(c_size + 1, dtype=torch.int64, device=dev)
+        bins = c_size + 1
+        # Dense work runs over the channels some sample needs; the rest of that chunk is wasted
+        # only where masks differ between samples, and every op covers the whole batch.
+        runs = _runs(need.any(0).tolist())
+        acc_p = torch.zeros(b_size, c_size, dtype=f64, device=dev)
+        acc_sp = torch.zeros(b_size, c_size, dtype=f64, device=dev)
+        acc_pl = torch.zeros(b_size * bins, dtype=f64, device=dev)
+        acc_xl = torch.zeros(b_size * bins, dtype=f64, device=dev)
+        # Voxels per (sample, label value): one bincount per sample on the raw labels.
+        acc_cnt = torch.stack([torch.bincount(labels[b], minlength=bins)[:bins] for b in range(b_size)])
+        width, work = _plan(x, max((c1 - c0 for c0, c1 in runs), default=1), block)
+        # p (1 - p) at the label channel, kept for backward: (B, S), 1/C of the logits' size.
+        dp_label = torch.zeros(b_size, s_size, dtype=work, device=dev)
+        if runs:
+            k_max = max(c1 - c0 for c0, c1 in runs)
+            xbuf = _scratch(x, width, k_max, work) if x.dtype != work else None
+            pbuf = _scratch(x, width, k_max, work)
+            offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)  # (B, 1)
             for s0 in range(0, s_size, width):
                 n = min(width, s_size - s0)
-                x_chunk = x[b, :, s0 : s0 + n]
-                lab64, _, xg, pg = _label_chunk(x_chunk, labels[b, s0 : s0 + n], work)
-                p_label[b, s0 : s0 + n] = pg
-                # bincount with fp64 weights: exact-enough sums per label value (bin 0 = background).
-                acc_cnt += torch.bincount(lab64, minlength=c_size + 1)
-                acc_pl += torch.bincount(lab64, weights=pg.to(f64), minlength=c_size + 1)
-                acc_xl += torch.bincount(lab64, weights=xg.to(f64), minlength=c_size + 1)
+                x_chunk = x[:, :, s0 : s0 + n]
+                lab64, _, xg = _label_chunk(x_chunk, labels[:, s0 : s0 + n])
+                xg = xg.to(work)
+                pg = torch.sigmoid(xg)
+                torch.addcmul(pg, pg, pg, value=-1, out=dp_label[:, s0 : s0 + n])
+                # Sums per (sample, label value) in fp64; bin 0 (background) is dropped below.
+                idx = _bin_index(lab64, labels, offsets).view(-1)
+                acc_pl.index_add_(0, idx, pg.view(-1).to(f64))
+                acc_xl.index_add_(0, idx, xg.reshape(-1).to(f64))
                 for c0, c1 in runs:
                     k = c1 - c0
-                    src = x_chunk[c0:c1]
+                    src = x_chunk[:, c0:c1]
                     if xbuf is not None:
-                        src = xbuf[: k * n].view(k, n).copy_(src)
-                    p = torch.sigmoid(src, out=pbuf[: k * n].view(k, n))
-                    acc_p[c0:c1] += p.sum(1)
-                    acc_sp[c0:c1] += _softplus_sums(src, p, qbuf)
-            row = torch.tensor(need_rows[b], device=dev)
-            sum_p[b] = acc_p
-            sum_sp[b] = acc_sp
-            sum_pl[b] = torch.where(row, acc_pl[1:], 0.0)
-            sum_xl[b] = torch.where(row, acc_xl[1:], 0.0)
-            count[b] = torch.where(row, acc_cnt[1:].to(f64), 0.0)
-        ctx.save_for_backward(x, labels, p_label)
-        ctx.need_rows = need_rows
+                        src = _chunk_view(xbuf, b_size, k, n).copy_(src)
+                    p = torch.sigmoid(src, out=_chunk_view(pbuf, b_size, k, n))
+                    acc_p[:, c0:c1] += p.sum(2)
+                    acc_sp[:, c0:c1] += _softplus_sums(src, p)
+        zero = torch.zeros((), dtype=f64, device=dev)
+        need_dev = need.to(dev)
+        sum_p = torch.where(need_dev, acc_p, zero)
+        sum_sp = torch.where(need_dev, acc_sp, zero)
+        sum_pl = torch.where(need_dev, acc_pl.view(b_size, bins)[:, 1:], zero)
+        sum_xl = torch.where(need_dev, acc_xl.view(b_size, bins)[:, 1:], zero)
+        count = torch.where(need_dev, acc_cnt[:, 1:].to(f64), zero)
+        ctx.save_for_backward(x, labels, dp_label)
         ctx.block = block
         ctx.mark_non_differentiable(count)
         return sum_p, sum_sp, sum_pl, sum_xl, count
@@ -186,56 +206,57 @@ class _LogitStatsFunction(torch.autograd.Function):
         _g_count: torch.Tensor,
     ) -> tuple[torch.Tensor | None, None, None, None]:
         """Five (B, C) gradients -> (B, C, S) gradient of the logits in their dtype."""
-        x, labels, p_label = ctx.saved_tensors
+        x, labels, dp_label = ctx.saved_tensors
         b_size, c_size, s_size = x.shape
         dev = x.device
-        width, work = _chunking(x, ctx.block)
+        bins = c_size + 1
         grad = torch.empty_like(x, memory_format=torch.contiguous_format)
-        # A (b, c) takes part only if some incoming gradient is nonzero; others get exact zeros.
-        dense = ((g_p != 0) | (g_sp != 0)).cpu()
-        sparse = ((g_pl != 0) | (g_xl != 0)).cpu()
-        dense_rows = dense.tolist()
-        a_col = g_p.to(work)  # coefficient of p (1 - p)
-        ab_col = (g_p + g_sp).to(work)
-        neg_a_col = -a_col
+        # Channels whose dense coefficients are zero for every sample get exact zeros; within the
+        # others, a sample with zero coefficients computes (0 - 0 * p) * p = 0 exactly.
+        dense = ((g_p != 0) | (g_sp != 0)).any(0).tolist()
+        runs = _runs(dense)
+        for c0, c1 in _runs([not f for f in dense]):
+            grad[:, c0:c1].zero_()
+        has_sparse = bool(((g_pl != 0) | (g_xl != 0)).any())
+        if not runs and not has_sparse:
+            return grad, None, None, None
+        width, work = _plan(x, max((c1 - c0 for c0, c1 in runs), default=1), ctx.block)
+        ab = (g_p + g_sp).to(work).unsqueeze(2)  # (B, C, 1)
+        neg_a = (-g_p).to(work).unsqueeze(2)
+        k_max = max((c1 - c0 for c0, c1 in runs), default=1)
         convert = x.dtype != work
-        xbuf = torch.empty(c_size * width, dtype=work, device=dev) if convert else None
-        pbuf = torch.empty(c_size * width, dtype=work, device=dev)
-        for b in range(b_size):
-            runs = _runs(dense_rows[b])
-            for c0, c1 in _runs([not f for f in dense_rows[b]]):
-                grad[b, c0:c1].zero_()
-            has_sparse = bool(sparse[b].any())
-            if not runs and not has_sparse:
-                continue
+        xbuf = _scratch(x, width, k_max, work) if convert else None
+        pbuf = _scratch(x, width, k_max, work)
+        if has_sparse:
+            # Per (sample, label value) coefficients of p(1-p) and of 1; row 0 (background) is zero.
+            table = torch.zeros(b_size, bins, 2, dtype=work, device=dev)
+            table[:, 1:, 0] = g_pl.to(work)
+            table[:, 1:, 1] = g_xl.to(work)
+            table = table.view(b_size * bins, 2)
+            offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)
+        for s0 in range(0, s_size, width):
+            n = min(width, s_size - s0)
+            x_chunk = x[:, :, s0 : s0 + n]
+            g_chunk = grad[:, :, s0 : s0 + n]
+            for c0, c1 in runs:
+                k = c1 - c0
+                src = x_chunk[:, c0:c1]
+                if xbuf is not None:
+                    src = _chunk_view(xbuf, b_size, k, n).copy_(src)
+                p = torch.sigmoid(src, out=_chunk_view(pbuf, b_size, k, n))
+                # grad = ((g_p + g_sp) - g_p * p) * p, built in place in the gradient itself
+                # (fp32/fp64 logits) or in the scratch that held the converted logits.
+                t = _chunk_view(xbuf, b_size, k, n) if xbuf is not None else g_chunk[:, c0:c1]
+                torch.addcmul(ab[:, c0:c1], p, neg_a[:, c0:c1], out=t)
+                t.mul_(p)
+                if xbuf is not None:
+                    g_chunk[:, c0:c1].copy_(t)
             if has_sparse:
-                g_lab = torch.zeros(c_size + 1, 2, dtype=work, device=dev)
-                g_lab[1:, 0] = g_pl[b].to(work)
-                g_lab[1:, 1] = g_xl[b].to(work)
-            for s0 in range(0, s_size, width):
-                n = min(width, s_size - s0)
-                x_chunk = x[b, :, s0 : s0 + n]
-                g_chunk = grad[b, :, s0 : s0 + n]
-                for c0, c1 in runs:
-                    k = c1 - c0
-                    src = x_chunk[c0:c1]
-                    if xbuf is not None:
-                        src = xbuf[: k * n].view(k, n).copy_(src)
-                    p = torch.sigmoid(src, out=pbuf[: k * n].view(k, n))
-                    # grad = ((g_p + g_sp) - g_p * p) * p, built in place in the gradient itself
-                    # (fp32/fp64 logits) or in the scratch that held the converted logits.
-                    t = xbuf[: k * n].view(k, n) if xbuf is not None else g_chunk[c0:c1]
-                    torch.addcmul(ab_col[b, c0:c1, None], p, neg_a_col[b, c0:c1, None], out=t)
-                    t.mul_(p)
-                    if xbuf is not None:
-                        g_chunk[c0:c1].copy_(t)
-                if has_sparse:
-                    lab64 = labels[b, s0 : s0 + n].long()
-                    chan = (lab64 - 1).clamp_(min=0)
-                    pg = p_label[b, s0 : s0 + n]
-                    coef = g_lab.index_select(0, lab64)  # (n, 2); zero rows for background
-                    corr = torch.addcmul(coef[:, 1], coef[:, 0], pg * (1 - pg))
-                    g_chunk.scatter_add_(0, chan.unsqueeze(0), corr.to(grad.dtype).unsqueeze(0))
+                lab64 = labels[:, s0 : s0 + n].long()
+                chan = (lab64 - 1).clamp_(min=0).unsqueeze(1)
+                coef = table.index_select(0, _bin_index(lab64, labels, offsets).view(-1)).view(b_size, n, 2)
+                corr = torch.addcmul(coef[..., 1], coef[..., 0], dp_label[:, s0 : s0 + n])
+                g_chunk.scatter_add_(1, chan, corr.to(grad.dtype).unsqueeze(1))
         return grad, None, None, None
 
 
