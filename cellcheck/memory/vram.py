@@ -200,6 +200,7 @@ class StepMemory:
     phase_at_peak: str  # forward, loss, backward or optimizer (optimizer includes zero_grad)
     phase_peaks: dict[str, int]  # peak of each phase
     breakdown_at_peak: dict[str, int]  # Parameter, Gradient, Activation, Temp, Optstate, Other at the peak
+    before_optimizer: dict[str, int]  # the same categories after backward, before optimizer.step()
     after_step: dict[str, int]  # the same categories once the step is over (parameters + optimizer state)
     segment_peak_bytes: int  # peak of the same tensors rounded to allocator segments (2 MiB for large ones)
     largest_tensor_bytes: int
@@ -358,6 +359,7 @@ def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None =
             tracker.phase = "backward"
             loss.backward()
             tracker.phase = "optimizer"
+            at_step = _categories(tracker.get_tracker_snapshot("current"))
             opt.step()
             opt.zero_grad(set_to_none=True)
         peak = _categories(tracker.get_tracker_snapshot("peak"))
@@ -365,7 +367,8 @@ def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None =
     return StepMemory(
         model=model, roi=roi3, batch=batch, amp=amp, optimizer=opt_name, n_params=n_params,
         peak_bytes=peak.pop("Total", 0), phase_at_peak=tracker.phase_at_peak, phase_peaks=dict(tracker.phase_peaks),
-        breakdown_at_peak=peak, after_step={k: v for k, v in after.items() if k != "Total"},
+        breakdown_at_peak=peak, before_optimizer={k: v for k, v in at_step.items() if k != "Total"},
+        after_step={k: v for k, v in after.items() if k != "Total"},
         segment_peak_bytes=tracker.segment_peak, largest_tensor_bytes=tracker.largest_tensor,
         seconds=round(time.perf_counter() - start, 2),
     )
