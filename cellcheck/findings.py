@@ -21,6 +21,7 @@ class Check:
     severity: Severity
     catches: str
     incident: str
+    stage: str = "audit"  # "audit": data; "gate": config, environment and memory plan
 
 
 _ERROR, _WARN = Severity.ERROR, Severity.WARNING
@@ -51,6 +52,13 @@ CHECKS: dict[str, Check] = {
         Check("class-coverage", _WARN, "class annotated in no validation case, or very few", "15"),
         Check("stale-stats", _WARN, "a datastats file that does not match the datalist", "14"),
         Check("annotation-metadata", _WARN, "zarr class_names / complement_counts that disagree with the arrays", "13"),
+        # gate: config, environment and memory plan
+        Check("config-invalid", _ERROR, "training config with missing keys or wrong types", "12", "gate"),
+        Check("stale-config", _WARN, "config values left from elsewhere (smoke-test epochs, another GPU's batch)", "6", "gate"),
+        Check("loss-unmasked", _ERROR, "loss not masked (or softmax) while annotations are partial", "1, 10", "gate"),
+        Check("alloc-conf-invalid", _ERROR, "PYTORCH_CUDA_ALLOC_CONF the CUDA allocator would reject", "8", "gate"),
+        Check("vram-exceeds", _ERROR, "predicted GPU memory above the target GPU", "15", "gate"),
+        Check("ram-exceeds", _ERROR, "predicted host memory above --mem", "5", "gate"),
     )
 }
 
@@ -70,6 +78,10 @@ class Finding:
         out = asdict(self)
         out["severity"] = self.severity.value
         return out
+
+
+#: The checks `cellcheck audit` makes on data (the gate adds the rest).
+AUDIT_CHECKS: tuple[str, ...] = tuple(c.id for c in CHECKS.values() if c.stage == "audit")
 
 
 def finding(check: str, case: str | None, path: object, message: str, **details: Any) -> Finding:

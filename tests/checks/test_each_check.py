@@ -7,14 +7,14 @@ report it there, and report no error or warning on any case the defect did not t
 import pytest
 
 from cellcheck.audit import audit
-from cellcheck.findings import CHECKS
+from cellcheck.findings import AUDIT_CHECKS
 from datasets import expected
 from fixtures import make_dataset
 
 VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}
 
 
-@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("check", list(AUDIT_CHECKS))
 def test_planted_alone(tmp_path, check):
     root = tmp_path / "data"
     make_dataset(root, seed=3, defects=[check])
