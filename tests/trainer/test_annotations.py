@@ -98,3 +98,16 @@ def test_tensor_row_passthrough_and_num_classes_check():
         from_annotated_classes(row, 5)
     with pytest.raises(ValueError, match="num_classes"):
         from_annotated_classes("0", 0)
+
+
+def test_inverse_frequency_weights():
+    from trainer.losses import inverse_frequency_weights
+
+    mask = annotation_mask(["0,1", "0", "0,2", ""], num_classes=4)  # counts 3, 1, 1, 0
+    w = inverse_frequency_weights(mask)
+    assert w.dtype == torch.float64 and w.shape == (4,)
+    assert w[3] == 0 and torch.isclose(w[:3].mean(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.isclose(w[1] / w[0], torch.tensor(3.0, dtype=torch.float64))
+    assert torch.equal(inverse_frequency_weights(torch.zeros(2, 3, dtype=torch.bool)), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="bool"):
+        inverse_frequency_weights(mask.float())

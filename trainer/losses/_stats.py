@@ -77,7 +77,7 @@ def _softplus_sums(src: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
     softplus(x) = relu(x) - log(q) with q = sigmoid(|x|) = 0.5 + |p - 0.5| in [0.5, 1]; the logs
     are taken of products of ``_GROUP`` q values (one log per group), which is ~3x cheaper than
-    softplus itself and accurate to ~1e-7 relative (q is exact to fp32 rounding of p).  q and
+    softplus itself; the error is ~1e-7 per voxel (fp32 rounding of p and of the products).  q and
     then relu(x) reuse p's memory, so this needs no scratch of its own.
     """
     b, k, n = p.shape

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["annotation_mask", "from_annotated_classes"]
+__all__ = ["annotation_mask", "from_annotated_classes", "inverse_frequency_weights"]
 
 AnnotatedSpec = str | Sequence[str | int] | torch.Tensor
 
@@ -107,3 +107,19 @@ def annotation_mask(
     rows = [from_annotated_classes(s, num_classes) for s in specs]
     mask = torch.stack(rows) if rows else torch.zeros(0, num_classes, dtype=torch.bool)
     return mask.to(device) if device is not None else mask
+
+
+def inverse_frequency_weights(mask: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool mask over the training crops -> (C,) fp64 class weights; why: rarely annotated classes count more.
+
+    Weight of class c is proportional to 1 / (number of crops annotating c), scaled so the classes
+    that are annotated somewhere average 1; classes annotated nowhere get 0.  Pass the result as
+    ``PartialAnnotationLoss(class_weights=...)``.
+    """
+    if mask.dtype != torch.bool or mask.ndim != 2:
+        raise ValueError(f"mask must be a (N, C) bool tensor, got {mask.dtype} {tuple(mask.shape)}")
+    counts = mask.sum(0).to(torch.float64)
+    seen = counts > 0
+    weights = torch.where(seen, 1.0 / counts.clamp(min=1), 0.0)
+    n_seen = int(seen.sum())
+    return weights * (n_seen / weights.sum()) if n_seen else weights
