@@ -1,0 +1,69 @@
+"""Training-config validation: every problem at once, defaults visible, field incidents caught."""
+
+import pytest
+
+from cellcheck.config import KEYS, loss_masking, parse_overrides, read_config, validate_config
+from cellcheck.errors import CellcheckError
+
+GOOD = {"model": "dints", "datalist": "d.json", "output_dir": "runs/a", "roi_size": [96, 96, 96],
+        "batch_size": 2, "num_patches_per_image": 4, "num_epochs": 300}
+
+
+def checks(findings):
+    return sorted((f.check, f.details.get("key")) for f in findings)
+
+
+def test_good_config_gets_defaults():
+    cfg, findings = validate_config(GOOD)
+    assert findings == []
+    assert cfg["loss"] == "partial" and cfg["gpu"] == "l40s" and cfg["num_classes"] == 14
+    assert set(cfg) == set(KEYS)
+
+
+def test_field_incident_missing_keys_all_reported():
+    raw = {k: v for k, v in GOOD.items() if k not in ("num_patches_per_image", "roi_size")}
+    _, findings = validate_config(raw)
+    assert checks(findings) == [("config-invalid", "num_patches_per_image"), ("config-invalid", "roi_size")]
+
+
+def test_smoke_test_epochs_are_stale_unless_declared():
+    _, findings = validate_config({**GOOD, "num_epochs": 2})
+    assert checks(findings) == [("stale-config", "num_epochs")]
+    assert validate_config({**GOOD, "num_epochs": 2, "smoke_test": True})[1] == []
+
+
+@pytest.mark.parametrize("key, value", [("amp", "yes"), ("batch_size", 0), ("roi_size", [96, 96]),
+                                         ("model", "unet"), ("fold", True), ("learning_rate", "1e-4")])
+def test_wrong_types_and_values(key, value):
+    _, findings = validate_config({**GOOD, key: value})
+    assert checks(findings) == [("config-invalid", key)]
+
+
+def test_typo_suggests_the_key():
+    _, findings = validate_config({**GOOD, "num_epoch": 3})
+    assert "did you mean 'num_epochs'" in findings[0].message
+
+
+def test_unmasked_loss_on_partial_annotations():
+    cfg, _ = validate_config({**GOOD, "loss": "dicece"})
+    assert [f.check for f in loss_masking(cfg, partial=True)] == ["loss-unmasked"]
+    assert loss_masking(cfg, partial=False) == []
+
+
+def test_read_config_errors_are_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: dints\nroi_size: [96, 96\n")
+    with pytest.raises(CellcheckError, match=r"malformed YAML at line \d+, column \d+"):
+        read_config(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(CellcheckError, match="mapping"):
+        read_config(p)
+    with pytest.raises(CellcheckError, match="no such config"):
+        read_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides(["roi_size=[64,64,64]", "amp=false", "model=segresnet"]) == {
+        "roi_size": [64, 64, 64], "amp": False, "model": "segresnet"}
+    with pytest.raises(CellcheckError):
+        parse_overrides(["roi_size"])
