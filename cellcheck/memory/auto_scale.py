@@ -180,13 +180,14 @@ def segresnet(stats: DatasetStats | None, gpu: GpuProfile, output_classes: int =
         if gpu_mem < 17:
             base_adjust *= 0.5
         if base_adjust < 0.95:
-            side = max(1, int(round(base_numel * base_adjust) ** (1.0 / 3.0) / 16)) * 16
+            side = max(1, int((base_numel * base_adjust) ** (1.0 / 3.0) / 16)) * 16
             roi = [float(side)] * 3
+            base_numel = math.prod(roi)
     image = [float(s) for s in ((stats.median_shape or stats.mean_shape) if stats else roi)]
     image = [math.floor(s) for s in image]
     roi = [min(r, s) for r, s in zip(roi, image)]
-    max_numel = base_numel * gpu_factor if auto_scale_roi else base_numel
-    while math.prod(roi) < max_numel:
+    max_numel = base_numel * gpu_factor
+    while auto_scale_roi and math.prod(roi) < max_numel:  # ROI auto-scaling only (off in the template)
         old = math.prod(roi)
         roi = [min(r * 1.15, s) for r, s in zip(roi, image)]
         if math.prod(roi) == old:

@@ -1,0 +1,139 @@
+"""`cellcheck predict` and `cellcheck profile`: click commands that only parse, call the library and print.
+
+Registered in the main group by `cellcheck.cli` (`cli.add_command(predict_command)`). User mistakes
+raise CellcheckError (one line, exit 2 in the group); `predict` exits 1 when the GPU or the node's
+memory (--mem) would not hold the run, 0 when it fits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from cellcheck.errors import CellcheckError
+from cellcheck.memory.gpus import DEFAULT_GPU, GiB, known_gpus
+
+
+def _roi(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        roi = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not three sizes such as 96,96,96") from None
+    if len(roi) != 3 or min(roi) < 1:
+        raise click.BadParameter(f"{value!r} is not three positive sizes such as 96,96,96")
+    return roi
+
+
+def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """One line on stderr and exit 2 for a CellcheckError, as the main group does, also when run standalone."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            fn(*args, **kwargs)
+        except CellcheckError as exc:
+            click.echo(f"cellcheck: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / GiB:.2f} GiB"
+
+
+def render_text(result: dict) -> str:
+    """A short human table of a prediction."""
+    a, v, r, g = result["auto_scale"], result["vram"], result["ram"], result["gpu"]
+    lines = [
+        f"cellcheck predict: {result['model']} on {g['name']} ({_gib(g['total_bytes'])}), "
+        f"{result['dataset']['n_cases']} cases, mean shape "
+        + "x".join(f"{s:.0f}" for s in result["dataset"]["mean_shape"]),
+        "",
+        "Auto3DSeg would choose",
+        f"  batch (patches/step) {a['batch_size']:>8}    epochs {a['num_epochs']}    ROI {'x'.join(map(str, a['roi_size']))}",
+        "",
+        f"GPU memory per card (one step, batch {v['batch_size']}, ROI {'x'.join(map(str, v['roi_size']))}, "
+        f"AMP {v['amp'] or 'off'}; model not yet calibrated on a GPU)",
+    ]
+    for key, value in v["breakdown"].items():
+        lines.append(f"  {key:<22} {_gib(value):>12}")
+    verdict = "fits" if v["fits"] else "DOES NOT FIT"
+    lines.append(f"  {'peak':<22} {_gib(v['peak_bytes']):>12}   {verdict} in {_gib(g['total_bytes'])}")
+    if v.get("max_batch_size") is not None:
+        lines.append(f"  largest batch that fits: {v['max_batch_size']}")
+    lines += [
+        "",
+        f"Host RAM ({r['config']['gpus']} ranks x {r['config']['workers']} workers x prefetch "
+        f"{r['config']['prefetch']}, one-hot {r['config']['one_hot_channels'] or 'off'})",
+        f"  per rank {_gib(r['per_rank_bytes']):>12}   per worker {_gib(r['per_worker_bytes'])}",
+        f"  job peak {_gib(r['peak_bytes']):>12}   with headroom {_gib(r['required_bytes'])}   "
+        f"--mem={r['slurm_mem']}",
+    ]
+    if r.get("fits") is not None:
+        lines.append(f"  {'fits' if r['fits'] else 'DOES NOT FIT'} in --mem {_gib(r['mem_bytes'])}")
+    for f in result.get("findings", []):
+        lines.append(f"{f['severity']}: {f['check']}: {f['message']}")
+    return "\n".join(lines) + "\n"
+
+
+@click.command("predict")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Choice(["segresnet", "swinunetr", "dints"]), required=True,
+              help="Auto3DSeg template network.")
+@click.option("--gpu", default=DEFAULT_GPU.lower(), show_default=True,
+              help=f"GPU profile: {', '.join(known_gpus())} (case-insensitive).")
+@click.option("--gpu-mem", "gpu_mem", type=float, default=None, help="GPU memory in MiB, overriding the profile's.")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="DDP ranks (GPUs) per job.")
+@click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="DataLoader workers per rank.")
+@click.option("--prefetch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="DataLoader prefetch_factor.")
+@click.option("--roi", callback=_roi, default=None, help="Patch size in voxels, e.g. 96,96,96 (default: the template's).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Patches per step (default: the template's).")
+@click.option("--no-amp", "no_amp", is_flag=True, help="Train in float32 (default: bf16 autocast).")
+@click.option("--one-hot", "one_hot", is_flag=True, help="Labels are expanded to 14 float32 channels in the workers.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="A generated Auto3DSeg bundle folder whose values to compare (stale-config).")
+@click.option("--mem", default=None, help="The job's --mem (e.g. 512G) to check host RAM against.")
+@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default=None,
+              help="Output format (default: text on a terminal, json otherwise).")
+@_user_errors
+def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
+                    roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, bundle: Path | None,
+                    mem: str | None, fmt: str | None) -> None:
+    """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""
+    from cellcheck.memory.predict import predict
+
+    result = predict(path, model, gpu=gpu, gpus=gpus, workers=workers, prefetch=prefetch, roi=roi, batch=batch,
+                     amp=not no_amp, one_hot=one_hot, bundle=bundle, mem=mem, gpu_mem_mib=gpu_mem)
+    fmt = fmt or ("text" if sys.stdout.isatty() else "json")
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else render_text(result), nl=fmt == "json")
+    if not result["fits"]:
+        sys.exit(1)
+
+
+@click.command("profile", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("memory.jsonl"), show_default=True,
+              help="JSON lines file to append samples to.")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Seconds between samples.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@_user_errors
+def profile_command(output: Path, interval: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --) and sample its RSS, its children's and GPU memory into a JSON lines file."""
+    from cellcheck.memory.profiler import profile_command as run_profiled
+
+    if not command:
+        raise CellcheckError("give the command to profile after --, e.g. cellcheck profile -- python train.py")
+    status, summary = run_profiled(list(command), output, interval)
+    click.echo(f"cellcheck profile: {summary['samples']} samples in {output}; peak RSS of the process tree "
+               f"{_gib(summary['peak_total_rss_bytes'])}"
+               + (f"; peak GPU used {', '.join(f'{k}: {_gib(v)}' for k, v in summary['peak_gpu_used_bytes'].items())}"
+                  if summary["peak_gpu_used_bytes"] else ""), err=True)
+    sys.exit(status)
