@@ -1,0 +1,102 @@
+"""`cellcheck predict` / `cellcheck profile` through click's CliRunner, on a dataset from the fixture generator."""
+
+import json
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cellcheck.memory.cli import predict_command, profile_command
+from cellcheck.memory.predict import predict
+
+FAST = ["--model", "segresnet", "--roi", "32,32,32", "--format", "json"]  # small ROI: a fake step takes ~1 s
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory):
+    from fixtures import make_dataset
+
+    root = tmp_path_factory.mktemp("predict") / "data"
+    make_dataset(root, seed=1, defects="none")
+    return root / "datalist.json"
+
+
+def run(*args):
+    return CliRunner().invoke(predict_command, [str(a) for a in args])
+
+
+def test_json_has_the_design_contract_and_exit_0_when_it_fits(datalist):
+    res = run(datalist, *FAST, "--gpu", "L40S", "--gpus", "2")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["gpu"] == {"name": "L40S", "total_bytes": 48305799168}
+    assert {"batch_size", "num_epochs", "roi_size"} <= set(out["auto_scale"])
+    assert {"peak_bytes", "fits", "max_batch_size"} <= set(out["vram"])
+    assert {"peak_bytes", "per_rank_bytes", "per_worker_bytes", "slurm_mem"} <= set(out["ram"])
+    assert out["vram"]["fits"] is True and out["vram"]["max_batch_size"] >= out["vram"]["batch_size"]
+    assert out["vram"]["roi_size"] == [32, 32, 32] and out["vram"]["breakdown"]["ddp_buckets"] > 0
+    assert out["dataset"]["n_cases"] > 0 and out["ram"]["slurm_mem"].endswith("G")
+
+
+def test_exit_1_when_the_node_memory_is_too_small(datalist):
+    res = run(datalist, *FAST, "--no-max-batch", "--mem", "1G", "--one-hot")
+    assert res.exit_code == 1
+    out = json.loads(res.stdout)
+    assert out["ram"]["fits"] is False and out["vram"]["fits"] is True and out["vram"]["max_batch_size"] is None
+
+
+def test_exit_1_when_the_gpu_is_too_small(datalist):
+    res = run(datalist, *FAST, "--no-max-batch", "--gpu-mem", "1500")
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["vram"]["fits"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--gpu", "tpu-v4"], "unknown GPU"), (["--roi", "40,40,40"], "multiple of 16"), (["--mem", "lots"], "--mem")],
+)
+def test_bad_input_is_one_line_and_exit_2(datalist, args, message):
+    res = run(datalist, *FAST, "--no-max-batch", *args)
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+
+
+def test_missing_datalist_is_exit_2(tmp_path):
+    res = run(tmp_path / "nope.json", *FAST)
+    assert res.exit_code == 2 and "no such file" in res.stderr
+
+
+def test_stale_bundle_values_become_findings(datalist, tmp_path):
+    bundle = tmp_path / "segresnet_0"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "hyper_parameters.yaml").write_text(yaml.safe_dump(
+        {"num_images_per_batch": 1, "batch_size": "@num_images_per_batch", "num_epochs": 2,
+         "roi_size": [224, 224, 144], "auto_scale_allowed": True, "auto_scale_batch": True}))
+    res = run(datalist, *FAST, "--no-max-batch", "--bundle", bundle)
+    assert res.exit_code == 0, res.output
+    findings = json.loads(res.stdout)["findings"]
+    assert {f["details"]["key"] for f in findings} >= {"num_epochs", "num_images_per_batch"}
+    assert all(f["check"] == "stale-config" and f["severity"] == "warning" for f in findings)
+
+
+def test_text_format_is_a_short_table(datalist):
+    res = run(datalist, "--model", "segresnet", "--roi", "32,32,32", "--no-max-batch", "--format", "text")
+    assert res.exit_code == 0
+    assert "Auto3DSeg would choose" in res.stdout and "--mem=" in res.stdout and "fits" in res.stdout
+
+
+def test_library_predict_from_stats_matches_the_field_auto_scale():
+    out = predict({"n_cases": 198, "mean_shape": [393, 402, 418], "spacing": [8, 8, 8]}, "dints", "l40s",
+                  roi=[32, 32, 32], batch=1, search_max_batch=False, gpus=2, one_hot=True, mem="200G")
+    assert out["auto_scale"]["batch_size"] == 13 and out["auto_scale"]["num_patches_per_image"] == 26
+    assert out["ram"]["fits"] is False and out["fits"] is False  # the field's 200G OOM
+
+
+def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
+    out = tmp_path / "memory.jsonl"
+    res = CliRunner().invoke(profile_command, ["--output", str(out), "--interval", "0.05", "--",
+                                               sys.executable, "-c", "raise SystemExit(4)"])
+    assert res.exit_code == 4
+    assert out.exists() and all(json.loads(line)["pid"] for line in out.read_text().splitlines())
+    assert "peak RSS" in res.stderr
