@@ -22,6 +22,7 @@ class Report:
     findings: list[Finding]
     stats: dict[str, Any] = field(default_factory=lambda: {"per_label": [], "images": {}})
     strict: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # sections beyond the audit contract (e.g. "gate")
 
     @property
     def summary(self) -> dict[str, int]:
@@ -48,6 +49,7 @@ class Report:
             "summary": self.summary,
             "findings": [f.to_json() for f in self.findings],
             "stats": self.stats,
+            **self.extra,
         }
 
 
@@ -75,7 +77,7 @@ def render_json(report: Report) -> str:
 def render_text(report: Report) -> str:
     lines = []
     for f in report.findings:
-        where = f.path or ""
+        where = f.path or report.source
         lines.append(f"{where}: {f.severity.value} [{f.check}] {f.case or '-'}: {f.message}")
     s = report.summary
     verdict = "PASSED" if report.passed else "FAILED"
