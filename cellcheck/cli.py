@@ -6,6 +6,7 @@ Nothing here swallows an error into a silent exit 0 (FIELD_NOTES 11).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -50,25 +51,66 @@ def _emit(text: str, output: Path | None) -> None:
             raise CellcheckError(f"{output}: cannot write the report ({exc.strerror or exc}); choose another --output")
 
 
+_PASSTHROUGH = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError)
+
+
+def _error_status(exc: Exception) -> int:
+    """Print one line for an error that escaped a command; return the exit status (always 2)."""
+    if isinstance(exc, CellcheckError):
+        click.echo(f"cellcheck: {exc}", err=True)
+        return exc.exit_code
+    if os.environ.get("CELLCHECK_DEBUG"):  # a bug of ours: keep the traceback on request
+        traceback.print_exc()
+    click.echo(f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
+               err=True)
+    return 2
+
+
 class _Cli(click.Group):
-    """Turns our user-facing error into one line and exit 2, and a bug into one line too (never exit 0)."""
+    """Errors become one line and exit 2 (never exit 0); torch-backed commands load only when called."""
+
+    #: name -> ("module:attribute", help line) of commands whose modules import torch
+    lazy = {
+        "train": ("trainer.cli:train_command", "Train SegResNet, SwinUNETR or DiNTS with the masked loss, after the gate passes."),
+        "infer": ("trainer.infer:infer_command", "Per-class probability maps from one or more checkpoints (ensemble)."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name][0].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list without importing torch for the lazy ones."""
+        rows = [(name, self.commands[name].get_short_help_str(60)) for name in sorted(self.commands)]
+        rows += [(name, help_line) for name, (_, help_line) in self.lazy.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CellcheckError as exc:
-            click.echo(f"cellcheck: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError):
+        except _PASSTHROUGH:
             raise
-        except Exception as exc:  # a bug of ours: say so, keep the traceback for CELLCHECK_DEBUG=1
-            if os.environ.get("CELLCHECK_DEBUG"):
-                traceback.print_exc()
-            click.echo(
-                f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
-                err=True,
-            )
-            ctx.exit(2)
+        except Exception as exc:
+            ctx.exit(_error_status(exc))
+
+
+def run_command(command: click.Command) -> None:
+    """Run one command on its own (`python -m trainer`) with the same error handling as `cellcheck`."""
+    try:
+        command.main(prog_name=command.name, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:
+        sys.exit(_error_status(exc))
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,361 @@
+"""The training run, top to bottom: gate, data, model, loss, step, checkpoint, record.
+
+Nothing touches a GPU before the gate passes; the gate's report is saved in the run folder
+either way. A run leaves `gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`,
+`memory.png`, `last.pt` and `best.pt`. SIGTERM / SIGUSR1 (SLURM pre-emption) save `last.pt`
+at the next step and exit; `--resume` continues from it exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from cellcheck.classes import CLASS_NAMES
+from cellcheck.errors import CellcheckError
+from cellcheck.gate import run_gate
+from cellcheck.memory.profiler import MemoryProfiler
+from cellcheck.report import render_json, render_text, write_atomic
+from trainer.data import load_validation_case, read_cases, split_fold, train_loader
+from trainer.infer import sliding_window_probabilities
+from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+from trainer.networks import build_network, outputs_as_list
+
+#: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused by the gate,
+#: 3 stopped on repeated non-finite losses.
+EXIT_OK, EXIT_GATE, EXIT_NONFINITE = 0, 1, 3
+
+
+@dataclass
+class State:
+    """Everything `--resume` needs besides the weights: where the run is and how it is doing."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    bad_validations: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+class NonFiniteGuard:
+    """Skip steps whose loss is NaN/Inf; give up after `limit` in a row (FIELD_NOTES 15)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def check(self, loss: torch.Tensor) -> bool:
+        """True if the step may proceed."""
+        if torch.isfinite(loss).all():
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.in_a_row >= self.limit
+
+
+class StopSignal:
+    """SIGTERM / SIGUSR1 set a flag; the loop checkpoints at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+
+def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: bool = False,
+          mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run (or resume) one training run; returns the exit status."""
+    env = os.environ if env is None else env
+    rank, world = _distributed()
+    out: Path | None = None
+
+    # 1. the gate: refuse before any GPU memory is touched
+    plan = {"mem": mem or _slurm_mem(env), "gpus": world if world > 1 else None}
+    report = run_gate(config=config, overrides=overrides, plan=plan, env=env) if rank == 0 else None
+    verdict = _broadcast(report.passed if report else None)
+    cfg = _broadcast(report.extra["gate"]["config"] if report else None)
+    if rank == 0:
+        out = _output_dir(cfg, config) if cfg.get("output_dir") else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_atomic(out / "gate.json", render_json(report))
+        if not verdict:
+            failures = [f for f in report.findings if f.severity.value in ("error", "warning")]
+            where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
+            print(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):", file=sys.stderr)
+            print(render_text(report), file=sys.stderr, end="")
+            return EXIT_GATE
+        write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
+    if not verdict:
+        return EXIT_GATE
+    out = _output_dir(cfg, config)
+    device = _device(rank)
+    if device.type == "cuda":
+        _check_device_memory(cfg, device)
+
+    # 2. data
+    datalist = Path(cfg["datalist"]) if Path(cfg["datalist"]).is_absolute() else config.parent / cfg["datalist"]
+    dataroot = (config.parent / cfg["dataroot"]) if cfg.get("dataroot") else None
+    train_cases, val_cases = split_fold(read_cases(datalist, dataroot, cfg["num_classes"]), cfg["fold"])
+
+    # 3. model, loss, optimizer
+    torch.manual_seed(cfg["seed"])
+    net = build_network(cfg["model"], cfg["num_classes"], roi_size=cfg["roi_size"],
+                        deep_supervision=cfg["deep_supervision"]).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(num_classes=cfg["num_classes"],
+                                                               lambda_dice=cfg["lambda_dice"],
+                                                               lambda_bce=cfg["lambda_bce"]))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    state = State()
+    if resume:
+        state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
+
+    # 4. the loop, recorded
+    stop, guard = StopSignal(), NonFiniteGuard(cfg["max_nan_steps"])
+    profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0) if rank == 0 else None
+    status = EXIT_OK
+    with profiler or nullcontext():
+        while state.epoch < cfg["num_epochs"]:
+            t0 = time.time()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            losses, skip = [], state.step_in_epoch
+            model.train()
+            for step_index, patches in enumerate(_steps(train_loader(train_cases, cfg, rank=rank, world=world,
+                                                                      epoch=state.epoch), cfg["batch_size"])):
+                if step_index < skip:
+                    continue  # resumed mid-epoch: these steps were already taken
+                if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
+                    break
+                loss = _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, guard)
+                state.step_in_epoch = step_index + 1
+                if loss is not None:
+                    state.global_step += 1
+                    losses.append(loss)
+                elif guard.exhausted:
+                    _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
+                    print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row; stopping "
+                          "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
+                    return EXIT_NONFINITE
+                if stop.received:
+                    _save(out / "last.pt", cfg, net, optimizer, scaler, state, rank)
+                    _log(out, rank, {"event": "signal", "signal": stop.received, "epoch": state.epoch,
+                                     "step_in_epoch": state.step_in_epoch})
+                    print(f"cellcheck train: {stop.received}: checkpoint saved at epoch {state.epoch}, "
+                          f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
+                    return EXIT_OK
+            record = {"epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                      "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3)}
+            if device.type == "cuda":
+                record["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+                record["max_memory_reserved"] = torch.cuda.max_memory_reserved(device)
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            if rank == 0 and (state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]):
+                record.update(_validate(net, val_cases, cfg, device, amp_dtype))
+                improved = record["val_dice_mean"] > state.best_metric
+                if improved:
+                    state.best_metric, state.best_epoch, state.bad_validations = record["val_dice_mean"], state.epoch, 0
+                else:
+                    state.bad_validations += 1
+                state.history.append(record["val_dice_mean"])
+                if improved:
+                    _save(out / "best.pt", cfg, net, optimizer, scaler, state, rank)
+            _save(out / "last.pt", cfg, net, optimizer, scaler, state, rank)
+            _log(out, rank, record)
+            if profiler:
+                profiler.mark(f"epoch {state.epoch}")
+            if state.bad_validations >= cfg["early_stopping_patience"]:
+                _log(out, rank, {"event": "early-stop", "epoch": state.epoch, "best_epoch": state.best_epoch})
+                break
+    if rank == 0:
+        _plot_memory(out)
+    if world > 1:
+        dist.destroy_process_group()
+    return status
+
+
+def _steps(loader, batch_size: int):
+    """Split each loader batch of patches into steps of `batch_size` patches (Auto3DSeg's num_patches_per_iter)."""
+    for batch in loader:
+        n = batch["image"].shape[0]
+        for i in range(0, n, batch_size):
+            yield {k: batch[k][i : i + batch_size] for k in ("image", "label", "annotated")}
+
+
+def _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, guard: NonFiniteGuard) -> float | None:
+    """One optimizer step; None when the loss was not finite (the step is skipped)."""
+    image = patches["image"].to(device, non_blocking=True)
+    label = patches["label"].to(device, non_blocking=True)  # uint8 all the way to the loss
+    annotated = patches["annotated"].to(device)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        outputs = outputs_as_list(model(image))
+    loss = loss_fn(outputs, label, annotated)  # fp32 inside the loss, whatever the logits' dtype
+    if not guard.check(loss.detach()):
+        return None
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _validate(net, cases, cfg, device, amp_dtype) -> dict[str, Any]:
+    """Per-class Dice over the annotated classes of each validation crop (sigmoid > 0.5), averaged per class."""
+    net.eval()
+    per_class: dict[int, list[float]] = {}
+    with torch.inference_mode():
+        for case in cases:
+            d = load_validation_case(case)
+            probs = sliding_window_probabilities([net], d["image"], cfg["roi_size"], device=device,
+                                                 amp=amp_dtype is not None)
+            label = d["label"].to(probs.device)
+            for c in torch.nonzero(d["annotated"]).flatten().tolist():
+                pred, truth = probs[c] > 0.5, label == c + 1
+                denom = int(pred.sum()) + int(truth.sum())
+                if denom:
+                    per_class.setdefault(c, []).append(2.0 * int((pred & truth).sum()) / denom)
+    net.train()
+    dice = {CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c): float(np.mean(v)) for c, v in sorted(per_class.items())}
+    return {"val_dice": dice, "val_dice_mean": float(np.mean(list(dice.values()))) if dice else 0.0}
+
+
+def _save(path: Path, cfg, net, optimizer, scaler, state: State, rank: int) -> None:
+    """Atomic checkpoint (rank 0 only): a reader never sees half a file, a crash never loses the last one."""
+    if rank != 0:
+        return
+    blob = {"model": cfg["model"], "config": cfg, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "state": state.__dict__, "rng": _rng_state()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, net, optimizer, scaler) -> State:
+    if not path.is_file():
+        raise CellcheckError(f"{path}: no checkpoint to resume from; run without --resume")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state_dict"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scaler.load_state_dict(blob["scaler"])
+    except (OSError, RuntimeError, KeyError, EOFError) as exc:
+        raise CellcheckError(f"{path}: cannot resume from this checkpoint ({type(exc).__name__}); start a new run") from None
+    _set_rng_state(blob["rng"])
+    return State(**blob["state"])
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(rng: Mapping[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+
+
+def _log(out: Path, rank: int, record: Mapping[str, Any]) -> None:
+    if rank == 0:
+        with (out / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def _plot_memory(out: Path) -> None:
+    """memory.png: measured host RSS (and GPU memory) over time, with the predicted peaks as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [json.loads(line) for line in (out / "memory.jsonl").read_text().splitlines() if line.strip()]
+    plan = json.loads((out / "memory_plan.json").read_text() or "null") if (out / "memory_plan.json").exists() else None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    t = [s["elapsed_s"] for s in samples]
+    ax.plot(t, [s["total_rss_bytes"] / 2**30 for s in samples], label="host RSS, process tree (measured)")
+    gpu = [sum(g["used_bytes"] for g in s["gpus"]) / 2**30 if s.get("gpus") else math.nan for s in samples]
+    if not all(math.isnan(g) for g in gpu):
+        ax.plot(t, gpu, label="GPU used (measured, pynvml)")
+    if plan:
+        ax.axhline(plan["ram"]["peak_bytes"] / 2**30, linestyle="--", color="C0", label="host RAM (predicted)")
+        ax.axhline(plan["vram"]["peak_bytes"] / 2**30, linestyle="--", color="C1", label="GPU peak per rank (predicted)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("GiB")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=100)
+    plt.close(fig)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group under torchrun (gloo on CPU, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def _broadcast(value: Any) -> Any:
+    if dist.is_initialized():
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+    return value
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _amp_dtype(cfg: Mapping[str, Any], device: torch.device) -> torch.dtype | None:
+    if not cfg["amp"] or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _check_device_memory(cfg: Mapping[str, Any], device: torch.device) -> None:
+    """The node's GPU must have at least the memory the plan was made for."""
+    from cellcheck.memory.gpus import gpu_profile
+
+    have = torch.cuda.get_device_properties(device).total_memory
+    want = gpu_profile(cfg["gpu"]).total_bytes
+    if have < 0.97 * want:
+        raise CellcheckError(f"this node's GPU has {have / 2**30:.1f} GiB, the plan assumed {cfg['gpu']} "
+                             f"({want / 2**30:.1f} GiB); rerun cellcheck gate with --gpu for this GPU")
+
+
+def _slurm_mem(env: Mapping[str, str]) -> str | None:
+    """SLURM exports --mem in MiB as SLURM_MEM_PER_NODE."""
+    value = env.get("SLURM_MEM_PER_NODE")
+    return f"{value}M" if value and value.isdigit() else None
+
+
+def _output_dir(cfg: Mapping[str, Any], config: Path) -> Path:
+    p = Path(cfg["output_dir"])
+    return p if p.is_absolute() else config.parent / p
