@@ -87,79 +87,33 @@ def network_spec(model: str, out_channels: int = 14, in_channels: int = 1) -> di
                 "in_channels": in_channels, "out_channels": out_channels}
     if model == "dints":
         return {"class": "DiNTS", "space": "TopologyInstance", "channel_mul": 1.0, "num_blocks": 12, "num_depths": 4,
-                "use_downsample": True, "topology": "dense: all 10 paths of every block, conv_3x3x3 on each",
+                "use_downsample": True, "topology": "the Auto3DSeg dints template's shipped arch_code (trainer.networks)",
                 "in_channels": in_channels, "num_classes": out_channels}
     raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 
-def dints_dense_topology(num_blocks: int = 12, num_depths: int = 4) -> tuple[Any, Any, Any]:
-    """(node_a, arch_code_a, arch_code_c) of the densest single-op DiNTS: every path on, conv_3x3x3 on each.
-
-    node_a is (num_blocks + 1, num_depths), arch_code_a (num_blocks, 3 * num_depths - 2) of 0/1 and
-    arch_code_c the same shape with the op index (1 = conv_3x3x3 in MONAI's Cell.OPS3D). A searched
-    architecture activates a subset of these paths, so this is an upper bound within the search space.
-    """
-    import numpy as np
-
-    n_paths = 3 * num_depths - 2
-    return (np.ones((num_blocks + 1, num_depths), dtype=np.int64), np.ones((num_blocks, n_paths)),
-            np.ones((num_blocks, n_paths), dtype=np.int64))
-
-
-def _static_topology_class() -> type:
-    """TopologyInstance whose forward branches on Python lists, not on tensors (fake tensors have no values)."""
-    from monai.networks.nets.dints import TopologyInstance
-
-    class StaticTopologyInstance(TopologyInstance):
-        """MONAI's TopologyInstance with `arch_code_a` read once into Python bools at construction."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.active_paths = [[bool(v) for v in row] for row in self.arch_code_a.tolist()]
-
-        def forward(self, x: list) -> list:  # same sums as TopologyInstance.forward, inactive nodes stay None
-            inputs = x
-            for blk_idx, row in enumerate(self.active_paths):
-                outputs: list = [None] * self.num_depths
-                for res_idx, active in enumerate(row):
-                    if active:
-                        out = self.cell_tree[str((blk_idx, res_idx))](inputs[self.arch_code2in[res_idx]], weight=None)
-                        j = self.arch_code2out[res_idx]
-                        outputs[j] = out if outputs[j] is None else outputs[j] + out
-                inputs = outputs
-            return inputs
-
-    return StaticTopologyInstance
-
-
 def _build(model: str, out_channels: int, in_channels: int) -> Any:
-    """The template network with placeholder parameters (meta device where MONAI allows, CPU for SwinUNETR)."""
+    """The network the trainer trains (trainer.networks), with placeholder parameters.
+
+    Built on the meta device where MONAI allows it; SwinUNETR calls .item() on a linspace while
+    building, which neither meta nor fake tensors allow, so it is built for real (62 M parameters,
+    ~1 s, ~250 MB of host RAM, replaced by fake tensors right after).
+    """
     import contextlib
     import io
 
     import torch
 
-    spec = network_spec(model, out_channels, in_channels)
-    if model == "segresnet":
-        from monai.networks.nets import SegResNetDS
+    from trainer.networks import build_network
 
-        with torch.device("meta"):
-            return SegResNetDS(spatial_dims=3, init_filters=32, in_channels=in_channels, out_channels=out_channels,
-                               blocks_down=(1, 2, 2, 4, 4), dsdepth=4)
     if model == "swinunetr":
-        from monai.networks.nets import SwinUNETR
-
-        # SwinUNETR calls .item() on a linspace while building, which neither meta nor fake tensors allow:
-        # build it for real (62 M parameters, ~1 s, 250 MB of host RAM, freed below).
-        return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48, spatial_dims=3,
-                         use_checkpoint=False, use_v2=False)
-    from monai.networks.nets.dints import DiNTS
-
-    node_a, code_a, code_c = dints_dense_topology(spec["num_blocks"], spec["num_depths"])
-    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # TopologyConstruction prints a hint
-        space = _static_topology_class()(arch_code=[code_a, code_c], channel_mul=1.0, num_blocks=12, num_depths=4,
-                                         use_downsample=True, device="cpu")
-        return DiNTS(space, in_channels=in_channels, num_classes=out_channels, use_downsample=True, node_a=node_a)
+        net = build_network(model, out_channels, in_channels)
+    else:
+        with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # DiNTS' space prints a hint
+            net = build_network(model, out_channels, in_channels)
+    # MemTracker hooks the gradient of every parameter; DiNTS freezes the stems no path uses (tiny convs
+    # that are never called), so unfreeze them here: they are counted, at most a few MiB too many.
+    return net.requires_grad_(True)
 
 
 def _fakeify(module: Any, fake_mode: Any) -> None:
