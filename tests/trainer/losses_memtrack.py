@@ -1,4 +1,4 @@
-"""Measure what a piece of torch code allocates, op by op (test helper, no trainer dependency).
+"""Measure what a piece of torch code allocates, op by op (test helper).
 
 ``AllocationTracker`` is a TorchDispatchMode: every aten op's outputs are inspected; an output whose
 storage is not one of the op's inputs' storages is a *fresh allocation*.  Fresh storages are
@@ -7,11 +7,19 @@ tracked live through weakref finalizers on every tensor that refers to them (vie
 and their peak.  Storages that existed before the mode started (the inputs) are never counted,
 so ``peak_bytes`` is the extra memory the code needed.  Allocations made inside a kernel and
 never returned (scratch of a reduction, say) are invisible: this measures tensors, not malloc.
+
+Dispatch modes are thread-local, and ``trainer.losses`` runs its CPU chunks on worker threads.
+``measure_fwd_bwd`` therefore also installs a proxy mode in those workers (by patching the
+module's two private hooks), so their allocations are tracked too and the measurement is of
+the real, parallel code path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,18 +48,20 @@ class AllocationTracker(TorchDispatchMode):
         self.current_bytes = 0
         self.peak_bytes = 0
         self._live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensors]
+        self._lock = threading.RLock()  # worker threads record too; finalizers run anywhere
 
     def _release(self, ptr: int) -> None:
-        entry = self._live.get(ptr)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current_bytes -= entry[0]
-            del self._live[ptr]
+        with self._lock:
+            entry = self._live.get(ptr)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current_bytes -= entry[0]
+                del self._live[ptr]
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
+    def record(self, func: Any, args: tuple, kwargs: dict | None, out: Any) -> None:
+        """Account the outputs of one op."""
         in_ptrs = {
             t.untyped_storage().data_ptr()
             for t in tree_flatten((args, kwargs or {}))[0]
@@ -64,27 +74,68 @@ class AllocationTracker(TorchDispatchMode):
             ptr, nbytes = storage.data_ptr(), storage.nbytes()
             if ptr == 0 or nbytes == 0:
                 continue
-            if ptr not in self._live:
-                if ptr in in_ptrs:
-                    continue  # view / in-place / out= on a storage from before the mode
-                self._live[ptr] = [nbytes, 0]
-                self.current_bytes += nbytes
-                self.peak_bytes = max(self.peak_bytes, self.current_bytes)
-                self.allocations.append(Allocation(str(func), tuple(t.shape), t.dtype, t.numel(), nbytes))
-            self._live[ptr][1] += 1
+            with self._lock:
+                if ptr not in self._live:
+                    if ptr in in_ptrs:
+                        continue  # view / in-place / out= on a storage from before the mode
+                    self._live[ptr] = [nbytes, 0]
+                    self.current_bytes += nbytes
+                    self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+                    self.allocations.append(Allocation(str(func), tuple(t.shape), t.dtype, t.numel(), nbytes))
+                self._live[ptr][1] += 1
             weakref.finalize(t, self._release, ptr)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.record(func, args, kwargs, out)
         return out
 
     def large(self, numel: int) -> list[Allocation]:
         """Fresh allocations holding at least ``numel`` elements."""
-        return [a for a in self.allocations if a.numel >= numel]
+        with self._lock:
+            return [a for a in self.allocations if a.numel >= numel]
+
+
+class _WorkerProxy(TorchDispatchMode):
+    """Installed on a worker thread: forwards every op's outputs to the caller's tracker."""
+
+    def __init__(self, tracker: AllocationTracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.tracker.record(func, args, kwargs, out)
+        return out
+
+
+@contextlib.contextmanager
+def track_workers(tracker: AllocationTracker) -> Iterator[None]:
+    """Let trainer.losses keep using its worker threads under ``tracker`` and track them too."""
+    try:
+        from trainer.losses import _workers
+    except ImportError:  # pragma: no cover - helper used without the trainer package
+        yield
+        return
+    orig_ok, orig_call = _workers._parallel_ok, _workers._call_in_worker
+
+    def call(fn: Any, item: Any) -> Any:
+        with _WorkerProxy(tracker):
+            return orig_call(fn, item)
+
+    _workers._parallel_ok, _workers._call_in_worker = (lambda: True), call
+    try:
+        yield
+    finally:
+        _workers._parallel_ok, _workers._call_in_worker = orig_ok, orig_call
 
 
 def measure_fwd_bwd(fn: Any, *leaves: torch.Tensor) -> AllocationTracker:
     """Run ``fn()`` (returns a scalar loss) + backward under a tracker; grads of ``leaves`` are cleared after."""
     for leaf in leaves:
         leaf.grad = None
-    with AllocationTracker() as tracker:
+    tracker = AllocationTracker()
+    with track_workers(tracker), tracker:
         loss = fn()
         loss.backward()
         del loss

@@ -22,26 +22,31 @@ being stored; forward keeps only p (1 - p) at the label channel, a (B, *spatial)
 the logits).  So the only logits-sized buffer of the whole forward + backward is the returned
 gradient; everything else is that 1/C tensor plus chunk-sized scratch.
 
-Work is done chunk by chunk (see ``_plan``: whole batch, ~1/8 of the volume, at most
+Work is done chunk by chunk (see ``_plan``: whole batch, ~1/16 of the volume, at most
 ``DEFAULT_BLOCK`` elements) so that the sigmoid, softplus and reductions of a chunk run while it
-is in cache.  All arithmetic is fp32 (fp64 for fp64 logits) whatever the logits dtype, and the
+is in cache; on CPU the chunks go to single-threaded worker threads (``_workers``: no OpenMP
+barrier per op, which made the loss collapse on a busy 2-core machine).  All arithmetic is fp32 (fp64 for fp64 logits) whatever the logits dtype, and the
 sums are accumulated in fp64.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._workers import map_chunks, worker_count
+
 __all__ = ["DEFAULT_BLOCK", "LogitStats", "logit_stats"]
 
-# Largest chunk of logits handled at once (batch x channels x voxels): 16 MiB of fp32
-# scratch.  See ``_plan`` for how the chunk size is chosen below that.
-DEFAULT_BLOCK = 1 << 22
-_MIN_BLOCK = 1 << 18
-_TARGET_CHUNKS = 8
+# Largest chunk of logits handled at once (batch x channels x voxels): 8 MiB of fp32 scratch
+# per worker thread (see ``_workers``).  See ``_plan`` for how the chunk size is chosen below that.
+DEFAULT_BLOCK = 1 << 21
+_MIN_BLOCK = 1 << 16
+_TARGET_CHUNKS = 16
 
 
 class LogitStats(NamedTuple):
@@ -90,45 +95,72 @@ def _softplus_sums(src: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def _plan(x: torch.Tensor, channels: int, block: int) -> tuple[int, torch.dtype]:
-    """Chunk width in voxels and the work dtype; why: bound scratch memory *and* the number of ops.
+    """Chunk width in voxels and the work dtype; why: bound scratch memory, keep chunks in cache.
 
-    A chunk covers the whole batch and ``channels`` channels and holds about 1/8 of that work
-    (so a call is ~8 chunks, a few hundred ops whatever the volume, which also keeps 2-core CPU
-    runs tolerable when another process competes for a core), at least 2**18 and at most
-    ``block`` elements: scratch memory stays bounded (on GPU too) and CPU chunks stay cache-sized.
+    A chunk covers the whole batch and ``channels`` channels and holds about 1/16 of that work
+    (at least 8 chunks per worker thread: balance, and the per-thread scratch stays ~1/16 of the
+    logits), at least 2**16 and at most ``block`` elements, so scratch memory stays bounded (on
+    GPU too) and CPU chunks stay cache-sized.
     """
     b, _, s = x.shape
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     per_voxel = max(1, b * channels)
-    elems = min(block, max(per_voxel * s // _TARGET_CHUNKS, _MIN_BLOCK))
+    target = max(_TARGET_CHUNKS, 8 * worker_count())
+    elems = min(block, max(per_voxel * s // target, _MIN_BLOCK))
     return max(1, min(s, elems // per_voxel)), work
 
 
-def _scratch(x: torch.Tensor, width: int, channels: int, work: torch.dtype) -> torch.Tensor:
-    """Flat work-dtype scratch for one chunk of ``channels`` channels."""
-    return torch.empty(x.shape[0] * max(1, channels) * width, dtype=work, device=x.device)
+class _Carver:
+    """Hands out consecutive, 8-byte aligned views of one byte buffer; ``reset`` starts over."""
+
+    def __init__(self, raw: torch.Tensor) -> None:
+        self.raw = raw
+        self.offset = 0
+
+    def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Uninitialised view of ``shape`` and ``dtype`` on the next free bytes."""
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        start = (self.offset + 7) // 8 * 8
+        if start + size > self.raw.numel():
+            raise RuntimeError(f"internal: chunk scratch too small ({start + size} > {self.raw.numel()} bytes)")
+        self.offset = start + size
+        return self.raw[start : start + size].view(dtype).view(shape)
+
+    def reset(self) -> _Carver:
+        """Forget earlier views (the caller is done with them)."""
+        self.offset = 0
+        return self
 
 
-def _chunk_view(buf: torch.Tensor, b: int, k: int, n: int) -> torch.Tensor:
-    """(b, k, n) contiguous view on the front of a flat scratch buffer."""
-    return buf[: b * k * n].view(b, k, n)
+class _Scratch:
+    """One byte buffer per thread for the duration of one call; why: no allocation per chunk.
 
-
-def _label_chunk(
-    x_chunk: torch.Tensor, lab_chunk: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, C, n) logits + (B, n) int labels -> int64 labels (B, n), channel index (B, 1, n), logit there (B, n)."""
-    lab64 = lab_chunk.long()
-    chan = (lab64 - 1).clamp_(min=0).unsqueeze(1)
-    return lab64, chan, x_chunk.gather(1, chan).squeeze(1)
-
-
-def _bin_index(lab64: torch.Tensor, labels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """(B, n) int64 labels + (B, 1) sample offsets -> (B, n) bin index b * (C + 1) + label.
-
-    In place when ``lab64`` is a converted copy; int64 labels are the caller's own memory.
+    Every temporary of a chunk (sigmoid, converted logits, int64 labels, channel index, gathered
+    values, coefficients) is a view carved from it, so the only memory beyond the gradient and
+    ``dp_label`` is one chunk-sized buffer per worker thread, freed when the call returns.
     """
-    return lab64 + offsets if labels.dtype == torch.int64 else lab64.add_(offsets)
+
+    def __init__(self, nbytes: int, device: torch.device) -> None:
+        self.nbytes, self.device = nbytes, device
+        self._bufs: dict[int, torch.Tensor] = {}
+
+    def carver(self) -> _Carver:
+        """A carver over the calling thread's buffer (allocated on first use)."""
+        key = threading.get_ident()
+        raw = self._bufs.get(key)
+        if raw is None:
+            # Allocated as 8-byte words (viewed as bytes): it is scratch, not an element-wise tensor.
+            words = torch.empty((self.nbytes + 7) // 8, dtype=torch.float64, device=self.device)
+            raw = self._bufs[key] = words.view(torch.uint8)
+        return _Carver(raw)
+
+
+def _scratch_bytes(b: int, k: int, n: int, work: torch.dtype, convert: bool) -> int:
+    """Bytes of one chunk's scratch: the dense stage's (B, k, n) sigmoid (+ converted logits), or
+    the label stage's ~48 bytes per (sample, voxel), whichever is larger (+ alignment slack)."""
+    item = torch.empty((), dtype=work).element_size()
+    dense = b * k * n * item * (2 if convert else 1)
+    return max(dense, b * n * 56) + 64
 
 
 class _LogitStatsFunction(torch.autograd.Function):
@@ -150,46 +182,60 @@ class _LogitStatsFunction(torch.autograd.Function):
         # Dense work runs over the channels some sample needs; the rest of that chunk is wasted
         # only where masks differ between samples, and every op covers the whole batch.
         runs = _runs(need.any(0).tolist())
-        acc_p = torch.zeros(b_size, c_size, dtype=f64, device=dev)
-        acc_sp = torch.zeros(b_size, c_size, dtype=f64, device=dev)
-        acc_pl = torch.zeros(b_size * bins, dtype=f64, device=dev)
-        acc_xl = torch.zeros(b_size * bins, dtype=f64, device=dev)
-        # Voxels per (sample, label value): one bincount per sample on the raw labels.
-        acc_cnt = torch.stack([torch.bincount(labels[b], minlength=bins)[:bins] for b in range(b_size)])
-        width, work = _plan(x, max((c1 - c0 for c0, c1 in runs), default=1), block)
+        k_max = max((c1 - c0 for c0, c1 in runs), default=1)
+        width, work = _plan(x, k_max, block)
         # p (1 - p) at the label channel, kept for backward: (B, S), 1/C of the logits' size.
         dp_label = torch.zeros(b_size, s_size, dtype=work, device=dev)
-        if runs:
-            k_max = max(c1 - c0 for c0, c1 in runs)
-            xbuf = _scratch(x, width, k_max, work) if x.dtype != work else None
-            pbuf = _scratch(x, width, k_max, work)
-            offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)  # (B, 1)
-            for s0 in range(0, s_size, width):
-                n = min(width, s_size - s0)
-                x_chunk = x[:, :, s0 : s0 + n]
-                lab64, _, xg = _label_chunk(x_chunk, labels[:, s0 : s0 + n])
-                xg = xg.to(work)
-                pg = torch.sigmoid(xg)
-                torch.addcmul(pg, pg, pg, value=-1, out=dp_label[:, s0 : s0 + n])
-                # Sums per (sample, label value) in fp64; bin 0 (background) is dropped below.
-                idx = _bin_index(lab64, labels, offsets).view(-1)
-                acc_pl.index_add_(0, idx, pg.view(-1).to(f64))
-                acc_xl.index_add_(0, idx, xg.reshape(-1).to(f64))
-                for c0, c1 in runs:
-                    k = c1 - c0
-                    src = x_chunk[:, c0:c1]
-                    if xbuf is not None:
-                        src = _chunk_view(xbuf, b_size, k, n).copy_(src)
-                    p = torch.sigmoid(src, out=_chunk_view(pbuf, b_size, k, n))
-                    acc_p[:, c0:c1] += p.sum(2)
-                    acc_sp[:, c0:c1] += _softplus_sums(src, p)
+        # Voxels per (sample, label value): one bincount per sample on the raw labels.
+        count_all = torch.stack([torch.bincount(labels[b], minlength=bins)[:bins] for b in range(b_size)])
+        convert = x.dtype != work
+        scratch = _Scratch(_scratch_bytes(b_size, k_max, width, work, convert), dev)
+        offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)  # (B, 1)
+
+        def chunk(s0: int) -> tuple[torch.Tensor, ...]:
+            n = min(width, s_size - s0)
+            x_chunk = x[:, :, s0 : s0 + n]
+            carve = scratch.carver()
+            # Label stage: logit and sigmoid at the label channel, sums per (sample, label value).
+            lab64 = carve((b_size, n), torch.int64).copy_(labels[:, s0 : s0 + n])
+            chan = torch.sub(lab64, 1, out=carve((b_size, n), torch.int64)).clamp_(min=0)
+            xg = torch.gather(x_chunk, 1, chan.unsqueeze(1), out=carve((b_size, 1, n), x.dtype)).view(b_size, n)
+            if convert:
+                xg = carve((b_size, n), work).copy_(xg)
+            pg = torch.sigmoid(xg, out=carve((b_size, n), work))
+            torch.addcmul(pg, pg, pg, value=-1, out=dp_label[:, s0 : s0 + n])
+            idx = lab64.add_(offsets).view(-1)  # bin b * (C + 1) + label; bin 0 = background
+            weights = carve((b_size * n,), f64)
+            part_pl = torch.zeros(b_size * bins, dtype=f64, device=dev).index_add_(0, idx, weights.copy_(pg.view(-1)))
+            part_xl = torch.zeros(b_size * bins, dtype=f64, device=dev).index_add_(0, idx, weights.copy_(xg.view(-1)))
+            # Dense stage: sum of sigmoid and of softplus per (sample, channel).
+            part_p = torch.zeros(b_size, c_size, dtype=work, device=dev)
+            part_sp = torch.zeros(b_size, c_size, dtype=work, device=dev)
+            for c0, c1 in runs:
+                k = c1 - c0
+                carve.reset()
+                src = x_chunk[:, c0:c1]
+                if convert:
+                    src = carve((b_size, k, n), work).copy_(src)
+                p = torch.sigmoid(src, out=carve((b_size, k, n), work))
+                part_p[:, c0:c1] = p.sum(2)
+                part_sp[:, c0:c1] = _softplus_sums(src, p)
+            return part_p, part_sp, part_pl, part_xl
+
+        parts = map_chunks(chunk, range(0, s_size, width) if runs else [], dev)
         zero = torch.zeros((), dtype=f64, device=dev)
         need_dev = need.to(dev)
-        sum_p = torch.where(need_dev, acc_p, zero)
-        sum_sp = torch.where(need_dev, acc_sp, zero)
-        sum_pl = torch.where(need_dev, acc_pl.view(b_size, bins)[:, 1:], zero)
-        sum_xl = torch.where(need_dev, acc_xl.view(b_size, bins)[:, 1:], zero)
-        count = torch.where(need_dev, acc_cnt[:, 1:].to(f64), zero)
+
+        def total(i: int, shape: tuple[int, ...]) -> torch.Tensor:
+            if not parts:
+                return torch.zeros(shape, dtype=f64, device=dev)
+            return torch.stack([part[i] for part in parts]).sum(0, dtype=f64)
+
+        sum_p = torch.where(need_dev, total(0, (b_size, c_size)), zero)
+        sum_sp = torch.where(need_dev, total(1, (b_size, c_size)), zero)
+        sum_pl = torch.where(need_dev, total(2, (b_size * bins,)).view(b_size, bins)[:, 1:], zero)
+        sum_xl = torch.where(need_dev, total(3, (b_size * bins,)).view(b_size, bins)[:, 1:], zero)
+        count = torch.where(need_dev, count_all[:, 1:].to(f64), zero)
         ctx.save_for_backward(x, labels, dp_label)
         ctx.block = block
         ctx.mark_non_differentiable(count)
@@ -220,43 +266,50 @@ class _LogitStatsFunction(torch.autograd.Function):
         has_sparse = bool(((g_pl != 0) | (g_xl != 0)).any())
         if not runs and not has_sparse:
             return grad, None, None, None
-        width, work = _plan(x, max((c1 - c0 for c0, c1 in runs), default=1), ctx.block)
+        k_max = max((c1 - c0 for c0, c1 in runs), default=1)
+        width, work = _plan(x, k_max, ctx.block)
         ab = (g_p + g_sp).to(work).unsqueeze(2)  # (B, C, 1)
         neg_a = (-g_p).to(work).unsqueeze(2)
-        k_max = max((c1 - c0 for c0, c1 in runs), default=1)
         convert = x.dtype != work
-        xbuf = _scratch(x, width, k_max, work) if convert else None
-        pbuf = _scratch(x, width, k_max, work)
-        if has_sparse:
-            # Per (sample, label value) coefficients of p(1-p) and of 1; row 0 (background) is zero.
-            table = torch.zeros(b_size, bins, 2, dtype=work, device=dev)
-            table[:, 1:, 0] = g_pl.to(work)
-            table[:, 1:, 1] = g_xl.to(work)
-            table = table.view(b_size * bins, 2)
-            offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)
-        for s0 in range(0, s_size, width):
+        scratch = _Scratch(_scratch_bytes(b_size, k_max, width, work, convert), dev)
+        # Per (sample, label value) coefficients of p(1-p) and of 1; row 0 (background) is zero.
+        table = torch.zeros(b_size, bins, 2, dtype=work, device=dev)
+        table[:, 1:, 0] = g_pl.to(work)
+        table[:, 1:, 1] = g_xl.to(work)
+        table = table.view(b_size * bins, 2)
+        offsets = torch.arange(0, b_size * bins, bins, device=dev).unsqueeze(1)
+
+        def chunk(s0: int) -> None:
             n = min(width, s_size - s0)
             x_chunk = x[:, :, s0 : s0 + n]
             g_chunk = grad[:, :, s0 : s0 + n]
+            carve = scratch.carver()
             for c0, c1 in runs:
                 k = c1 - c0
+                carve.reset()
                 src = x_chunk[:, c0:c1]
-                if xbuf is not None:
-                    src = _chunk_view(xbuf, b_size, k, n).copy_(src)
-                p = torch.sigmoid(src, out=_chunk_view(pbuf, b_size, k, n))
+                if convert:
+                    src = carve((b_size, k, n), work).copy_(src)
+                p = torch.sigmoid(src, out=carve((b_size, k, n), work))
                 # grad = ((g_p + g_sp) - g_p * p) * p, built in place in the gradient itself
                 # (fp32/fp64 logits) or in the scratch that held the converted logits.
-                t = _chunk_view(xbuf, b_size, k, n) if xbuf is not None else g_chunk[:, c0:c1]
+                t = src if convert else g_chunk[:, c0:c1]
                 torch.addcmul(ab[:, c0:c1], p, neg_a[:, c0:c1], out=t)
                 t.mul_(p)
-                if xbuf is not None:
+                if convert:
                     g_chunk[:, c0:c1].copy_(t)
             if has_sparse:
-                lab64 = labels[:, s0 : s0 + n].long()
-                chan = (lab64 - 1).clamp_(min=0).unsqueeze(1)
-                coef = table.index_select(0, _bin_index(lab64, labels, offsets).view(-1)).view(b_size, n, 2)
-                corr = torch.addcmul(coef[..., 1], coef[..., 0], dp_label[:, s0 : s0 + n])
-                g_chunk.scatter_add_(1, chan, corr.to(grad.dtype).unsqueeze(1))
+                carve.reset()
+                lab64 = carve((b_size, n), torch.int64).copy_(labels[:, s0 : s0 + n])
+                chan = torch.sub(lab64, 1, out=carve((b_size, n), torch.int64)).clamp_(min=0)
+                idx = lab64.add_(offsets).view(-1)
+                coef = torch.index_select(table, 0, idx, out=carve((b_size * n, 2), work)).view(b_size, n, 2)
+                corr = torch.addcmul(coef[..., 1], coef[..., 0], dp_label[:, s0 : s0 + n], out=carve((b_size, n), work))
+                if convert:
+                    corr = carve((b_size, n), grad.dtype).copy_(corr)
+                g_chunk.scatter_add_(1, chan.unsqueeze(1), corr.unsqueeze(1))
+
+        map_chunks(chunk, range(0, s_size, width), dev)
         return grad, None, None, None
 
 
