@@ -1,0 +1,242 @@
+"""trainer.infer: sliding-window ensemble, checkpoints, NIfTI/zarr outputs, the CLI (in process and real)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+from cellcheck.classes import CLASS_NAMES
+from cellcheck.errors import CellcheckError
+from fixtures.ome import multiscale_attrs, pyramid
+from trainer.infer import (
+    infer_command,
+    load_checkpoint_model,
+    predict_to_files,
+    read_image,
+    sliding_window_probabilities,
+)
+from trainer.networks import build_network
+
+REPO = Path(__file__).resolve().parents[2]
+SEG_ROI = (32, 32, 32)
+DINTS_ROI = (48, 32, 32)  # another model and another ROI than the segresnet one
+
+
+def _save_checkpoint(path: Path, model: str, roi: tuple[int, ...], seed: int) -> torch.nn.Module:
+    """A from-scratch checkpoint as the trainer writes it (random weights, seeded)."""
+    torch.manual_seed(seed)
+    net = build_network(model, roi_size=roi)
+    torch.save({"model": model, "config": {"num_classes": 14, "roi_size": list(roi), "deep_supervision": True},
+                "state_dict": net.state_dict(), "epoch": 0}, path)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    _save_checkpoint(root / "seg.pt", "segresnet", SEG_ROI, seed=0)
+    _save_checkpoint(root / "dints.pt", "dints", DINTS_ROI, seed=1)
+    return {"seg": root / "seg.pt", "dints": root / "dints.pt"}
+
+
+@pytest.fixture(scope="module")
+def seg(ckpts) -> torch.nn.Module:
+    return load_checkpoint_model(ckpts["seg"])[0]
+
+
+@pytest.fixture(scope="module")
+def dints(ckpts) -> torch.nn.Module:
+    return load_checkpoint_model(ckpts["dints"])[0]
+
+
+def _image(shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).random(shape, dtype=np.float32))[None, None]
+
+
+def _uint8(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+# --- sliding_window_probabilities ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(44, 28, 20), (20, 24, 17)], ids=["not-a-multiple", "smaller-than-roi"])
+def test_probabilities_shape_and_range(seg, shape):
+    prob = sliding_window_probabilities([seg], _image(shape), SEG_ROI, overlap=0.25)
+    assert prob.shape == (14, *shape) and prob.dtype == torch.float32
+    assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+
+
+def test_same_checkpoint_twice_equals_single(seg):
+    x = _image((20, 24, 17), seed=1)
+    assert torch.equal(sliding_window_probabilities([seg, seg], x, SEG_ROI),
+                       sliding_window_probabilities([seg], x, SEG_ROI))
+
+
+def test_two_models_with_their_own_rois_average_probabilities(seg, dints):
+    x = _image((40, 30, 20), seed=2)
+    a = sliding_window_probabilities([seg], x, SEG_ROI)
+    b = sliding_window_probabilities([dints], x, DINTS_ROI)
+    both = sliding_window_probabilities([seg, dints], x, [SEG_ROI, DINTS_ROI])
+    assert torch.allclose(both, (a + b) / 2, atol=1e-6, rtol=0)
+    assert not torch.allclose(a, b, atol=1e-3)  # the ensemble is not trivially one model
+
+
+class _ListNet(torch.nn.Module):
+    """Returns [full, half] in every mode, like a deep-supervision head that never collapses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 14, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [y, y[..., ::2, ::2, ::2]]
+
+
+def test_list_output_uses_the_first_and_training_mode_is_restored():
+    net = _ListNet().train()
+    x = _image((10, 12, 8))
+    prob = sliding_window_probabilities([net], x, (16, 16, 16))
+    with torch.no_grad():
+        expected = torch.sigmoid(net.conv(x))[0]
+    assert torch.allclose(prob, expected, atol=1e-6)
+    assert net.training
+
+
+def test_bad_image_shape_and_overlap(seg):
+    with pytest.raises(ValueError, match=r"\(1, 1, Z, Y, X\)"):
+        sliding_window_probabilities([seg], torch.zeros(1, 2, 8, 8, 8), SEG_ROI)
+    with pytest.raises(ValueError, match="overlap"):
+        sliding_window_probabilities([seg], torch.zeros(1, 1, 8, 8, 8), SEG_ROI, overlap=1.0)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+
+def test_load_checkpoint_model_rebuilds_the_network(ckpts, seg):
+    net, config = load_checkpoint_model(ckpts["seg"])
+    assert config["model"] == "segresnet" and config["roi_size"] == list(SEG_ROI) and config["epoch"] == 0
+    assert not net.training
+    for (k, v), (k2, v2) in zip(net.state_dict().items(), seg.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_missing_checkpoint_raises(tmp_path):
+    with pytest.raises(CellcheckError, match="not found") as err:
+        load_checkpoint_model(tmp_path / "nope.pt")
+    assert str(tmp_path / "nope.pt") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_and_foreign_checkpoints_raise(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CellcheckError, match="not a readable checkpoint"):
+        load_checkpoint_model(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": {}}, foreign)
+    with pytest.raises(CellcheckError, match="lacks model, config, state_dict"):
+        load_checkpoint_model(foreign)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model": "segresnet", "config": {"roi_size": [32, 32, 32]}, "state_dict": {"x": torch.zeros(1)}}, wrong)
+    with pytest.raises(CellcheckError, match="weights do not fit a segresnet"):
+        load_checkpoint_model(wrong)
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+def _write_nifti(path: Path, data: np.ndarray) -> np.ndarray:
+    affine = np.array([[0, 0, 8.0, 100.0], [0, 8.0, 0, -20.0], [-8.0, 0, 0, 5.5], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return affine
+
+
+def test_predict_to_files_nifti_keeps_affine_and_matches_the_library(tmp_path, ckpts, seg):
+    data = _uint8((24, 20, 28))
+    affine = _write_nifti(tmp_path / "crop1.nii.gz", data)
+    assert read_image(tmp_path / "crop1.nii.gz").data.dtype == np.uint8
+    out = predict_to_files([ckpts["seg"]], [tmp_path / "crop1.nii.gz"], tmp_path / "out", fmt="nifti")
+    assert out == [tmp_path / "out" / "crop1_probabilities.nii.gz"]
+    img = nib.load(str(out[0]))
+    assert img.shape == (24, 20, 28, 14) and img.get_data_dtype() == np.float32
+    np.testing.assert_allclose(img.affine, affine)
+    expected = sliding_window_probabilities([seg], torch.from_numpy(data / np.float32(255))[None, None].float(), SEG_ROI)
+    np.testing.assert_allclose(np.asarray(img.dataobj), np.moveaxis(expected.numpy(), 0, -1), atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["crop1_probabilities.nii.gz"]  # no temp left
+
+
+def test_predict_to_files_zarr_from_array_and_ome_ngff_group(tmp_path, ckpts):
+    raw = _uint8((20, 18, 22), seed=3)
+    zarr.create_array(store=str(tmp_path / "plain.zarr"), data=raw, zarr_format=3)
+    group = zarr.open_group(str(tmp_path / "em.zarr"), mode="w", zarr_format=3)
+    group.attrs.update(multiscale_attrs(3, "raw", pyramid([8, 8, 8], [0, 0, 0], 2)))
+    group.create_array("s0", data=raw)
+    group.create_array("s1", data=raw[::2, ::2, ::2])
+    out = predict_to_files([ckpts["seg"]], [tmp_path / "plain.zarr", tmp_path / "em.zarr"], tmp_path / "out",
+                           fmt="zarr")
+    assert [p.name for p in out] == ["plain_probabilities.zarr", "em_probabilities.zarr"]
+    first, second = (zarr.open_array(str(p), mode="r") for p in out)
+    assert first.shape == (14, 20, 18, 22) and first.dtype == np.float32 and first.metadata.zarr_format == 3
+    assert first.attrs["class_names"] == list(CLASS_NAMES)
+    np.testing.assert_array_equal(first[...], second[...])  # the group's first level is the same voxels
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in out)
+    again = predict_to_files([ckpts["seg"]], [tmp_path / "em.zarr"], tmp_path / "out", fmt="zarr")  # overwrite
+    np.testing.assert_array_equal(zarr.open_array(str(again[0]), mode="r")[...], second[...])
+
+
+def test_predict_to_files_rejects_clashing_outputs_and_wide_integers(tmp_path, ckpts):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        _write_nifti(tmp_path / sub / "crop.nii.gz", _uint8((8, 8, 8)))
+    with pytest.raises(CellcheckError, match="same output"):
+        predict_to_files([ckpts["seg"]], [tmp_path / "a" / "crop.nii.gz", tmp_path / "b" / "crop.nii.gz"], tmp_path)
+    _write_nifti(tmp_path / "wide.nii.gz", np.full((8, 8, 8), 4000, dtype=np.uint16))
+    with pytest.raises(CellcheckError, match="uint16 voxels span 4000..4000"):
+        predict_to_files([ckpts["seg"]], [tmp_path / "wide.nii.gz"], tmp_path / "out")
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def test_cli_in_process(tmp_path, ckpts):
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
+    runner = CliRunner()
+    ok = runner.invoke(infer_command, ["--checkpoint", str(ckpts["seg"]), "--checkpoint", str(ckpts["seg"]),
+                                       str(tmp_path / "c.nii.gz"), "--output", str(tmp_path / "o"),
+                                       "--format", "zarr", "--overlap", "0.5"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.strip() == str(tmp_path / "o" / "c_probabilities.zarr")
+    assert zarr.open_array(ok.stdout.strip(), mode="r").shape == (14, 16, 12, 20)
+    missing = runner.invoke(infer_command, ["--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
+                                            "--output", str(tmp_path / "o")])
+    assert missing.exit_code == 2
+    assert missing.stderr.count("\n") == 1 and "x.pt: checkpoint not found" in missing.stderr
+    usage = runner.invoke(infer_command, ["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz")])
+    assert usage.exit_code == 2 and usage.stderr.count("\n") == 1 and "'--output'" in usage.stderr
+    bad_format = runner.invoke(infer_command, ["--checkpoint", "a.pt", "x.nii.gz", "--output", "o", "--format", "tiff"])
+    assert bad_format.exit_code == 2 and bad_format.stderr.count("\n") == 1 and "tiff" in bad_format.stderr
+    assert runner.invoke(infer_command, ["--help"]).exit_code == 0
+
+
+def test_cli_real_subprocess(tmp_path, ckpts):
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20), seed=5))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "trainer.infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"),
+         "--output", str(tmp_path / "o")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "o" / "c_probabilities.nii.gz"
+    assert run.stdout.strip() == str(out)
+    assert nib.load(str(out)).shape == (16, 12, 20, 14)
