@@ -37,9 +37,13 @@ _pool_size = 0
 _pool_pid = -1
 
 
+# More workers than this mostly queue on the GIL (each chunk holds it for its ~25 op calls).
+MAX_WORKERS = 8
+
+
 def worker_count() -> int:
-    """Worker threads for CPU chunks: the caller's torch intra-op thread count (>= 1)."""
-    return max(1, torch.get_num_threads())
+    """Worker threads for CPU chunks: the caller's torch intra-op thread count, 1..MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, torch.get_num_threads()))
 
 
 def _parallel_ok() -> bool:
