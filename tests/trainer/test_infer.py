@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +32,15 @@ SEG_ROI = (32, 32, 32)
 DINTS_ROI = (48, 32, 32)  # another model and another ROI than the segresnet one
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core box, OpenMP barriers under contention cost 5-10x (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _save_checkpoint(path: Path, model: str, roi: tuple[int, ...], seed: int) -> torch.nn.Module:
     """A from-scratch checkpoint as the trainer writes it (random weights, seeded)."""
     torch.manual_seed(seed)
@@ -41,11 +51,14 @@ def _save_checkpoint(path: Path, model: str, roi: tuple[int, ...], seed: int) ->
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> dict[str, Path]:
+def ckpts(tmp_path_factory) -> Iterator[dict[str, Path]]:
+    """A segresnet (ROI 32^3) and a dints (ROI 48x32x32) checkpoint; ~1 GB, deleted after the module."""
     root = tmp_path_factory.mktemp("ckpt")
     _save_checkpoint(root / "seg.pt", "segresnet", SEG_ROI, seed=0)
     _save_checkpoint(root / "dints.pt", "dints", DINTS_ROI, seed=1)
-    return {"seg": root / "seg.pt", "dints": root / "dints.pt"}
+    yield {"seg": root / "seg.pt", "dints": root / "dints.pt"}
+    for name in ("seg.pt", "dints.pt"):
+        (root / name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +243,7 @@ def test_cli_in_process(tmp_path, ckpts):
 
 def test_cli_real_subprocess(tmp_path, ckpts):
     _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20), seed=5))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "trainer.infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"),
          "--output", str(tmp_path / "o")],
