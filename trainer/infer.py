@@ -87,6 +87,8 @@ def sliding_window_probabilities(
         first = next(iter(models[0].parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    if hasattr(image, "as_tensor"):  # a MONAI MetaTensor (LoadImage): plain tensors in, plain tensors out
+        image = image.as_tensor()
     image = image.detach().to("cpu", torch.float32)
 
     total: torch.Tensor | None = None
