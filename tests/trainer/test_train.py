@@ -1,0 +1,154 @@
+"""The gated trainer end to end on generated data: refuses bad runs, trains, records, resumes exactly.
+
+Tiny on purpose: SegResNetDS at a 32^3 ROI, two steps an epoch, on the CPU.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from trainer.train import NonFiniteGuard, train
+
+BASE = {"model": "segresnet", "datalist": "datalist.json", "roi_size": [32, 32, 32], "batch_size": 2,
+        "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
+        "num_workers": 0, "mem": "64G", "gpu": "l40s", "seed": 7}
+
+
+def config(root: Path, run: str, **changes) -> Path:
+    p = root / f"{run}.yaml"
+    p.write_text(yaml.safe_dump({**BASE, "output_dir": f"runs/{run}", **changes}))
+    return p
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained(clean):
+    """One finished run, shared by the tests that only read what it left."""
+    status = train(config(clean, "trained"), env={})
+    return status, clean / "runs" / "trained"
+
+
+def test_finished_run_leaves_its_record(trained):
+    status, out = trained
+    assert status == 0
+    for name in ("gate.json", "memory_plan.json", "metrics.jsonl", "memory.jsonl", "memory.png", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    epochs = [r for r in lines(out / "metrics.jsonl") if "epoch" in r and "train_loss" in r]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all(r["steps"] == 2 and r["train_loss"] > 0 for r in epochs)
+    dice = epochs[-1]["val_dice"]
+    assert dice and all(0.0 <= v <= 1.0 for v in dice.values())
+    assert json.loads((out / "gate.json").read_text())["passed"] is True
+    samples = lines(out / "memory.jsonl")
+    assert samples[0]["event"] == "start" and all(s["total_rss_bytes"] > 0 for s in samples)
+    plan = json.loads((out / "memory_plan.json").read_text())
+    assert plan["vram"]["peak_bytes"] > 0 and plan["ram"]["peak_bytes"] > 0
+
+
+def test_checkpoint_is_what_inference_loads(trained):
+    from trainer.infer import load_checkpoint_model
+
+    _, out = trained
+    model, cfg = load_checkpoint_model(out / "best.pt")
+    assert cfg["model"] == "segresnet" and cfg["roi_size"] == [32, 32, 32]
+    assert sum(p.numel() for p in model.parameters()) > 1e5
+
+
+def test_defective_dataset_is_refused_before_training(defects_all, capsys):
+    status = train(config(defects_all, "refused"), env={})
+    out = defects_all / "runs" / "refused"
+    assert status == 1
+    assert json.loads((out / "gate.json").read_text())["passed"] is False
+    assert sorted(p.name for p in out.iterdir()) == ["gate.json"]  # nothing written but the report
+    assert "refused by the gate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("changes, env, check", [
+    ({"smoke_test": False}, {}, "stale-config"),
+    ({"loss": "dicece"}, {}, "loss-unmasked"),
+    ({}, {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments=True"}, "alloc-conf-invalid"),
+    ({"mem": "1G", "num_workers": 8}, {}, "ram-exceeds"),
+])
+def test_config_and_environment_failures_are_refused(clean, changes, env, check, capsys):
+    run = f"refused-{check}"
+    status = train(config(clean, run, **changes), env=env)
+    assert status == 1
+    assert check in capsys.readouterr().err
+    assert sorted(p.name for p in (clean / "runs" / run).iterdir()) == ["gate.json"]
+
+
+def test_missing_key_refused_without_output_dir(clean, capsys):
+    p = clean / "nokey.yaml"
+    p.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "roi_size"}))
+    assert train(p, env={}) == 1
+    err = capsys.readouterr().err
+    assert "missing key 'roi_size'" in err and "missing key 'output_dir'" in err
+
+
+def test_resume_continues_exactly(clean, trained):
+    """Two epochs in one go (the shared run), or one epoch then --resume: the same weights."""
+    assert train(config(clean, "split"), {"num_epochs": 1}, env={}) == 0
+    assert train(config(clean, "split"), {"num_epochs": 2}, resume=True, env={}) == 0
+    a = torch.load(trained[1] / "last.pt", weights_only=False)
+    b = torch.load(clean / "runs/split/last.pt", weights_only=False)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
+def test_sigusr1_checkpoints_and_resume_finishes(clean):
+    """SLURM pre-emption: the signal saves last.pt mid-epoch; --resume completes the run."""
+    cfg = config(clean, "preempt", num_epochs=1, max_steps_per_epoch=None, num_patches_per_image=1, batch_size=1)
+    out = clean / "runs" / "preempt"
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--config", str(cfg)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTORCH_CUDA_ALLOC_CONF": ""})
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "memory.jsonl").exists():
+        time.sleep(0.2)  # the profiler starts with the training loop
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "SIGUSR1: checkpoint saved" in err
+    state = torch.load(out / "last.pt", weights_only=False)["state"]
+    assert state["epoch"] == 0 and state["step_in_epoch"] >= 1
+    assert any(r.get("event") == "signal" for r in lines(out / "metrics.jsonl"))
+    resumed = subprocess.run([sys.executable, "-m", "trainer", "--config", str(cfg), "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 1
+
+
+def test_ddp_two_ranks_on_cpu(clean):
+    """torchrun with two ranks (gloo): both train, rank 0 writes the record."""
+    cfg = config(clean, "ddp", num_epochs=1)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                           "--master_port=29561", "-m", "trainer", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = clean / "runs" / "ddp"
+    assert (out / "last.pt").is_file()
+    assert json.loads((out / "memory_plan.json").read_text())["vram"]["gpus"] == 2
+
+
+def test_nonfinite_guard_skips_then_stops():
+    guard = NonFiniteGuard(limit=3)
+    assert guard.check(torch.tensor(1.0))
+    assert not guard.check(torch.tensor(float("nan")))
+    assert not guard.check(torch.tensor(float("inf")))
+    assert not guard.exhausted
+    assert guard.check(torch.tensor(0.5)) and guard.in_a_row == 0
+    for _ in range(3):
+        guard.check(torch.tensor(float("nan")))
+    assert guard.exhausted and guard.total == 5
