@@ -136,7 +136,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         roi_used = [int(r) for r in roi]
     else:  # the template's ROI, rounded up to what our fixed-depth network accepts (tiny images only)
         unit = vram_model.ROI_MULTIPLE[model]
-        roi_used = [max(-(-int(r) // unit) * unit, 64 if model == "swinunetr" else unit) for r in chosen.roi_size]
+        roi_used = [max(-(-int(r) // unit) * unit, 2 * unit) for r in chosen.roi_size]
         if roi_used != list(chosen.roi_size):
             roi_note = f"template ROI {chosen.roi_size} rounded up to multiples of {unit} for {model}"
     batch_used = int(batch or chosen.batch_size)

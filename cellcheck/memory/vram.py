@@ -241,23 +241,21 @@ def _optimizer(name: str, params: Any) -> Any:
     raise CellcheckError(f"unknown optimizer {name!r}; choose adamw or sgd")
 
 
-#: Every ROI side must be a multiple of this (voxels): 2**(levels - 1) for SegResNetDS' 5 levels, 32 for
-#: SwinUNETR's patch embedding and merges, 32 for DiNTS with 4 depths and the downsampling stem.
-ROI_MULTIPLE = {"segresnet": 16, "swinunetr": 32, "dints": 32}
+#: Every ROI side must be a multiple of this (voxels), and at least twice it: trainer.networks'
+#: rule, repeated here so that predict can round a template ROI without importing torch.
+ROI_MULTIPLE = {"segresnet": 16, "swinunetr": 32, "dints": 16}
 
 
 def _check_roi(model: str, roi: Sequence[int]) -> tuple[int, int, int]:
+    """The trainer's ROI rule (trainer.networks.check_roi) as a one-line user error."""
+    from trainer.networks import check_roi
+
     if len(roi) != 3 or any(int(r) < 1 for r in roi):
         raise CellcheckError(f"ROI {list(roi)} must be three positive sizes in voxels, e.g. 96,96,96")
-    roi3 = (int(roi[0]), int(roi[1]), int(roi[2]))
-    need = ROI_MULTIPLE[model]
-    bad = [r for r in roi3 if r % need]
-    if bad:
-        raise CellcheckError(f"ROI {list(roi3)}: {model} needs every size to be a multiple of {need} voxels; "
-                             f"round {bad} to a multiple of {need}")
-    if model == "swinunetr" and min(roi3) < 64:  # its bottleneck (1/32) must keep more than one voxel
-        raise CellcheckError(f"ROI {list(roi3)}: swinunetr needs at least 64 voxels per side")
-    return roi3
+    try:
+        return check_roi(model, roi)
+    except ValueError as exc:
+        raise CellcheckError(f"{exc}; round it") from None
 
 
 def _warm_up(net: Any, opt: Any) -> None:
