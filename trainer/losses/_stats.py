@@ -119,7 +119,7 @@ class _Carver:
 
     def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Uninitialised view of ``shape`` and ``dtype`` on the next free bytes."""
-        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        size = math.prod(shape) * dtype.itemsize
         start = (self.offset + 7) // 8 * 8
         if start + size > self.raw.numel():
             raise RuntimeError(f"internal: chunk scratch too small ({start + size} > {self.raw.numel()} bytes)")
@@ -158,7 +158,7 @@ class _Scratch:
 def _scratch_bytes(b: int, k: int, n: int, work: torch.dtype, convert: bool) -> int:
     """Bytes of one chunk's scratch: the dense stage's (B, k, n) sigmoid (+ converted logits), or
     the label stage's ~48 bytes per (sample, voxel), whichever is larger (+ alignment slack)."""
-    item = torch.empty((), dtype=work).element_size()
+    item = work.itemsize
     dense = b * k * n * item * (2 if convert else 1)
     return max(dense, b * n * 56) + 64
 
