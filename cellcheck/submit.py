@@ -1,0 +1,384 @@
+"""`cellcheck submit`: the gate on the login node, then an sbatch job sized from the gate's plan.
+
+Every failed job in FIELD_NOTES waited in the queue and died in seconds; here the gate runs
+before `sbatch`, and again as the job's first step (slurm/train.sbatch). The job script is the
+template filled in with Python's `string.Template`: lowercase `$names` are ours, UPPERCASE
+ones belong to the shell. Resources:
+
+- `--mem`: the command line's, else the config's `mem`, else the gate's host-RAM plan
+  (`ram.slurm_mem`); refused before `sbatch` when no node of the partition has that much (`sinfo`).
+- GPUs: the config's `gpus`, as `--gres=gpu:<profile>:<gpus>` (`gpu:l40s:2`); CPUs 8 per GPU.
+- time: `--time`, else `estimate_seconds` below: patch voxels per epoch over an assumed L40S
+  throughput, plus sliding-window validation, times 1.5, plus 15 minutes, rounded up to the
+  hour and capped at the field's 11-day limit (a longer run requeues itself at the limit and
+  resumes).
+
+The rendered script is written to OUTPUT_DIR/job.sbatch (atomically); `sbatch` runs only when the
+gate passes. Nothing heavy is imported until a command runs (the gate loads numpy, pandas, torch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import click
+
+from cellcheck.errors import CellcheckError
+
+#: The training job template (one for all three networks: the network is the config's).
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
+
+#: Training throughput on one L40S with AMP, patch voxels per second (forward, backward, step).
+#: NOT measured (no GPU on the development machine): deliberately low guesses, so that with
+#: SAFETY the estimate errs long. Correct them from a first run's metrics.jsonl ("seconds" per
+#: epoch), or give --time. Other GPU profiles get the same figures.
+TRAIN_VOXELS_PER_S = {"segresnet": 8e6, "swinunetr": 2e6, "dints": 3e6}
+#: Inference runs about this much faster per voxel than a training step (no backward, no optimizer).
+INFERENCE_SPEEDUP = 3.0
+#: The trainer's validation: sliding window at this overlap (trainer.infer's default).
+VALIDATION_OVERLAP = 0.25
+SAFETY = 1.5
+#: Gate, data loading, model build, CUDA start-up; paid again after each requeue.
+STARTUP_S = 15 * 60
+#: The field cluster's walltime limit (FIELD_NOTES, Cluster).
+MAX_TIME_S = 11 * 24 * 3600
+#: CPUs per GPU: the field's 16 for 2 L40S.
+CPUS_PER_GPU = 8
+
+
+class JobTemplate(string.Template):
+    """`$name` / `${name}` with lowercase names only: `$SLURM_JOB_ID`, `${GPUS:-0}`, `$(...)` stay the shell's."""
+
+    idpattern = r"[a-z][a-z0-9_]*"
+    flags = 0  # not re.IGNORECASE: an UPPERCASE name is never ours
+
+    def names(self) -> set[str]:
+        return {m.group("named") or m.group("braced") for m in self.pattern.finditer(self.template)
+                if m.group("named") or m.group("braced")}
+
+
+@dataclass
+class JobResources:
+    """What the job asks SLURM for; `time_note` says where the time limit came from."""
+
+    job_name: str
+    partition: str | None
+    gpus: int
+    gres: str
+    cpus: int
+    mem: str
+    time: str
+    time_note: str
+
+
+@dataclass
+class Job:
+    """A job ready to submit: the gate's report, the resources, the rendered script and its path."""
+
+    report: Any  # cellcheck.report.Report
+    resources: JobResources
+    script: str
+    path: Path
+
+
+# --- time -------------------------------------------------------------------------------------
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_time(text: str) -> int:
+    """SLURM's --time forms in seconds: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S. Raises CellcheckError."""
+    m = _TIME.match(text.strip())
+    if not m:
+        raise CellcheckError(f"--time {text!r} is not a SLURM time such as 2-00:00:00, 12:00:00 or 90")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        h, mi, s = int(a), int(b or 0), int(c or 0)
+        return ((int(days) * 24 + h) * 60 + mi) * 60 + s
+    if c is not None:  # H:M:S
+        return (int(a) * 60 + int(b)) * 60 + int(c)
+    if b is not None:  # M:S
+        return int(a) * 60 + int(b)
+    return int(a) * 60  # M
+
+
+def format_time(seconds: float) -> str:
+    """Seconds as D-HH:MM:SS."""
+    s = int(math.ceil(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}-{h:02d}:{m:02d}:{s:02d}"
+
+
+def estimate_seconds(cfg: Mapping[str, Any], n_train: int, n_val: int, mean_voxels: float) -> float:
+    """Wall time of the whole run (s), before rounding and the cap; see the module docstring.
+
+    Per epoch each of `gpus` ranks takes ceil(n_train / gpus) * num_patches_per_image / batch_size
+    steps (at most max_steps_per_epoch) of batch_size * prod(roi_size) voxels; a validation reads
+    n_val crops of mean_voxels, (1 / (1 - overlap))^3 times over.
+    """
+    rate = TRAIN_VOXELS_PER_S[cfg["model"]]
+    gpus, batch = cfg["gpus"], cfg["batch_size"]
+    steps = math.ceil(math.ceil(n_train / gpus) * cfg["num_patches_per_image"] / batch)
+    if cfg.get("max_steps_per_epoch"):
+        steps = min(steps, cfg["max_steps_per_epoch"])
+    train_s = steps * batch * math.prod(cfg["roi_size"]) / rate
+    val_s = n_val * mean_voxels / (1 - VALIDATION_OVERLAP) ** 3 / (rate * INFERENCE_SPEEDUP)
+    validations = math.ceil(cfg["num_epochs"] / cfg["num_epochs_per_validation"])
+    return SAFETY * (cfg["num_epochs"] * train_s + validations * val_s) + STARTUP_S
+
+
+def time_limit(cfg: Mapping[str, Any], n_train: int, n_val: int, mean_voxels: float) -> tuple[str, str]:
+    """(--time, how it was chosen): the estimate rounded up to whole hours, at most 11 days."""
+    est = estimate_seconds(cfg, n_train, n_val, mean_voxels)
+    hours = max(1, math.ceil(est / 3600))
+    note = (f"estimated {est / 3600:.1f} h: {cfg['num_epochs']} epochs of {n_train} training crops, "
+            f"{cfg['model']} at an assumed L40S throughput; --time overrides")
+    if hours * 3600 > MAX_TIME_S:
+        return format_time(MAX_TIME_S), note + "; capped at the 11-day limit: the job requeues itself there and resumes"
+    return format_time(hours * 3600), note
+
+
+def _split_counts(datalist: Path, dataroot: Path | None, fold: int, cases: int) -> tuple[int, int]:
+    """(training, validation) crops for the config's fold, as the trainer splits them."""
+    from cellcheck.datalist import load_datalist
+
+    if not datalist.is_file():  # a CellMap zarr folder: count everything as training
+        return cases, 0
+    entries = [e for e in load_datalist(datalist, dataroot).entries if e.section == "training" and e.valid]
+    n_val = sum(1 for e in entries if e.fold == fold)
+    return len(entries) - n_val, n_val
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+def node_memory_mib(partition: str | None, env: Mapping[str, str] | None = None) -> int | None:
+    """The largest node's memory (MiB) in `partition` (default: the cluster's default one), from
+    `sinfo`; None when sinfo is absent or does not answer."""
+    if shutil.which("sinfo", path=(env or os.environ).get("PATH")) is None:
+        return None
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%P %m"], capture_output=True, text=True, timeout=30,
+                              env=dict(env) if env is not None else None)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    sizes = []
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) != 2:
+            continue
+        name, mib = fields
+        default = name.endswith("*")
+        if (partition is None and default) or name.rstrip("*") == partition:
+            sizes.append(int(mib.rstrip("+")) if mib.rstrip("+").isdigit() else 0)
+    return max(sizes) if sizes else None
+
+
+def check_node_memory(mem: str, predicted: str | None, partition: str | None,
+                      env: Mapping[str, str] | None = None) -> None:
+    """Refuse a --mem no node has, before SLURM would ("Requested node configuration is not available")."""
+    from cellcheck.units import parse_bytes
+
+    node_mib = node_memory_mib(partition, env)
+    if node_mib is None:
+        return
+    where = f"partition '{partition}'" if partition else "the default partition"
+    if parse_bytes(mem) > node_mib * 2**20:
+        plan = f"the gate's plan predicts {predicted} for this job" if predicted else "the gate made no memory plan"
+        fix = (f"ask for --mem {predicted}" if predicted and parse_bytes(predicted) <= node_mib * 2**20 else
+               "lower num_workers / prefetch_factor, or choose a partition with larger nodes")
+        raise CellcheckError(f"--mem {mem} is more than any node of {where} has ({node_mib} MiB, sinfo): SLURM "
+                             f"would refuse the job; {plan}: {fix}")
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+def _abs_in(value: str, config: Path) -> Path:
+    p = Path(value)
+    return (p if p.is_absolute() else config.parent / p).resolve()
+
+
+def _sbatch_safe(path: Path) -> str:
+    """A path an #SBATCH line can carry (no quoting there) and the shell takes unquoted."""
+    text = str(path)
+    bad = sorted(set(re.findall(r"[^A-Za-z0-9_./+@:,=-]", text)))
+    if bad:
+        raise CellcheckError(f"{text}: output_dir holds {' '.join(repr(c) for c in bad)}, which #SBATCH lines cannot "
+                             "carry; choose an output_dir without spaces or shell characters")
+    return text
+
+
+def run_gate_for_job(config: Path, overrides: Mapping[str, Any] | None = None, mem: str | None = None,
+                     env: Mapping[str, str] | None = None):
+    """The gate as the job will face it; returns its Report (with the memory plan under extra['gate'])."""
+    from cellcheck.gate import run_gate
+
+    return run_gate(config=Path(config), overrides=dict(overrides or {}), plan={"mem": mem, "gpus": None},
+                    env=os.environ if env is None else env)
+
+
+def plan_resources(report, config: Path, *, partition: str | None = None, time: str | None = None,
+                   mem: str | None = None, cpus: int | None = None, gres: str | None = None) -> JobResources:
+    """Resources from the gate's report: the validated config and its memory plan, overridden where given."""
+    from cellcheck.memory.gpus import gpu_profile
+
+    cfg = report.extra["gate"]["config"]
+    plan = report.extra["gate"]["memory"] or {}
+    if not cfg or "model" not in cfg or "output_dir" not in cfg:
+        raise CellcheckError(f"{config}: the config has no model or output_dir; run cellcheck gate --config {config}")
+    predicted = (plan.get("ram") or {}).get("slurm_mem")
+    mem = mem or cfg.get("mem") or predicted
+    if not mem:
+        raise CellcheckError(f"{config}: no memory plan (no readable case shapes) and no mem; give --mem")
+    gpus = int(cfg["gpus"])
+    if time is None:
+        datalist = _abs_in(cfg["datalist"], config)
+        dataroot = _abs_in(cfg["dataroot"], config) if cfg.get("dataroot") else None
+        n_train, n_val = _split_counts(datalist, dataroot, cfg["fold"], report.cases)
+        mean_shape = (plan.get("dataset") or {}).get("mean_shape") or [0, 0, 0]
+        time, note = time_limit(cfg, n_train, n_val, math.prod(mean_shape))
+    else:
+        time, note = format_time(parse_time(time)), "given with --time"
+    return JobResources(
+        job_name=f"cellcheck-{cfg['model']}", partition=partition, gpus=gpus,
+        gres="" if gres in ("", "none") else gres or f"gpu:{gpu_profile(cfg['gpu']).name.lower()}:{gpus}",
+        cpus=cpus or CPUS_PER_GPU * gpus, mem=mem, time=time, time_note=note)
+
+
+def render(template_text: str, values: Mapping[str, str], source: str = "template") -> str:
+    """Fill a job template; an #SBATCH line whose value comes out empty is disabled (`##SBATCH`)."""
+    tpl = JobTemplate(template_text)
+    unknown = sorted(tpl.names() - set(values))
+    if unknown:
+        raise CellcheckError(f"{source}: unknown template names {', '.join('$' + n for n in unknown)}; known: "
+                             f"{', '.join('$' + n for n in sorted(values))} (write $$ for a literal $)")
+    lines = []
+    for line in tpl.safe_substitute(values).splitlines():
+        if re.match(r"#SBATCH\s+--[\w-]+=\s*$", line):
+            line = "#" + line + "  (not set: the cluster's default)"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def render_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
+               partition: str | None = None, time: str | None = None, mem: str | None = None,
+               cpus: int | None = None, gres: str | None = None, python: str = "python3",
+               report=None, env: Mapping[str, str] | None = None) -> str:
+    """The job script for a training config; runs the gate for its plan unless `report` is given.
+
+    Renders whether or not the gate passed (`submit` is what refuses).
+    """
+    return prepare_job(config_path, template, overrides=overrides, partition=partition, time=time, mem=mem,
+                       cpus=cpus, gres=gres, python=python, report=report, env=env).script
+
+
+def prepare_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
+                partition: str | None = None, time: str | None = None, mem: str | None = None,
+                cpus: int | None = None, gres: str | None = None, python: str = "python3",
+                report=None, env: Mapping[str, str] | None = None) -> Job:
+    """Gate (unless `report` is given), resources and the rendered script, nothing written."""
+    config = Path(config_path).resolve()
+    if report is None:
+        report = run_gate_for_job(config, overrides, mem, env)
+    res = plan_resources(report, config, partition=partition, time=time, mem=mem, cpus=cpus, gres=gres)
+    out = _abs_in(report.extra["gate"]["config"]["output_dir"], config)
+    template = Path(template) if template is not None else DEFAULT_TEMPLATE
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CellcheckError(f"{template}: cannot read the job template ({exc.strerror or exc}); give --template") from None
+    set_args = " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in (overrides or {}).items())
+    values = {
+        "job_name": res.job_name, "partition": res.partition or "", "gres": res.gres, "cpus": str(res.cpus),
+        "mem": res.mem, "time": res.time, "output_dir": _sbatch_safe(out), "config": shlex.quote(str(config)),
+        "python": shlex.quote(python), "set_args": set_args, "gpus": str(res.gpus),
+        "model": report.extra["gate"]["config"]["model"],
+    }
+    return Job(report=report, resources=res, script=render(text, values, str(template)), path=out / "job.sbatch")
+
+
+def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = None,
+           overrides: Mapping[str, Any] | None = None, partition: str | None = None, time: str | None = None,
+           mem: str | None = None, cpus: int | None = None, gres: str | None = None, python: str = "python3",
+           env: Mapping[str, str] | None = None, say: Callable[[str], None] | None = None,
+           show: Callable[[str], None] | None = None) -> int:
+    """Gate, size, write OUTPUT_DIR/job.sbatch and `sbatch` it (print it instead with `dry_run`).
+
+    Returns the exit status: 0 submitted (or printed), 1 refused by the gate. Raises CellcheckError
+    (exit 2) when sbatch is missing, the memory is more than a node has, or sbatch refuses.
+    `say` gets progress lines (default: stderr), `show` the script on a dry run (default: stdout).
+    """
+    from cellcheck.report import render_text, write_atomic
+
+    env = os.environ if env is None else env
+    say = say or (lambda line: print(line, file=sys.stderr))
+    show = show or (lambda text: print(text, end=""))
+    if not dry_run and shutil.which("sbatch", path=env.get("PATH")) is None:
+        raise CellcheckError("sbatch not found on PATH: this machine is not a SLURM submit host; run cellcheck submit "
+                             "on the cluster's login node, or --dry-run to write the job script only")
+    report = run_gate_for_job(Path(config_path).resolve(), overrides, mem, env)
+    if not report.passed:
+        say(render_text(report).rstrip("\n"))
+        say(f"cellcheck submit: refused by the gate (exit {report.exit_code}); nothing submitted")
+        return report.exit_code
+    job = prepare_job(config_path, template, overrides=overrides, partition=partition, time=time, mem=mem, cpus=cpus,
+                      gres=gres, python=python, report=report, env=env)
+    res = job.resources
+    predicted = ((report.extra["gate"]["memory"] or {}).get("ram") or {}).get("slurm_mem")
+    check_node_memory(res.mem, predicted, partition, env)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(job.path, job.script)
+    say(f"gate passed ({report.cases} cases); job: --gres {res.gres or 'none'}, {res.cpus} CPUs, --mem {res.mem} "
+        f"(plan {predicted}), --time {res.time} ({res.time_note})")
+    if dry_run:
+        show(job.script)
+        say(f"dry run: written to {job.path}, not submitted")
+        return 0
+    proc = subprocess.run(["sbatch", "--parsable", str(job.path)], capture_output=True, text=True,
+                          env=dict(env), cwd=job.path.parent)
+    if proc.returncode != 0:
+        msg = " ".join(proc.stderr.split()) or f"exit {proc.returncode}"
+        raise CellcheckError(f"sbatch refused {job.path}: {msg}")
+    job_id = proc.stdout.strip().split(";")[0]
+    say(f"submitted job {job_id}: log {job.path.parent / f'slurm-{job_id}.log'}")
+    return 0
+
+
+@click.command("submit")
+@click.argument("config", type=click.Path(path_type=Path, readable=False))
+@click.option("--dry-run", is_flag=True, help="Gate and print the job script (also written to OUTPUT_DIR/job.sbatch); do not submit.")
+@click.option("--partition", "-p", help="SLURM partition (default: the cluster's default partition).")
+@click.option("--time", "-t", "time_limit_", metavar="D-HH:MM:SS", help="Time limit (default: estimated from the epochs, at most 11 days).")
+@click.option("--mem", help="Host memory of the job, e.g. 256G (default: the config's mem, else the gate's plan).")
+@click.option("--cpus", type=click.IntRange(min=1), help=f"CPUs for the job (default: {CPUS_PER_GPU} per GPU).")
+@click.option("--gres", help="Generic resources (default: gpu:<gpu profile>:<gpus>, e.g. gpu:l40s:2; 'none': a CPU job).")
+@click.option("--template", type=click.Path(path_type=Path, dir_okay=False), help="Job template (default: slurm/train.sbatch).")
+@click.option("--python", "python", default="python3", show_default=True,
+              help="Python on the compute node with cellcheck and torch installed, e.g. /path/.venv/bin/python.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable); the job gets it too.")
+def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, template, python, overrides) -> None:
+    """Gate a training config, then sbatch a job sized from the gate's plan (slurm/train.sbatch)."""
+    from cellcheck.config import parse_overrides
+
+    sys.exit(submit(config, dry_run, template=template, overrides=parse_overrides(list(overrides)), partition=partition,
+                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python))
+
+
+if __name__ == "__main__":  # python -m cellcheck.submit, until the command is registered on `cellcheck`
+    from cellcheck.cli import run_command
+
+    run_command(submit_command)
