@@ -68,10 +68,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: the daemons live in sbin, which a CI shell's PATH may lack
+PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
 def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "needs root: slurmd starts each job as its user"
-    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "pgrep") if shutil.which(c) is None]
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "pgrep")
+               if shutil.which(c, path=PATH) is None]
     if missing:
         return f"SLURM not installed ({', '.join(missing)} missing): run scripts/ci_slurm.sh (slurm-wlm, munge)"
     total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -87,14 +92,15 @@ def cluster(tmp_path_factory) -> Cluster:
     if reason:
         pytest.skip(f"no local SLURM cluster: {reason}")
     root = tmp_path_factory.mktemp("slurm")
-    script = ["bash", str(CLUSTER_SCRIPT)]
-    subprocess.run([*script, "config", str(root), str(_free_port()), str(_free_port())], check=True,
-                   capture_output=True, timeout=60)
-    daemons = subprocess.Popen([*script, "run", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf"), "CELLCHECK_PYTHON": sys.executable,
+    env = {**os.environ, "PATH": PATH, "SLURM_CONF": str(root / "slurm.conf"), "CELLCHECK_PYTHON": sys.executable,
            "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
     for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         del env[key]  # the test process itself may run inside a SLURM job
+    script = ["bash", str(CLUSTER_SCRIPT)]
+    subprocess.run([*script, "config", str(root), str(_free_port()), str(_free_port())], check=True,
+                   capture_output=True, timeout=60, env=env)
+    daemons = subprocess.Popen([*script, "run", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env)
     c = Cluster(dir=root, env=env, cpus=os.cpu_count() or 1)
     try:
         deadline = time.time() + 30
