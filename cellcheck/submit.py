@@ -311,6 +311,20 @@ def prepare_job(config_path: Path, template: Path | None = None, *, overrides: M
     return Job(report=report, resources=res, script=render(text, values, str(template)), path=out / "job.sbatch")
 
 
+def _check_arguments(time: str | None, mem: str | None, template: Path | None) -> None:
+    from cellcheck.units import parse_bytes
+
+    if time is not None:
+        parse_time(time)
+    if mem is not None:
+        try:
+            parse_bytes(mem)
+        except ValueError as exc:
+            raise CellcheckError(f"--mem: {exc}") from None
+    if template is not None and not Path(template).is_file():
+        raise CellcheckError(f"{template}: no such job template; give a file such as slurm/train.sbatch")
+
+
 def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = None,
            overrides: Mapping[str, Any] | None = None, partition: str | None = None, time: str | None = None,
            mem: str | None = None, cpus: int | None = None, gres: str | None = None, python: str = "python3",
@@ -330,6 +344,7 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
     if not dry_run and shutil.which("sbatch", path=env.get("PATH")) is None:
         raise CellcheckError("sbatch not found on PATH: this machine is not a SLURM submit host; run cellcheck submit "
                              "on the cluster's login node, or --dry-run to write the job script only")
+    _check_arguments(time, mem, template)  # before the gate's seconds, not after
     report = run_gate_for_job(Path(config_path).resolve(), overrides, mem, env)
     if not report.passed:
         say(render_text(report).rstrip("\n"))

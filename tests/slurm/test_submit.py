@@ -173,3 +173,15 @@ def test_dry_run_dints_on_clean_data(clean, tmp_path):
     assert plan and plan.group(1) == plan.group(2), proc.stderr  # --mem is the gate's plan
     assert f"#SBATCH --mem={plan.group(1)}" in proc.stdout and "#SBATCH --partition=gpu" in proc.stdout
     assert "#SBATCH --gres=gpu:l40s:2" in proc.stdout and "not submitted" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time", "two days"], "--time 'two days' is not a SLURM time"),
+    (["--mem", "lots"], "--mem: 'lots' is not a size"),
+    (["--template", "nope.sbatch"], "nope.sbatch: no such job template"),
+])
+def test_bad_arguments_fail_before_the_gate(args, message, tmp_path):
+    env = {"PATH": str(Path(sys.executable).parent)}
+    proc = subprocess.run([sys.executable, "-m", "cellcheck.submit", str(tmp_path / "missing.yaml"), "--dry-run", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"cellcheck: {message}"), proc.stderr
