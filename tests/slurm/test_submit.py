@@ -185,3 +185,23 @@ def test_bad_arguments_fail_before_the_gate(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cellcheck.submit", str(tmp_path / "missing.yaml"), "--dry-run", *args],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(f"cellcheck: {message}"), proc.stderr
+
+
+def test_node_memory_per_partition_from_sinfo(tmp_path):
+    """`sinfo -h -N -o '%P %m'`: one line per node and partition, '*' marks the default partition."""
+    from cellcheck.submit import check_node_memory, node_memory_mib
+
+    fake = tmp_path / "sinfo"
+    fake.write_text("#!/bin/sh\nprintf 'gpu* 515000\\ngpu* 257000\\nbigmem 2060000+\\n'\n")
+    fake.chmod(0o755)
+    env = {"PATH": str(tmp_path)}
+    assert node_memory_mib(None, env) == 515000
+    assert node_memory_mib("bigmem", env) == 2060000
+    assert node_memory_mib("nope", env) is None
+    assert node_memory_mib(None, {"PATH": str(tmp_path / "empty")}) is None  # no sinfo: no check
+    check_node_memory("500G", "227G", None, env)
+    with pytest.raises(CellcheckError, match=r"--mem 600G is more than any node of the default partition has "
+                                             r"\(515000 MiB, sinfo\).*plan predicts 227G.*ask for --mem 227G"):
+        check_node_memory("600G", "227G", None, env)
+    with pytest.raises(CellcheckError, match="predicts 600G.*larger nodes"):
+        check_node_memory("600G", "600G", None, env)
