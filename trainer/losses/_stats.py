@@ -107,52 +107,63 @@ def _plan(x: torch.Tensor, channels: int, block: int) -> tuple[int, torch.dtype]
     per_voxel = max(1, b * channels)
     target = max(_TARGET_CHUNKS, 8 * worker_count())
     elems = min(block, max(per_voxel * s // target, _MIN_BLOCK))
-    return max(1, min(s, elems // per_voxel)), work
+    width = elems // per_voxel
+    if width > _GROUP:
+        width -= width % _GROUP  # full chunks need no softplus tail (see _softplus_sums)
+    return max(1, min(s, width)), work
 
 
-class _Carver:
-    """Hands out consecutive, 8-byte aligned views of one byte buffer; ``reset`` starts over."""
+class _Views:
+    """Named groups of views carved from one thread's scratch for one chunk width, made once.
+
+    Why: carving costs three torch calls per view, and a chunk needs a dozen; the chunks of a
+    call share their width, so each thread carves once and reuses the views chunk after chunk.
+    """
 
     def __init__(self, raw: torch.Tensor) -> None:
         self.raw = raw
-        self.offset = 0
+        self._groups: dict[str, list[torch.Tensor]] = {}
 
-    def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """Uninitialised view of ``shape`` and ``dtype`` on the next free bytes."""
-        size = math.prod(shape) * dtype.itemsize
-        start = (self.offset + 7) // 8 * 8
-        if start + size > self.raw.numel():
-            raise RuntimeError(f"internal: chunk scratch too small ({start + size} > {self.raw.numel()} bytes)")
-        self.offset = start + size
-        return self.raw[start : start + size].view(dtype).view(shape)
-
-    def reset(self) -> _Carver:
-        """Forget earlier views (the caller is done with them)."""
-        self.offset = 0
-        return self
+    def group(self, name: str, specs: list[tuple[tuple[int, ...], torch.dtype]]) -> list[torch.Tensor]:
+        """Views of (shape, dtype) laid out from byte 0, 8-byte aligned; groups may overlap."""
+        views = self._groups.get(name)
+        if views is None:
+            views, offset = [], 0
+            for shape, dtype in specs:
+                start = (offset + 7) // 8 * 8
+                offset = start + math.prod(shape) * dtype.itemsize
+                if offset > self.raw.numel():
+                    raise RuntimeError(f"internal: chunk scratch too small ({offset} > {self.raw.numel()} bytes)")
+                views.append(self.raw[start:offset].view(dtype).view(shape))
+            self._groups[name] = views
+        return views
 
 
 class _Scratch:
     """One byte buffer per thread for the duration of one call; why: no allocation per chunk.
 
     Every temporary of a chunk (sigmoid, converted logits, int64 labels, channel index, gathered
-    values, coefficients) is a view carved from it, so the only memory beyond the gradient and
+    values, coefficients) is a view into it, so the only memory beyond the gradient and
     ``dp_label`` is one chunk-sized buffer per worker thread, freed when the call returns.
     """
 
     def __init__(self, nbytes: int, device: torch.device) -> None:
         self.nbytes, self.device = nbytes, device
-        self._bufs: dict[int, torch.Tensor] = {}
+        self._views: dict[tuple[int, int], _Views] = {}
+        self._raw: dict[int, torch.Tensor] = {}
 
-    def carver(self) -> _Carver:
-        """A carver over the calling thread's buffer (allocated on first use)."""
-        key = threading.get_ident()
-        raw = self._bufs.get(key)
-        if raw is None:
-            # Allocated as 8-byte words (viewed as bytes): it is scratch, not an element-wise tensor.
-            words = torch.empty((self.nbytes + 7) // 8, dtype=torch.float64, device=self.device)
-            raw = self._bufs[key] = words.view(torch.uint8)
-        return _Carver(raw)
+    def views(self, width: int) -> _Views:
+        """The calling thread's views for chunks of ``width`` voxels (buffer made on first use)."""
+        thread = threading.get_ident()
+        views = self._views.get((thread, width))
+        if views is None:
+            raw = self._raw.get(thread)
+            if raw is None:
+                # 8-byte words viewed as bytes: it is scratch, not an element-wise tensor.
+                words = torch.empty((self.nbytes + 7) // 8, dtype=torch.float64, device=self.device)
+                raw = self._raw[thread] = words.view(torch.uint8)
+            views = self._views[(thread, width)] = _Views(raw)
+        return views
 
 
 def _scratch_bytes(b: int, k: int, n: int, work: torch.dtype, convert: bool) -> int:
@@ -195,29 +206,35 @@ class _LogitStatsFunction(torch.autograd.Function):
         def chunk(s0: int) -> tuple[torch.Tensor, ...]:
             n = min(width, s_size - s0)
             x_chunk = x[:, :, s0 : s0 + n]
-            carve = scratch.carver()
+            views = scratch.views(n)
             # Label stage: logit and sigmoid at the label channel, sums per (sample, label value).
-            lab64 = carve((b_size, n), torch.int64).copy_(labels[:, s0 : s0 + n])
-            chan = torch.sub(lab64, 1, out=carve((b_size, n), torch.int64)).clamp_(min=0)
-            xg = torch.gather(x_chunk, 1, chan.unsqueeze(1), out=carve((b_size, 1, n), x.dtype)).view(b_size, n)
-            if convert:
-                xg = carve((b_size, n), work).copy_(xg)
-            pg = torch.sigmoid(xg, out=carve((b_size, n), work))
+            lab64, chan, xg, xw, pg, weights = views.group(
+                "label",
+                [
+                    ((b_size, n), torch.int64),
+                    ((b_size, 1, n), torch.int64),
+                    ((b_size, 1, n), x.dtype),
+                    ((b_size, n), work),
+                    ((b_size, n), work),
+                    ((b_size * n,), f64),
+                ],
+            )
+            lab64.copy_(labels[:, s0 : s0 + n])
+            torch.sub(lab64.unsqueeze(1), 1, out=chan).clamp_(min=0)
+            torch.gather(x_chunk, 1, chan, out=xg)
+            xg = xw.copy_(xg.view(b_size, n)) if convert else xg.view(b_size, n)
+            torch.sigmoid(xg, out=pg)
             torch.addcmul(pg, pg, pg, value=-1, out=dp_label[:, s0 : s0 + n])
             idx = lab64.add_(offsets).view(-1)  # bin b * (C + 1) + label; bin 0 = background
-            weights = carve((b_size * n,), f64)
             part_pl = torch.zeros(b_size * bins, dtype=f64, device=dev).index_add_(0, idx, weights.copy_(pg.view(-1)))
             part_xl = torch.zeros(b_size * bins, dtype=f64, device=dev).index_add_(0, idx, weights.copy_(xg.view(-1)))
             # Dense stage: sum of sigmoid and of softplus per (sample, channel).
             part_p = torch.zeros(b_size, c_size, dtype=work, device=dev)
             part_sp = torch.zeros(b_size, c_size, dtype=work, device=dev)
             for c0, c1 in runs:
-                k = c1 - c0
-                carve.reset()
-                src = x_chunk[:, c0:c1]
-                if convert:
-                    src = carve((b_size, k, n), work).copy_(src)
-                p = torch.sigmoid(src, out=carve((b_size, k, n), work))
+                bufs = views.group(f"dense{c1 - c0}", [((b_size, c1 - c0, n), work)] * (2 if convert else 1))
+                src = bufs[1].copy_(x_chunk[:, c0:c1]) if convert else x_chunk[:, c0:c1]
+                p = torch.sigmoid(src, out=bufs[0])
                 part_p[:, c0:c1] = p.sum(2)
                 part_sp[:, c0:c1] = _softplus_sums(src, p)
             return part_p, part_sp, part_pl, part_xl
@@ -283,14 +300,11 @@ class _LogitStatsFunction(torch.autograd.Function):
             n = min(width, s_size - s0)
             x_chunk = x[:, :, s0 : s0 + n]
             g_chunk = grad[:, :, s0 : s0 + n]
-            carve = scratch.carver()
+            views = scratch.views(n)
             for c0, c1 in runs:
-                k = c1 - c0
-                carve.reset()
-                src = x_chunk[:, c0:c1]
-                if convert:
-                    src = carve((b_size, k, n), work).copy_(src)
-                p = torch.sigmoid(src, out=carve((b_size, k, n), work))
+                bufs = views.group(f"dense{c1 - c0}", [((b_size, c1 - c0, n), work)] * (2 if convert else 1))
+                src = bufs[1].copy_(x_chunk[:, c0:c1]) if convert else x_chunk[:, c0:c1]
+                p = torch.sigmoid(src, out=bufs[0])
                 # grad = ((g_p + g_sp) - g_p * p) * p, built in place in the gradient itself
                 # (fp32/fp64 logits) or in the scratch that held the converted logits.
                 t = src if convert else g_chunk[:, c0:c1]
@@ -299,15 +313,23 @@ class _LogitStatsFunction(torch.autograd.Function):
                 if convert:
                     g_chunk[:, c0:c1].copy_(t)
             if has_sparse:
-                carve.reset()
-                lab64 = carve((b_size, n), torch.int64).copy_(labels[:, s0 : s0 + n])
-                chan = torch.sub(lab64, 1, out=carve((b_size, n), torch.int64)).clamp_(min=0)
-                idx = lab64.add_(offsets).view(-1)
-                coef = torch.index_select(table, 0, idx, out=carve((b_size * n, 2), work)).view(b_size, n, 2)
-                corr = torch.addcmul(coef[..., 1], coef[..., 0], dp_label[:, s0 : s0 + n], out=carve((b_size, n), work))
-                if convert:
-                    corr = carve((b_size, n), grad.dtype).copy_(corr)
-                g_chunk.scatter_add_(1, chan.unsqueeze(1), corr.unsqueeze(1))
+                lab64, chan, coef, corr, corr_g = views.group(
+                    "sparse",
+                    [
+                        ((b_size, n), torch.int64),
+                        ((b_size, 1, n), torch.int64),
+                        ((b_size * n, 2), work),
+                        ((b_size, n), work),
+                        ((b_size, 1, n), grad.dtype),
+                    ],
+                )
+                lab64.copy_(labels[:, s0 : s0 + n])
+                torch.sub(lab64.unsqueeze(1), 1, out=chan).clamp_(min=0)
+                torch.index_select(table, 0, lab64.add_(offsets).view(-1), out=coef)
+                coef3 = coef.view(b_size, n, 2)
+                torch.addcmul(coef3[..., 1], coef3[..., 0], dp_label[:, s0 : s0 + n], out=corr)
+                corr = corr.unsqueeze(1) if grad.dtype == work else corr_g.copy_(corr.unsqueeze(1))
+                g_chunk.scatter_add_(1, chan, corr)
 
         map_chunks(chunk, range(0, s_size, width), dev)
         return grad, None, None, None
