@@ -218,14 +218,17 @@ def list_checks() -> None:
         click.echo(f"{c.id:<{width}}  {c.severity.value:<7}  {c.catches}  (FIELD_NOTES {c.incident})")
 
 
-def _register_memory_commands() -> None:
+def _register_commands() -> None:
+    """Commands defined beside their library modules (none of them imports torch)."""
     from cellcheck.memory.cli import predict_command, profile_command
+    from cellcheck.submit import submit_command
 
     cli.add_command(predict_command)
     cli.add_command(profile_command)
+    cli.add_command(submit_command)
 
 
-_register_memory_commands()
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

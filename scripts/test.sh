@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/ci_slurm.sh   # a real single-node SLURM for tests/slurm (no-op when installed; tests skip without root)
 .venv/bin/python -m pytest
 mkdir -p .ci-artifacts
 CELLCHECK_BENCH_QUICK=1 .venv/bin/python -m pytest tests/benchmarks --benchmark-only \

@@ -161,12 +161,17 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row; stopping "
                           "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
                     return EXIT_NONFINITE
-                if stop.received:
+                if _any_rank(stop.received is not None, device):  # every rank stops at the same step
+                    name = stop.received or "signal on another rank"
                     _save(out / "last.pt", cfg, net, optimizer, scaler, state, rank)
-                    _log(out, rank, {"event": "signal", "signal": stop.received, "epoch": state.epoch,
+                    _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
                                      "step_in_epoch": state.step_in_epoch})
-                    print(f"cellcheck train: {stop.received}: checkpoint saved at epoch {state.epoch}, "
-                          f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
+                    if rank == 0:
+                        print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
+                              f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
+                    if world > 1:
+                        dist.barrier()
+                        dist.destroy_process_group()
                     return EXIT_OK
             record = {"epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None,
                       "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3)}
@@ -315,6 +320,15 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank() if world > 1 else 0), world
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any (a signal may reach only rank 0); NCCL wants it on the GPU."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _broadcast(value: Any) -> Any:
