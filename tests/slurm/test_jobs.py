@@ -138,6 +138,7 @@ def test_sigusr1_checkpoints_requeues_and_resumes(cluster, clean):
     assert info["Restarts"] == "1"
     assert "== USR1" in log and "SIGUSR1: checkpoint saved" in log and "== requeueing job" in log
     assert "(restart 1)" in log and "== resuming from" in log
+    assert "Traceback" not in log and "ChildFailedError" not in log  # both ranks stopped at the same step
     rec = records(out / "metrics.jsonl")
     signal_at = next(i for i, r in enumerate(rec) if r.get("event") == "signal")
     assert rec[signal_at]["signal"] == "SIGUSR1"
