@@ -107,9 +107,11 @@ def test_resume_continues_exactly(clean, trained):
         assert torch.equal(v, b["state_dict"][k]), k
 
 
-def test_sigusr1_checkpoints_and_resume_finishes(clean):
-    """SLURM pre-emption: the signal saves last.pt mid-epoch; --resume completes the run."""
-    cfg = config(clean, "preempt", num_epochs=1, max_steps_per_epoch=None, num_patches_per_image=1, batch_size=1)
+@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGUSR1 (SLURM's warning) is the same handler: tests/slurm
+def test_signal_checkpoints_and_resume_equals_uninterrupted(clean, sig):
+    """Interrupted mid-epoch, then --resume: the same weights as a run that was never interrupted."""
+    changes = dict(num_epochs=1, max_steps_per_epoch=None, num_patches_per_image=1, batch_size=1)
+    cfg = config(clean, "preempt", **changes)
     out = clean / "runs" / "preempt"
     proc = subprocess.Popen([sys.executable, "-m", "trainer", "--config", str(cfg)], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTORCH_CUDA_ALLOC_CONF": ""})
@@ -117,17 +119,22 @@ def test_sigusr1_checkpoints_and_resume_finishes(clean):
     while time.time() < deadline and not (out / "memory.jsonl").exists():
         time.sleep(0.2)  # the profiler starts with the training loop
     time.sleep(1.0)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert "SIGUSR1: checkpoint saved" in err
+    assert f"{sig.name}: checkpoint saved" in err
     state = torch.load(out / "last.pt", weights_only=False)["state"]
     assert state["epoch"] == 0 and state["step_in_epoch"] >= 1
     assert any(r.get("event") == "signal" for r in lines(out / "metrics.jsonl"))
     resumed = subprocess.run([sys.executable, "-m", "trainer", "--config", str(cfg), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 1
+    final = torch.load(out / "last.pt", weights_only=False)
+    assert final["state"]["epoch"] == 1
+    assert train(config(clean, "preempt-reference", **changes), env={}) == 0
+    reference = torch.load(clean / "runs/preempt-reference/last.pt", weights_only=False)
+    for k, v in reference["state_dict"].items():
+        assert torch.equal(v, final["state_dict"][k]), k
 
 
 def test_ddp_two_ranks_on_cpu(clean):
@@ -140,6 +147,30 @@ def test_ddp_two_ranks_on_cpu(clean):
     out = clean / "runs" / "ddp"
     assert (out / "last.pt").is_file()
     assert json.loads((out / "memory_plan.json").read_text())["vram"]["gpus"] == 2
+
+
+@pytest.mark.parametrize("model, roi", [("segresnet", 32), ("dints", 32), ("swinunetr", 64)])
+def test_each_network_learns_a_repeated_batch(model, roi):
+    """A few steps on one batch with the masked loss: the loss goes down for all three networks."""
+    from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+    from trainer.networks import build_network, outputs_as_list
+
+    torch.manual_seed(0)
+    net = build_network(model, 14, roi_size=(roi,) * 3)
+    loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(num_classes=14))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4)
+    image = torch.rand(1, 1, roi, roi, roi)
+    label = (torch.arange(roi).view(roi, 1, 1) // (roi // 4) + 1).expand(roi, roi, roi)[None, None].to(torch.uint8)
+    annotated = torch.zeros(1, 14, dtype=torch.bool)
+    annotated[0, :4] = True
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = loss_fn(outputs_as_list(net(image)), label, annotated)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0], losses
 
 
 def test_nonfinite_guard_skips_then_stops():
