@@ -11,7 +11,9 @@ class annotated so the masked losses do all the work the unmasked one does):
 One-hot conversion is inside the timed region of the first two: ours takes integer labels.
 Extra memory is measured once per implementation outside the timing, with the dispatch-mode
 tracker of tests/trainer/losses_memtrack.py (peak live bytes of tensors created during
-forward+backward, inputs excluded, the gradient included) and stored in ``extra_info``.
+forward+backward, inputs excluded, the gradient included; it follows ours onto its worker
+threads) and stored in ``extra_info``.  Wall-clock numbers are only comparable on an otherwise
+idle machine: other CPU-heavy processes slow all three (the OpenMP-parallel ones most).
 
 Sizes: 96^3 by default; 64^3 with CELLCHECK_BENCH_QUICK=1 (CI).  Run inside the normal test
 suite (no --benchmark-only / --benchmark-json, no CELLCHECK_BENCH_QUICK) it only smoke-tests the

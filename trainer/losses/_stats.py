@@ -25,8 +25,8 @@ gradient; everything else is that 1/C tensor plus chunk-sized scratch.
 Work is done chunk by chunk (see ``_plan``: whole batch, ~1/16 of the volume, at most
 ``DEFAULT_BLOCK`` elements) so that the sigmoid, softplus and reductions of a chunk run while it
 is in cache; on CPU the chunks go to single-threaded worker threads (``_workers``: no OpenMP
-barrier per op, which made the loss collapse on a busy 2-core machine).  All arithmetic is fp32 (fp64 for fp64 logits) whatever the logits dtype, and the
-sums are accumulated in fp64.
+barrier per op, which made the loss collapse on a busy 2-core machine).  All arithmetic is
+fp32 (fp64 for fp64 logits) whatever the logits dtype, and the sums are accumulated in fp64.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ._workers import map_chunks, worker_count
 __all__ = ["DEFAULT_BLOCK", "LogitStats", "logit_stats"]
 
 # Largest chunk of logits handled at once (batch x channels x voxels): 8 MiB of fp32 scratch
-# per worker thread (see ``_workers``).  See ``_plan`` for how the chunk size is chosen below that.
+# per worker thread (see ``_workers``); ``_plan`` picks the chunk size below that.
 DEFAULT_BLOCK = 1 << 21
 _MIN_BLOCK = 1 << 16
 _TARGET_CHUNKS = 16
