@@ -51,7 +51,6 @@ class Datalist:
     dataroot: Path
     entries: list[Entry]
     findings: list[Finding] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, rel: str) -> Path:
         """An entry path on disk: as written if absolute, else under the data root."""
@@ -119,7 +118,7 @@ def load_datalist(path: Path, dataroot: Path | None = None) -> Datalist:
     if not entries:
         raise CellcheckError(f"{path}: the datalist has no entries; fix: list the cases under 'training'")
     findings += _schema_findings(path, entries, rows)
-    return Datalist(path=path, dataroot=root, entries=entries, findings=findings, raw=raw)
+    return Datalist(path=path, dataroot=root, entries=entries, findings=findings)
 
 
 def _read_json(path: Path) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from cellcheck.findings import Finding, finding
 from cellcheck.scan import VolumeScan
 
@@ -45,6 +43,3 @@ def encoded_values(case: str, path: Path, scan: VolumeScan, encoding: dict[str, 
             values=bad[:32], voxels=int(sum(scan.counts[v] for v in bad)),
         )
 
-
-def is_float(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.floating)
