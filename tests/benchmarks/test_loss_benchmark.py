@@ -15,11 +15,11 @@ forward+backward, inputs excluded, the gradient included; it follows ours onto i
 threads) and stored in ``extra_info``.  Wall-clock numbers are only comparable on an otherwise
 idle machine: other CPU-heavy processes slow all three (the OpenMP-parallel ones most).
 
-Sizes: 96^3 by default (what CI gates on, see scripts/test.sh); 64^3 with CELLCHECK_BENCH_QUICK=1.  Run inside the normal test
-suite (no --benchmark-only / --benchmark-json, no CELLCHECK_BENCH_QUICK) it only smoke-tests the
-three at 16^3 once, so ``pytest`` stays fast.  CI:
+Sizes: 96^3 by default (what CI gates on); 64^3 with CELLCHECK_BENCH_QUICK=1.  Run inside the
+normal test suite (no --benchmark-only / --benchmark-json, no CELLCHECK_BENCH_QUICK) it only
+smoke-tests the three at 16^3 once, so ``pytest`` stays fast.  CI (scripts/test.sh):
 
-    CELLCHECK_BENCH_QUICK=1 python -m pytest tests/benchmarks/test_loss_benchmark.py \
+    CELLCHECK_BENCH=1 python -m pytest tests/benchmarks/test_loss_benchmark.py \
         --benchmark-only --benchmark-json=PATH
     python tests/benchmarks/check_loss_ratio.py PATH
 """
