@@ -145,7 +145,7 @@ def test_raw_multiscales(ds_none, name):
 
 
 def test_clean_crops_metadata_and_counts(ds_all):
-    root, exp, _ = ds_all
+    root, exp = ds_all
     checked = 0
     for name, fmt in STORES.items():
         g = open_store(root, name)
@@ -211,7 +211,7 @@ def test_unknown_voxels_and_nucleus(ds_none):
 
 
 def test_nifti_matches_zarr(ds_all):
-    root, exp, _ = ds_all
+    root, exp = ds_all
     entries = {entry_case(e): e for e in datalist(root)["training"]}
     for case in ("crop1", "crop2", "crop106"):
         name = crop_store(root, case)
@@ -247,7 +247,7 @@ def test_raw_has_membrane_contrast(ds_none):
 
 
 def test_none_is_clean(ds_none):
-    root, exp, _ = ds_none
+    root, exp = ds_none
     assert exp["defects"] == [] and exp["findings"] == []
     assert exp["clean_cases"] == exp["cases"]
     assert exp["cases"]["datalist"] == exp["cases"]["zarr"] == [f"crop{i}" for i in range(1, 11)]
@@ -281,7 +281,7 @@ def test_none_is_clean(ds_none):
 
 
 def test_all_findings_cover_every_check(ds_all):
-    root, exp, _ = ds_all
+    root, exp = ds_all
     assert exp["version"] == 1 and exp["seed"] == 0
     assert exp["defects"] == sorted(DEFECT_IDS)
     assert {r["check"] for r in exp["findings"]} == CHECK_IDS
@@ -297,7 +297,7 @@ def test_all_findings_cover_every_check(ds_all):
 
 
 def test_planted_defects_are_there(ds_all):
-    root, exp, _ = ds_all
+    root, exp = ds_all
     dl = datalist(root)
     by_case: dict[str, list[dict]] = {}
     for e in dl["training"]:
@@ -358,7 +358,7 @@ def test_planted_defects_are_there(ds_all):
 
 
 def test_zarr_defects_are_there(ds_all):
-    root, exp, _ = ds_all
+    root, exp = ds_all
     g1, g2 = open_store(root, "jrc_fix-1"), open_store(root, "jrc_fix-2")
     # resolution-mismatch: 4 nm labels, raw only at 8/16/32
     cg = g1[GT]["crop100"]

@@ -32,13 +32,7 @@ SEG_ROI = (32, 32, 32)
 DINTS_ROI = (48, 32, 32)  # another model and another ROI than the segresnet one
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core box, OpenMP barriers under contention cost 5-10x (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _save_checkpoint(path: Path, model: str, roi: tuple[int, ...], seed: int) -> torch.nn.Module:
