@@ -9,7 +9,6 @@ at the next step and exit; `--resume` continues from it exactly where it stopped
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -289,29 +288,16 @@ def _log(out: Path, rank: int, record: Mapping[str, Any]) -> None:
 
 
 def _plot_memory(out: Path) -> None:
-    """memory.png: measured host RSS (and GPU memory) over time, with the predicted peaks as lines."""
-    import matplotlib
+    """memory.png: measured host PSS per role (and GPU memory) over time, with the predicted peaks as lines."""
+    from cellcheck.memory.plot import plot_samples
+    from cellcheck.memory.profiler import read_samples
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    samples = [json.loads(line) for line in (out / "memory.jsonl").read_text().splitlines() if line.strip()]
     plan = json.loads((out / "memory_plan.json").read_text() or "null") if (out / "memory_plan.json").exists() else None
-    fig, ax = plt.subplots(figsize=(8, 4))
-    t = [s["elapsed_s"] for s in samples]
-    ax.plot(t, [s["total_rss_bytes"] / 2**30 for s in samples], label="host RSS, process tree (measured)")
-    gpu = [sum(g["used_bytes"] for g in s["gpus"]) / 2**30 if s.get("gpus") else math.nan for s in samples]
-    if not all(math.isnan(g) for g in gpu):
-        ax.plot(t, gpu, label="GPU used (measured, pynvml)")
+    host, gpu = {}, {}
     if plan:
-        ax.axhline(plan["ram"]["peak_bytes"] / 2**30, linestyle="--", color="C0", label="host RAM (predicted)")
-        ax.axhline(plan["vram"]["peak_bytes"] / 2**30, linestyle="--", color="C1", label="GPU peak per rank (predicted)")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("GiB")
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "memory.png", dpi=100)
-    plt.close(fig)
+        host = {"host RAM, job (predicted)": plan["ram"]["peak_bytes"]}
+        gpu = {"GPU peak per rank (predicted)": plan["vram"]["peak_bytes"]}
+    plot_samples(read_samples(out / "memory.jsonl"), out / "memory.png", host, gpu, title=f"{out.name}: training")
 
 
 def _distributed() -> tuple[int, int]:

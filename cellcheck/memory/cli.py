@@ -122,21 +122,80 @@ def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpu
         sys.exit(1)
 
 
-@click.command("profile", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("memory.jsonl"), show_default=True,
-              help="JSON lines file to append samples to.")
+class _ProfileGroup(click.Group):
+    """`cellcheck profile [OPTIONS] -- CMD` runs CMD (the `run` subcommand); `cellcheck profile plot FILE` draws."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("profile", cls=_ProfileGroup)
+def profile_command() -> None:
+    """Record the memory of a command's process tree and GPUs (`profile -- CMD`), or plot a record (`profile plot`)."""
+
+
+@profile_command.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--out", "--output", "-o", "out", type=click.Path(path_type=Path), default=Path("memory.jsonl"),
+              show_default=True, help="JSON lines file to append samples to.")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Seconds between samples.")
+@click.option("--summary-json", "summary_json", type=click.Path(path_type=Path), default=None,
+              help="Also write the summary (peaks) as JSON to this file.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @_user_errors
-def profile_command(output: Path, interval: float, command: tuple[str, ...]) -> None:
-    """Run COMMAND (after --) and sample its RSS, its children's and GPU memory into a JSON lines file."""
-    from cellcheck.memory.profiler import profile_command as run_profiled
+def profile_run(out: Path, interval: float, summary_json: Path | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --), sampling RSS, USS and PSS of its process tree, host and GPU memory.
 
-    if not command:
-        raise CellcheckError("give the command to profile after --, e.g. cellcheck profile -- python train.py")
-    status, summary = run_profiled(list(command), output, interval)
-    click.echo(f"cellcheck profile: {summary['samples']} samples in {output}; peak RSS of the process tree "
-               f"{_gib(summary['peak_total_rss_bytes'])}"
-               + (f"; peak GPU used {', '.join(f'{k}: {_gib(v)}' for k, v in summary['peak_gpu_used_bytes'].items())}"
-                  if summary["peak_gpu_used_bytes"] else ""), err=True)
+    Exits with COMMAND's status. The summary goes to stderr: the tree's peak PSS, split into main and
+    worker processes, and the one process that peaked.
+    """
+    from cellcheck.memory.profiler import profile_command as run_profiled
+    from cellcheck.report import write_atomic
+
+    status, summary = run_profiled(list(command), out, interval)
+    click.echo(render_profile_summary(summary, out), err=True, nl=False)
+    if summary_json is not None:
+        write_atomic(summary_json, json.dumps(summary, indent=2) + "\n")
     sys.exit(status)
+
+
+def render_profile_summary(summary: dict, path: Path) -> str:
+    """Peaks of a profile, a few lines for a terminal."""
+    lines = [f"cellcheck profile: {summary['samples']} samples in {path}"]
+    peak, top = summary.get("peak"), summary.get("peak_process")
+    if peak:
+        roles = ", ".join(f"{role} {_gib(v)}" for role, v in peak["roles"].items() if v)
+        lines.append(f"  peak PSS of the process tree {_gib(peak['pss_bytes'])} at {peak['elapsed_s']:.1f} s "
+                     f"({peak['processes']} processes: {roles}); RSS sum then {_gib(peak['rss_bytes'])}")
+    if top:
+        lines.append(f"  largest process: pid {top['pid']} ({top['role']}, {top['name']}) PSS {_gib(top['pss_bytes'])}, "
+                     f"USS {_gib(top['uss_bytes'])}")
+    if summary.get("min_available_bytes") is not None:
+        lines.append(f"  host memory available, lowest: {_gib(summary['min_available_bytes'])}")
+    if summary.get("gpus"):
+        for index, g in summary["gpus"].items():
+            util = "" if g["peak_utilization_pct"] is None else f", utilization up to {g['peak_utilization_pct']} %"
+            lines.append(f"  GPU {index} ({g['name']}): used up to {_gib(g['peak_used_bytes'])} of "
+                         f"{_gib(g['total_bytes'])}{util}")
+    elif summary.get("gpu_note"):
+        lines.append(f"  no GPU sampled: {summary['gpu_note']}; host memory only")
+    return "\n".join(lines) + "\n"
+
+
+@profile_command.command("plot")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=Path("memory.png"), show_default=True,
+              help="PNG to write.")
+@_user_errors
+def profile_plot(path: Path, out: Path) -> None:
+    """Draw memory over time per role (main, worker) and per GPU from a `cellcheck profile` JSON lines file."""
+    from cellcheck.memory.plot import plot_samples
+    from cellcheck.memory.profiler import read_samples
+
+    samples = read_samples(path)
+    try:
+        plot_samples(samples, out, title=f"{path.name}: {len(samples)} samples")
+    except OSError as exc:
+        raise CellcheckError(f"{out}: cannot write the plot ({exc.strerror or exc}); give a writable -o PATH") from None
+    click.echo(f"cellcheck profile plot: {out}", err=True)

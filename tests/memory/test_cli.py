@@ -94,9 +94,28 @@ def test_library_predict_from_stats_matches_the_field_auto_scale():
 
 
 def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
+    out, summary = tmp_path / "memory.jsonl", tmp_path / "summary.json"
+    res = CliRunner().invoke(profile_command, ["--out", str(out), "--interval", "0.05", "--summary-json", str(summary),
+                                               "--", sys.executable, "-c", "raise SystemExit(4)"])
+    assert res.exit_code == 4  # the command's own status
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["processes"][0]["role"] == "main" for r in records if r["processes"])
+    assert "peak PSS of the process tree" in res.stderr
+    assert json.loads(summary.read_text())["samples"] == len(records)
+
+
+def test_profile_plot_draws_a_png_from_a_record(tmp_path):
     out = tmp_path / "memory.jsonl"
-    res = CliRunner().invoke(profile_command, ["--output", str(out), "--interval", "0.05", "--",
-                                               sys.executable, "-c", "raise SystemExit(4)"])
-    assert res.exit_code == 4
-    assert out.exists() and all(json.loads(line)["pid"] for line in out.read_text().splitlines())
-    assert "peak RSS" in res.stderr
+    CliRunner().invoke(profile_command, ["-o", str(out), "--interval", "0.05", "--", sys.executable, "-c",
+                                         "import time; b = bytearray(50 * 2**20); time.sleep(0.3)"])
+    res = CliRunner().invoke(profile_command, ["plot", str(out), "-o", str(tmp_path / "mem.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "mem.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_plot_refuses_a_file_that_is_not_a_record(tmp_path):
+    bad = tmp_path / "metrics.jsonl"
+    bad.write_text('{"epoch": 0}\n')
+    res = CliRunner().invoke(profile_command, ["plot", str(bad), "-o", str(tmp_path / "mem.png")])
+    assert res.exit_code == 2 and "no memory samples" in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "mem.png").exists()

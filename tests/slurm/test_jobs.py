@@ -87,7 +87,7 @@ def test_clean_job_trains_and_completes(cluster, clean):
         assert (out / name).is_file(), name
     assert [r["epoch"] for r in records(out / "metrics.jsonl") if "train_loss" in r] == [0, 1]
     samples = records(out / "memory.jsonl")
-    assert samples and all(s["total_rss_bytes"] > 0 for s in samples)
+    assert samples and all(s["total"]["pss_bytes"] > 0 for s in samples)
     assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 2
 
 

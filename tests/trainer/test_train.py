@@ -51,7 +51,7 @@ def test_finished_run_leaves_its_record(trained):
     assert dice and all(0.0 <= v <= 1.0 for v in dice.values())
     assert json.loads((out / "gate.json").read_text())["passed"] is True
     samples = lines(out / "memory.jsonl")
-    assert samples[0]["event"] == "start" and all(s["total_rss_bytes"] > 0 for s in samples)
+    assert samples[0]["event"] == "start" and all(s["total"]["pss_bytes"] > 0 for s in samples)
     plan = json.loads((out / "memory_plan.json").read_text())
     assert plan["vram"]["peak_bytes"] > 0 and plan["ram"]["peak_bytes"] > 0
 
