@@ -5,7 +5,8 @@ One JSON object per line (memory.jsonl), so a killed job still leaves every samp
     {"t": 1764060000.12, "elapsed_s": 3.0, "event": null,
      "processes": [{"pid": 4242, "ppid": 4200, "role": "main", "name": "python",
                     "rss_bytes": ..., "uss_bytes": ..., "pss_bytes": ...}, ...],
-     "total": {"rss_bytes": ..., "uss_bytes": ..., "pss_bytes": ...},
+     "total": {"rss_bytes": ..., "uss_bytes": ..., "pss_bytes": ..., "unmapped_shm_bytes": ...,
+               "footprint_bytes": ...},
      "roles": {"main": {"count": 1, "pss_bytes": ...}, "worker": {"count": 4, "pss_bytes": ...}},
      "system": {"available_bytes": ..., "total_bytes": ...},
      "gpus": [{"index": 0, "name": "NVIDIA L40S", "used_bytes": ..., "total_bytes": ...,
@@ -14,7 +15,10 @@ One JSON object per line (memory.jsonl), so a killed job still leaves every samp
 Why PSS: DataLoader workers are forked copies of their rank and hand batches over in shared memory,
 so RSS counts the same page in every process that maps it and the sum over a tree overstates what
 the job is charged. PSS divides each shared page among its sharers: the sum of PSS over the tree
-counts every page once. USS is what killing one process would free.
+counts every page once. USS is what killing one process would free. A batch a worker has finished
+but the main process has not yet taken is a /dev/shm file held only by a descriptor, in no process's
+PSS: `unmapped_shm_bytes` counts those, and `footprint_bytes` = PSS sum + unmapped shm is the
+memory the tree really holds (what its cgroup is charged, page cache aside).
 
 Roles come from parentage: the root and any program the tree exec'd (a torchrun rank, the Python a
 shell started) are "main"; a fork of a process with the same command line, or a multiprocessing
@@ -103,6 +107,48 @@ def _is_worker(cmdline: list[str], parent_cmdline: list[str] | None) -> bool:
     return any("multiprocessing" in part for part in cmdline[1:3])
 
 
+def _shm_files(pid: int) -> tuple[dict[int, int], set[int]]:
+    """Shared-memory files (/dev/shm) a process holds open, {inode: allocated bytes}, and the inodes it maps.
+
+    Linux only (reads /proc); elsewhere, or for a process that is gone, nothing.
+    """
+    held: dict[int, int] = {}
+    mapped: set[int] = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/shm/"):
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                    held[st.st_ino] = st.st_blocks * 512
+            except OSError:  # closed meanwhile
+                continue
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].startswith("/dev/shm/"):
+                    mapped.add(int(parts[4]))
+    except OSError:
+        pass
+    return held, mapped
+
+
+def unmapped_shm_bytes(pids: Iterable[int]) -> int:
+    """Bytes of /dev/shm files the processes hold open but none of them maps.
+
+    A DataLoader worker hands a finished batch over as a shared-memory file descriptor; until the
+    main process takes it off the queue and maps it, the batch is in memory (charged to the job's
+    cgroup as shmem) but in no process's RSS or PSS. With a slow training step every prefetched
+    batch sits there, so a PSS sum alone misses up to workers x prefetch batches.
+    """
+    held: dict[int, int] = {}
+    mapped: set[int] = set()
+    for pid in pids:
+        h, m = _shm_files(pid)
+        held.update(h)
+        mapped |= m
+    return sum(size for ino, size in held.items() if ino not in mapped)
+
+
 def sample_tree(root: psutil.Process) -> list[dict[str, Any]]:
     """RSS, USS and PSS of `root` and every descendant alive now, each labelled main or worker."""
     try:
@@ -164,9 +210,12 @@ class MemoryProfiler:
         now = time.time()
         processes = sample_tree(self._proc)
         vm = psutil.virtual_memory()
+        total = {k: _sum(processes, k) for k in ("rss_bytes", "uss_bytes", "pss_bytes")}
+        total["unmapped_shm_bytes"] = unmapped_shm_bytes(p["pid"] for p in processes)
+        total["footprint_bytes"] = total["pss_bytes"] + total["unmapped_shm_bytes"]
         record = {
             "t": round(now, 3), "elapsed_s": round(now - self._t0, 3), "event": event, "processes": processes,
-            "total": {k: _sum(processes, k) for k in ("rss_bytes", "uss_bytes", "pss_bytes")},
+            "total": total,
             "roles": {role: {"count": len(ps), "pss_bytes": _sum(ps, "pss_bytes"), "rss_bytes": _sum(ps, "rss_bytes")}
                       for role in ROLES for ps in [[p for p in processes if p["role"] == role]]},
             "system": {"available_bytes": int(vm.available), "total_bytes": int(vm.total)},
@@ -247,6 +296,7 @@ class PeakTracker:
     def __init__(self) -> None:
         self.samples = 0
         self.peak: dict[str, Any] | None = None
+        self.peak_footprint: dict[str, Any] | None = None
         self.peak_process: dict[str, Any] | None = None
         self.min_available_bytes: int | None = None
         self.gpus: dict[int, dict[str, Any]] = {}
@@ -256,9 +306,12 @@ class PeakTracker:
         if not record["processes"]:
             return
         total = record["total"]
+        at = {**total, "elapsed_s": record["elapsed_s"], "processes": len(record["processes"]),
+              "roles": {r: v["pss_bytes"] for r, v in record["roles"].items()}}
         if self.peak is None or total["pss_bytes"] > self.peak["pss_bytes"]:
-            self.peak = {**total, "elapsed_s": record["elapsed_s"], "processes": len(record["processes"]),
-                         "roles": {r: v["pss_bytes"] for r, v in record["roles"].items()}}
+            self.peak = at
+        if self.peak_footprint is None or total["footprint_bytes"] > self.peak_footprint["footprint_bytes"]:
+            self.peak_footprint = at
         for p in record["processes"]:
             if self.peak_process is None or p["pss_bytes"] > self.peak_process["pss_bytes"]:
                 self.peak_process = {k: p[k] for k in ("pid", "role", "name", "pss_bytes", "uss_bytes", "rss_bytes")}
@@ -274,9 +327,11 @@ class PeakTracker:
                 seen["peak_utilization_pct"] = max(seen["peak_utilization_pct"] or 0, g["utilization_pct"])
 
     def summary(self) -> dict[str, Any]:
-        """{"samples", "peak": {pss/rss/uss_bytes of the tree, elapsed_s, roles}, "peak_process",
-        "min_available_bytes", "gpus": {index: {name, total_bytes, peak_used_bytes, peak_utilization_pct}} | None}."""
-        return {"samples": self.samples, "peak": self.peak, "peak_process": self.peak_process,
+        """{"samples", "peak": the sample of highest PSS sum (its totals, elapsed_s, PSS by role),
+        "peak_footprint": the same for PSS + unmapped shm, "peak_process", "min_available_bytes",
+        "gpus": {index: {name, total_bytes, peak_used_bytes, peak_utilization_pct}} | None}."""
+        return {"samples": self.samples, "peak": self.peak, "peak_footprint": self.peak_footprint,
+                "peak_process": self.peak_process,
                 "min_available_bytes": self.min_available_bytes,
                 "gpus": {str(k): v for k, v in sorted(self.gpus.items())} or None}
 

@@ -7,21 +7,25 @@ The model follows one sample through the transform chain dtype by dtype (bytes p
                393x402x418 crop, FIELD_NOTES 5; measured 8.00 B/voxel here)
     one-hot    C float32 channels from the label, via an int64    4 C     held, the float label dropped;
                index (scatter), so 8 + 8 + 4 C at the peak                (+4.2 GB RSS for C = 14 in the field)
-    collate    in a worker, default_collate stacks the batch      2 x out (transient) - the sample plus
-               straight into shared memory                                 its shared-memory copy
+    collate    in a worker, default_collate stacks the batch      2 x out (transient) - the batch's
+               straight into shared memory                                 samples plus the stacked copy
 
 Where the bytes are charged (as observed at 512G: ranks ~70-109 GB, workers 1.5-7.5 GB each):
 
-- a worker holds its base (Python, torch, MONAI after fork) and the sample it is building, up to the
-  collate copy;
+- a worker holds its base (Python, torch, MONAI after fork) and the batch it is building, up to the
+  collate copy (all its samples and the stacked batch at once);
 - a rank holds its base (Python, torch, the CUDA libraries' host side), every batch its workers have
-  finished and not yet consumed (up to workers x prefetch batches: shared memory mapped into the rank,
-  then pinned copies), one batch in transfer to the GPU, and one validation volume held whole.
+  finished and not yet consumed (up to workers x prefetch batches: shared memory - mapped once the
+  rank takes them off the queue, unmapped /dev/shm files before - then pinned copies), the batch
+  the step is using, and one validation volume held whole.
 
 Each worker owns `prefetch` outstanding batches: all finished when it idles, or prefetch - 1 finished
-and one being built. The job peaks when every worker builds at once:
-    peak = ranks x (rank base + pinned + validation + workers x (worker base + max(prefetch x batch_out,
-           (prefetch - 1) x batch_out + building)))
+and one being built. The job peaks when every worker builds at once (at start-up, or after a pause,
+behind a step slower than loading):
+    peak = ranks x (rank base + batch in use + validation + workers x (worker base
+           + max(prefetch x batch_out, (prefetch - 1) x batch_out + building)))
+Checked against a real DataLoader under `cellcheck profile` (tests/benchmarks/check_ram_model.py,
+docs/MEMORY.md): within 15 % at workers 0/2/4 and two crop sizes, given the machine's bases.
 SLURM needs that plus the headroom policy, in whole GiB.
 Units: bytes; GiB = 2**30 (SLURM's `G`), GB = 10**9 (the field notes' figures).
 """
@@ -127,13 +131,17 @@ def slurm_mem(nbytes: int) -> str:
 def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, prefetch: int = 2, batch: int = 1,
                 one_hot_channels: int = 0, image_dtype: str = "uint8", label_dtype: str = "uint8",
                 val_shape: Sequence[float] | None = None, mem_bytes: int | None = None,
-                host_state_bytes: int = 0, headroom: float = HEADROOM_FRACTION) -> RamEstimate:
+                host_state_bytes: int = 0, headroom: float = HEADROOM_FRACTION, hold_validation: bool = True,
+                rank_base_bytes: int = RANK_BASE_BYTES, worker_base_bytes: int = WORKER_BASE_BYTES) -> RamEstimate:
     """Peak host RAM of `gpus` DDP ranks, each with `workers` DataLoader workers of `prefetch` batches.
 
     `crop_shape` is the (mean) crop in voxels as loaded, `batch` the crops per DataLoader batch,
     `one_hot_channels` the channels of a one-hot label expansion done in the workers (0 = none),
     `val_shape` the validation volume each rank holds whole (default: the crop), `host_state_bytes`
-    whatever a rank keeps on the host besides (e.g. model and optimizer state when offloaded).
+    whatever a rank keeps on the host besides (e.g. model and optimizer state when offloaded);
+    `hold_validation` False for a loop without validation. `rank_base_bytes` / `worker_base_bytes`
+    replace the assumed process bases with ones measured on the node (an idle run under
+    `cellcheck profile`): they are the only constants of the model that depend on the machine.
     """
     if gpus < 1 or workers < 0 or prefetch < 1 or batch < 1:
         raise CellcheckError("need gpus >= 1, workers >= 0, prefetch >= 1 and batch >= 1")
@@ -144,18 +152,21 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
     sample_out = int(out * voxels)
     sample_peak = int(max(s.peak for s in stages) * voxels)
     batch_out = batch * sample_out
-    building = (batch - 1) * sample_out + sample_peak  # a batch under construction, at its collate copy
-    pinned = batch_out  # the batch being copied into page-locked memory for the GPU
-    validation = int(out * val_voxels)
-    rank_fixed = RANK_BASE_BYTES + host_state_bytes + pinned + validation
+    # a batch under construction: its last sample at the peak of its chain with the others held, or
+    # the collate copy, when all `batch` samples and the stacked batch exist at once
+    load_peak = int(max(s.peak for s in stages if s.name != "collate") * voxels)
+    building = max((batch - 1) * sample_out + load_peak, 2 * batch_out)
+    pinned = batch_out  # the batch the step holds while the loader fetches the next (page-locked on a GPU run)
+    validation = int(out * val_voxels) if hold_validation else 0
+    rank_fixed = rank_base_bytes + host_state_bytes + pinned + validation
     if workers:
         # Each worker owns `prefetch` outstanding batches. Idle, all are finished (pinned copies in the
         # rank); busy, one is being built in the worker and prefetch - 1 are finished. The job peaks
         # when every worker is busy at once.
         slot = max(prefetch * batch_out, (prefetch - 1) * batch_out + building)
-        per_worker = WORKER_BASE_BYTES + building
+        per_worker = worker_base_bytes + building
         per_rank = rank_fixed + workers * prefetch * batch_out
-        peak = gpus * (rank_fixed + workers * (WORKER_BASE_BYTES + slot))
+        peak = gpus * (rank_fixed + workers * (worker_base_bytes + slot))
         in_flight = workers * slot
     else:  # the rank loads its own data
         per_worker = 0
@@ -168,9 +179,9 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
         slurm_mem=slurm_mem(required), fits=None if mem_bytes is None else required <= mem_bytes, mem_bytes=mem_bytes,
         sample={"voxels": int(voxels), "bytes_per_voxel": out, "out_bytes": sample_out, "peak_bytes": sample_peak,
                 "stages": [vars(s) for s in stages]},
-        breakdown={"rank_base": gpus * RANK_BASE_BYTES, "host_state": gpus * host_state_bytes,
-                   "pinned_batch": gpus * pinned, "validation_volume": gpus * validation,
-                   "worker_base": gpus * workers * WORKER_BASE_BYTES, "batches_in_flight": gpus * in_flight,
+        breakdown={"rank_base": gpus * rank_base_bytes, "host_state": gpus * host_state_bytes,
+                   "batch_in_use": gpus * pinned, "validation_volume": gpus * validation,
+                   "worker_base": gpus * workers * worker_base_bytes, "batches_in_flight": gpus * in_flight,
                    "headroom": required - peak},
         config={"gpus": gpus, "workers": workers, "prefetch": prefetch, "batch": batch,
                 "one_hot_channels": one_hot_channels, "crop_shape": [float(s) for s in crop_shape],

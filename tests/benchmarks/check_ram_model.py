@@ -1,0 +1,57 @@
+"""The RAM model against a measured DataLoader pipeline: workers 0, 2 and 4 at two crop sizes.
+
+Usage: python tests/benchmarks/check_ram_model.py [--json OUT.json] [--sizes 128,192] [--workers 0,2,4]
+                                                  [--repeats 3] [--cache DIR]
+
+Writes crops with the fixture generator, measures the machine's process bases on 16^3 crops, then
+runs `loader_pipeline.py` under `cellcheck profile` for every (size, workers) with prefetch 2 and
+batch 2, and prints predicted, measured (peak of PSS summed over the process tree plus the shared
+memory of batches waiting in the DataLoader queue, highest of --repeats runs; each run's and the
+PSS-only figure beside it) and their ratio. Nothing else should run on the machine meanwhile: PSS
+splits shared-library pages with every other process that maps them (another torch job included).
+About 5 minutes with 3 repeats.
+Exits 0 when every ratio is within 15 %, 1 when one is not, 2 when the measurement cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import loader_memory as lm
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--sizes", type=_ints, default=[128, 192])
+    parser.add_argument("--workers", type=_ints, default=[0, 2, 4])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per config; the highest peak counts")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the generated crops here between runs")
+    args = parser.parse_args(argv)
+    configs = [lm.LoaderConfig(size, workers) for size in args.sizes for workers in args.workers]
+    try:
+        rows, bases = lm.run(configs, args.cache, args.repeats)
+    except (RuntimeError, OSError) as exc:
+        print(f"check_ram_model: {exc}", file=sys.stderr)
+        return 2
+    print(lm.table(rows, bases))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"bases": vars(bases), "rows": rows}, indent=2) + "\n")
+    outside = [r["config"] for r in rows if not lm.within(r["ratio"])]
+    if outside:
+        print(f"outside {lm.TOLERANCE:.0%}: {'; '.join(outside)}", file=sys.stderr)
+        return 1
+    print(f"all {len(rows)} within {lm.TOLERANCE:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Predicted versus measured host memory of a real DataLoader pipeline, run under `cellcheck profile`.
+
+The measurement: `loader_pipeline.py` (MONAI Dataset + torch DataLoader, the Auto3DSeg loading chain)
+over crops written by the fixture generator, run as `cellcheck profile --out ... -- python
+loader_pipeline.py ...`; measured = the peak over samples of the sum of PSS over the process tree
+(main process and its DataLoader workers).
+
+The prediction: `cellcheck.memory.ram.predict_ram` for the same crop shape, workers, prefetch and
+batch. Its two machine-dependent constants, the memory of an idle rank and of an idle worker, are
+measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
+base, a run with two workers adds two worker bases. Everything else (bytes per voxel through the
+chain, batches in flight per worker, the collate copy, the batch the step holds) is the model's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+from cellcheck.memory.ram import predict_ram
+
+PIPELINE = Path(__file__).with_name("loader_pipeline.py")
+CALIBRATION_SIZE = 16
+TOLERANCE = 0.15  # the issue's target: predicted within 15 % of measured
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """One DataLoader configuration to measure."""
+
+    size: int  # crop side in voxels
+    workers: int
+    prefetch: int = 2
+    batch: int = 2
+    one_hot: int = 0
+    step_s: float = 0.3  # a training step slower than loading, as on a GPU: every prefetch slot fills
+
+    @property
+    def batches(self) -> int:
+        """Enough batches for every worker to refill its prefetch slots several times."""
+        return max(8, 6 * self.workers * self.prefetch)
+
+    def label(self) -> str:
+        oh = f", one-hot {self.one_hot}" if self.one_hot else ""
+        return f"{self.size}^3, {self.workers} workers, prefetch {self.prefetch}, batch {self.batch}{oh}"
+
+
+@dataclass(frozen=True)
+class Bases:
+    """Measured PSS of an idle rank and of one idle DataLoader worker (bytes)."""
+
+    rank: int
+    worker: int
+
+
+def generated_dataset(cache: Path, size: int) -> Path:
+    """The fixture generator's clean dataset with every crop `size`^3 (written once into `cache`); its datalist."""
+    from fixtures import make_dataset
+
+    root = cache / f"crops{size}"
+    if not (root / "datalist.json").exists():
+        make_dataset(root, defects="none", n_clean=3, crop_shape=(size, size, size))
+    return root / "datalist.json"
+
+
+def mean_crop_shape(datalist: Path) -> list[float]:
+    """Mean image shape of the training cases, read from the NIfTI headers."""
+    entries = json.loads(datalist.read_text())["training"]
+    shapes = [nib.load(str(datalist.parent / e["image"])).shape[:3] for e in entries]
+    return [sum(s[i] for s in shapes) / len(shapes) for i in range(3)]
+
+
+def profile_pipeline(datalist: Path, cfg: LoaderConfig, workdir: Path, interval_s: float = 0.05) -> dict[str, Any]:
+    """Run the pipeline under `cellcheck profile`; its summary (peaks)."""
+    tag = f"s{cfg.size}_w{cfg.workers}_p{cfg.prefetch}_b{cfg.batch}_oh{cfg.one_hot}"
+    out, summary = workdir / f"{tag}.jsonl", workdir / f"{tag}.summary.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "cellcheck", "profile", "--out", str(out), "--interval", str(interval_s),
+           "--summary-json", str(summary), "--", sys.executable, str(PIPELINE), str(datalist),
+           "--workers", str(cfg.workers), "--prefetch", str(cfg.prefetch), "--batch", str(cfg.batch),
+           "--batches", str(cfg.batches), "--one-hot", str(cfg.one_hot), "--step-s", str(cfg.step_s)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cfg.label()}: the profiled pipeline failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(summary.read_text())
+
+
+def measure_bases(cache: Path, workdir: Path) -> Bases:
+    """Rank and worker bases from runs on tiny crops: no workers, then two."""
+    datalist = generated_dataset(cache, CALIBRATION_SIZE)
+    alone = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=0), workdir)["peak_footprint"]
+    two = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=2), workdir)["peak_footprint"]
+    alone, two = alone["footprint_bytes"], two["footprint_bytes"]
+    return Bases(rank=alone, worker=max(0, (two - alone) // 2))
+
+
+def compare(cfg: LoaderConfig, bases: Bases, cache: Path, workdir: Path, repeats: int = 1) -> dict[str, Any]:
+    """One row of the table: predicted and measured peak host memory of `cfg` and their ratio.
+
+    With `repeats` > 1 the pipeline runs that many times and the measured peak is the highest: a
+    training job repeats the same loading pattern thousands of times, and a single short run on a
+    busy 2-core machine does not always meet its workers' transient peaks together.
+    """
+    datalist = generated_dataset(cache, cfg.size)
+    shape = mean_crop_shape(datalist)
+    predicted = predict_ram(shape, gpus=1, workers=cfg.workers, prefetch=cfg.prefetch, batch=cfg.batch,
+                            one_hot_channels=cfg.one_hot, hold_validation=False, rank_base_bytes=bases.rank,
+                            worker_base_bytes=bases.worker)
+    runs = [profile_pipeline(datalist, cfg, workdir) for _ in range(max(1, repeats))]
+    top = max(runs, key=lambda r: r["peak_footprint"]["footprint_bytes"])
+    measured = top["peak_footprint"]["footprint_bytes"]
+    pss = max(r["peak"]["pss_bytes"] for r in runs)
+    return {"config": cfg.label(), "crop_shape": shape, "workers": cfg.workers, "predicted_bytes": predicted.peak_bytes,
+            "measured_bytes": measured, "measured_pss_bytes": pss, "ratio": predicted.peak_bytes / measured,
+            "ratio_pss": predicted.peak_bytes / pss,
+            "single_runs_bytes": [r["peak_footprint"]["footprint_bytes"] for r in runs],
+            "peak": top["peak_footprint"], "breakdown": predicted.breakdown}
+
+
+def table(rows: list[dict[str, Any]], bases: Bases) -> str:
+    """Markdown table of predicted, measured and predicted/measured."""
+    mib = 2**20
+    lines = [f"bases measured on 16^3 crops: rank {bases.rank / mib:.0f} MiB, worker {bases.worker / mib:.0f} MiB",
+             "", "| pipeline | predicted MiB | measured MiB (PSS + queued shm) | predicted / measured | "
+                 "single runs MiB | PSS alone MiB | predicted / PSS alone |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        singles = ", ".join(f"{b / mib:.0f}" for b in r["single_runs_bytes"])
+        lines.append(f"| {r['config']} | {r['predicted_bytes'] / mib:.0f} | {r['measured_bytes'] / mib:.0f} | "
+                     f"{r['ratio']:.3f} | {singles} | {r['measured_pss_bytes'] / mib:.0f} | {r['ratio_pss']:.3f} |")
+    return "\n".join(lines)
+
+
+def within(ratio: float, tolerance: float = TOLERANCE) -> bool:
+    return math.isfinite(ratio) and abs(ratio - 1.0) <= tolerance
+
+
+def run(configs: list[LoaderConfig], cache: Path | None = None,
+        repeats: int = 1) -> tuple[list[dict[str, Any]], Bases]:
+    """Measure the bases, then every config (`repeats` runs each); rows in order."""
+    with tempfile.TemporaryDirectory(prefix="cellcheck-loader-") as tmp:
+        cache = cache or Path(tmp) / "data"
+        workdir = Path(tmp) / "profiles"
+        cache.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir()
+        bases = measure_bases(cache, workdir)
+        return [compare(cfg, bases, cache, workdir, repeats) for cfg in configs], bases

@@ -1,0 +1,60 @@
+"""The data side of an Auto3DSeg training job, alone: the pipeline the RAM model describes, to be measured.
+
+    python tests/benchmarks/loader_pipeline.py DATALIST --workers 4 --prefetch 2 --batch 2 --batches 24
+
+A real torch DataLoader (MONAI's) over the datalist's training cases with the template's loading
+chain: LoadImaged (image and label to float32, MONAI's default), EnsureChannelFirstd and, with
+--one-hot C, AsDiscreted to C float32 channels (the field's expansion, FIELD_NOTES 5). The main
+process takes `--batches` batches, touches each as a training step would and holds it for `--step-s`
+seconds. Run it under `cellcheck profile` to measure what `cellcheck.memory.ram.predict_ram`
+predicts (`loader_memory.py` beside this file does both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datalist", type=Path)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=16, help="batches the main process takes, cycling the cases")
+    parser.add_argument("--one-hot", dest="one_hot", type=int, default=0, help="expand the label to C channels")
+    parser.add_argument("--step-s", dest="step_s", type=float, default=0.0, help="seconds each batch is held")
+    args = parser.parse_args(argv)
+
+    import warnings
+
+    import torch
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, LoadImaged
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # more workers than cores: on purpose
+    root = args.datalist.parent
+    cases = [{"image": str(root / e["image"]), "label": str(root / e["label"])}
+             for e in json.loads(args.datalist.read_text())["training"]]
+    need = args.batches * args.batch
+    items = (cases * (need // len(cases) + 1))[:need]
+    chain = [LoadImaged(keys=["image", "label"], image_only=True), EnsureChannelFirstd(keys=["image", "label"])]
+    if args.one_hot:
+        chain.append(AsDiscreted(keys="label", to_onehot=args.one_hot))
+    loader = DataLoader(Dataset(items, transform=Compose(chain)), batch_size=args.batch, shuffle=False,
+                        num_workers=args.workers, prefetch_factor=args.prefetch if args.workers else None)
+    checksum = 0.0
+    for batch in loader:  # as in a training loop, `batch` stays bound while the loader builds the next
+        checksum += float(batch["image"][..., ::8, ::8, ::8].sum()) + float(batch["label"][..., ::8, ::8, ::8].sum())
+        if args.step_s:
+            time.sleep(args.step_s)
+    print(json.dumps({"batches": args.batches, "checksum": checksum}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
