@@ -168,6 +168,10 @@ def render_profile_summary(summary: dict, path: Path) -> str:
         roles = ", ".join(f"{role} {_gib(v)}" for role, v in peak["roles"].items() if v)
         lines.append(f"  peak PSS of the process tree {_gib(peak['pss_bytes'])} at {peak['elapsed_s']:.1f} s "
                      f"({peak['processes']} processes: {roles}); RSS sum then {_gib(peak['rss_bytes'])}")
+    foot = summary.get("peak_footprint")
+    if foot and foot["unmapped_shm_bytes"]:
+        lines.append(f"  peak PSS + batches waiting in shared memory {_gib(foot['footprint_bytes'])} at "
+                     f"{foot['elapsed_s']:.1f} s ({_gib(foot['unmapped_shm_bytes'])} mapped by no process)")
     if top:
         lines.append(f"  largest process: pid {top['pid']} ({top['role']}, {top['name']}) PSS {_gib(top['pss_bytes'])}, "
                      f"USS {_gib(top['uss_bytes'])}")

@@ -18,7 +18,7 @@ from cellcheck.memory.gpus import GiB
 def plot_samples(samples: Sequence[Mapping[str, Any]], out: str | os.PathLike[str],
                  predicted: Mapping[str, int] | None = None, predicted_gpu: Mapping[str, int] | None = None,
                  title: str | None = None) -> Path:
-    """Draw the tree's PSS, its main and worker shares, and GPU used per device; return the PNG path.
+    """Draw the tree's PSS (and with queued shared memory), its main and worker shares, GPU used; return the PNG.
 
     `predicted` maps a label ("host RAM (predicted)") to bytes, drawn as a dashed line on the host
     axes; `predicted_gpu` the same on the GPU axes (drawn only when the record has GPUs).
@@ -35,11 +35,14 @@ def plot_samples(samples: Sequence[Mapping[str, Any]], out: str | os.PathLike[st
     fig, axes = plt.subplots(2 if has_gpu else 1, 1, figsize=(9, 6 if has_gpu else 4), sharex=True, squeeze=False)
     host = axes[0][0]
     host.plot(t, [s["total"]["pss_bytes"] / GiB for s in samples], color="black", label="process tree, PSS")
+    if any(s["total"].get("unmapped_shm_bytes") for s in samples):
+        host.plot(t, [s["total"]["footprint_bytes"] / GiB for s in samples], color="black", linestyle="--",
+                  label="PSS + batches waiting in shared memory")
     for role, color in (("main", "C0"), ("worker", "C1")):
         values = [s["roles"][role]["pss_bytes"] / GiB for s in samples]
         if any(values):
             most = max(s["roles"][role]["count"] for s in samples)
-            host.plot(t, values, color=color, label=f"{role} (up to {most} processes), PSS")
+            host.plot(t, values, color=color, label=f"{role} (at most {most} process{'es' if most > 1 else ''}), PSS")
     host.plot(t, [s["total"]["rss_bytes"] / GiB for s in samples], color="grey", linestyle=":",
               label="process tree, RSS (shared pages counted per process)")
     for i, (label, value) in enumerate((predicted or {}).items()):
