@@ -11,37 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
+from cellcheck.annotated_classes import parse_annotated_classes
+
 __all__ = ["annotation_mask", "from_annotated_classes", "inverse_frequency_weights"]
 
 AnnotatedSpec = str | Sequence[str | int] | torch.Tensor
-
-
-def _basename(text: str) -> str:
-    """Last path component of ``text`` ('/' or '\\' separated); undoes ``datafold_read``'s join."""
-    return text.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _parse_token(token: str | int, original: object, num_classes: int) -> int:
-    """One class index from a token, range-checked; errors name the whole original value."""
-    if isinstance(token, bool):
-        raise ValueError(f"annotated classes {original!r}: {token!r} is a bool, not a class index")
-    if isinstance(token, int):
-        value = token
-    else:
-        text = _basename(str(token)).strip()
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise ValueError(
-                f"annotated classes {original!r}: {text!r} is not an integer class index "
-                f"(expected comma-separated channel indices in 0..{num_classes - 1}, e.g. '0,1,2')"
-            ) from None
-    if not 0 <= value < num_classes:
-        raise ValueError(
-            f"annotated classes {original!r}: class index {value} is out of range 0..{num_classes - 1} "
-            f"(indices are output channels, i.e. label value - 1)"
-        )
-    return value
 
 
 def from_annotated_classes(spec: AnnotatedSpec, num_classes: int) -> torch.Tensor:
@@ -51,11 +25,11 @@ def from_annotated_classes(spec: AnnotatedSpec, num_classes: int) -> torch.Tenso
     directory prefix added by MONAI's ``datafold_read`` (only its basename is parsed); the empty
     string means "nothing annotated".  A list is what ``datafold_read`` makes of a JSON list (each
     item path-joined) and may also hold plain ints.  A (C,) bool tensor is returned as is (checked).
+    Parsed by the audit's parser (`cellcheck.annotated_classes`), so the loss and the audit agree.
     Raises ValueError, naming ``spec``, for non-integers, out-of-range indices or empty items.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    row = torch.zeros(num_classes, dtype=torch.bool)
     if isinstance(spec, torch.Tensor):
         if spec.dtype != torch.bool or spec.shape != (num_classes,):
             raise ValueError(
@@ -63,24 +37,12 @@ def from_annotated_classes(spec: AnnotatedSpec, num_classes: int) -> torch.Tenso
                 f"got {spec.dtype} {tuple(spec.shape)}"
             )
         return spec
-    if isinstance(spec, str):
-        text = _basename(spec).strip()
-        if not text:
-            return row
-        tokens: Sequence[str | int] = text.split(",")
-        if any(not t.strip() for t in tokens):
-            raise ValueError(
-                f"annotated classes {spec!r}: empty item in comma-separated list {text!r}"
-            )
-    elif isinstance(spec, Sequence):
-        tokens = spec
-    else:
-        raise ValueError(
-            f"annotated classes {spec!r}: expected a string like '0,1,2', a list of indices "
-            f"or a bool tensor, got {type(spec).__name__}"
-        )
-    for token in tokens:
-        row[_parse_token(token, spec, num_classes)] = True
+    items = list(spec) if isinstance(spec, Sequence) and not isinstance(spec, str) else spec
+    parsed = parse_annotated_classes(items, num_classes, path_joined_items=True)
+    if parsed.channels is None:
+        raise ValueError(f"annotated classes {spec!r}: {parsed.error}")
+    row = torch.zeros(num_classes, dtype=torch.bool)
+    row[sorted(parsed.channels)] = True
     return row
 
 
