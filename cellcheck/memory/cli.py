@@ -102,6 +102,10 @@ def render_text(result: dict) -> str:
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="A generated Auto3DSeg bundle folder whose values to compare (stale-config).")
 @click.option("--mem", default=None, help="The job's --mem (e.g. 512G) to check host RAM against.")
+@click.option("--rank-base", "rank_base", default=None,
+              help="Host memory of an idle rank measured on the node (e.g. 3.2G; `cellcheck profile`), instead of 3G.")
+@click.option("--worker-base", "worker_base", default=None,
+              help="Host memory of an idle DataLoader worker measured on the node (e.g. 300M), instead of 512M.")
 @click.option("--max-batch/--no-max-batch", "max_batch", default=True, show_default=True,
               help="Search the largest batch that fits (a few more fake steps).")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default=None,
@@ -109,13 +113,14 @@ def render_text(result: dict) -> str:
 @_user_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
                     roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, bundle: Path | None,
-                    mem: str | None, max_batch: bool, fmt: str | None) -> None:
+                    mem: str | None, rank_base: str | None, worker_base: str | None, max_batch: bool,
+                    fmt: str | None) -> None:
     """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""
     from cellcheck.memory.predict import predict
 
     result = predict(path, model, gpu=gpu, gpus=gpus, workers=workers, prefetch=prefetch, roi=roi, batch=batch,
                      amp=not no_amp, one_hot=one_hot, bundle=bundle, mem=mem, gpu_mem_mib=gpu_mem,
-                     search_max_batch=max_batch)
+                     search_max_batch=max_batch, rank_base=rank_base, worker_base=worker_base)
     fmt = fmt or ("text" if sys.stdout.isatty() else "json")
     click.echo(json.dumps(result, indent=2) if fmt == "json" else render_text(result), nl=fmt == "json")
     if not result["fits"]:

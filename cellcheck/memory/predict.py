@@ -110,7 +110,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             prefetch: int = 2, roi: Sequence[int] | None = None, batch: int | None = None,
             amp: bool | str | None = True, one_hot: bool = False, bundle: str | Path | None = None,
             mem: int | str | None = None, gpu_mem_mib: float | None = None, loader_batch: int = 1,
-            search_max_batch: bool = True) -> dict[str, Any]:
+            search_max_batch: bool = True, rank_base: int | str | None = None,
+            worker_base: int | str | None = None) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels) or a dict with n_cases,
@@ -118,6 +119,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     default to what the template would choose; `amp` True means bf16 autocast. `one_hot`: the labels
     are expanded to 14 float32 channels in the DataLoader workers. `mem`: the node's memory (bytes
     or a SLURM size such as "512G") to check the RAM against. `loader_batch`: crops per DataLoader batch.
+    `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
+    size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
     """
     from cellcheck.memory import vram as vram_model
 
@@ -127,6 +130,9 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1")
     profile = gpu if isinstance(gpu, GpuProfile) else gpu_profile(gpu, gpu_mem_mib)
     mem_bytes = _mem_bytes(mem)
+    bases = {key: _mem_bytes(value, flag) for key, value, flag in (("rank_base_bytes", rank_base, "--rank-base"),
+                                                                   ("worker_base_bytes", worker_base, "--worker-base"))
+             if value is not None}
     stats, extra = _stats(path_or_stats)
     amp_dtype = _amp(amp)
 
@@ -155,7 +161,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
 
     ram = predict_ram(stats.mean_shape, gpus=gpus, workers=workers, prefetch=prefetch, batch=loader_batch,
                       one_hot_channels=OUT_CHANNELS if one_hot else 0, image_dtype=extra.get("image_dtype", "uint8"),
-                      label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes)
+                      label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes, **bases)
 
     findings = []
     if bundle is not None:
@@ -185,10 +191,10 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     }
 
 
-def _mem_bytes(mem: int | str | None) -> int | None:
+def _mem_bytes(mem: int | str | None, flag: str = "--mem") -> int | None:
     if mem is None or isinstance(mem, int):
         return mem
     try:
         return parse_bytes(str(mem))
     except ValueError as exc:
-        raise CellcheckError(f"--mem {mem!r}: {exc}") from None
+        raise CellcheckError(f"{flag} {mem!r}: {exc}") from None

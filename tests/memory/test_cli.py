@@ -54,12 +54,26 @@ def test_exit_1_when_the_gpu_is_too_small(datalist):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--gpu", "tpu-v4"], "unknown GPU"), (["--roi", "40,40,40"], "multiple of 16"), (["--mem", "lots"], "--mem")],
+    [(["--gpu", "tpu-v4"], "unknown GPU"), (["--roi", "40,40,40"], "multiple of 16"), (["--mem", "lots"], "--mem"),
+     (["--worker-base", "some"], "--worker-base")],
 )
 def test_bad_input_is_one_line_and_exit_2(datalist, args, message):
     res = run(datalist, *FAST, "--no-max-batch", *args)
     assert res.exit_code == 2, res.output
     assert message in res.stderr and "Traceback" not in res.output
+
+
+def test_measured_process_bases_replace_the_assumed_ones(datalist):
+    """A node's measured idle rank and worker (from cellcheck profile) feed the RAM plan, per rank and worker."""
+    assumed = json.loads(run(datalist, *FAST, "--no-max-batch", "--gpus", "2", "--workers", "4").stdout)["ram"]
+    res = run(datalist, *FAST, "--no-max-batch", "--gpus", "2", "--workers", "4", "--rank-base", "1G",
+              "--worker-base", "100M")
+    assert res.exit_code == 0, res.output
+    measured = json.loads(res.stdout)["ram"]
+    assert measured["breakdown"]["rank_base"] == 2 * 2**30 and measured["breakdown"]["worker_base"] == 8 * 100 * 2**20
+    assert measured["breakdown"]["batches_in_flight"] == assumed["breakdown"]["batches_in_flight"]
+    assert assumed["peak_bytes"] - measured["peak_bytes"] == (
+        assumed["breakdown"]["rank_base"] - 2 * 2**30 + assumed["breakdown"]["worker_base"] - 8 * 100 * 2**20)
 
 
 def test_missing_datalist_is_exit_2(tmp_path):
