@@ -39,6 +39,8 @@ class GatePlan:
     roi: list[int] | None = None
     batch: int | None = None
     amp: bool = True
+    chain: str = "template"  # the loading chain the RAM model follows: Auto3DSeg's, or our trainer's
+    num_patches: int = 1
 
 
 def plan_from(cfg: Mapping[str, Any] | None, **cli: Any) -> GatePlan:
@@ -48,7 +50,8 @@ def plan_from(cfg: Mapping[str, Any] | None, **cli: Any) -> GatePlan:
         base = GatePlan(model=cfg.get("model"), gpu=cfg.get("gpu", base.gpu), gpus=cfg.get("gpus", base.gpus),
                         mem=cfg.get("mem"), workers=cfg.get("num_workers", base.workers),
                         prefetch=cfg.get("prefetch_factor", base.prefetch), roi=cfg.get("roi_size"),
-                        batch=cfg.get("batch_size"), amp=cfg.get("amp", True))
+                        batch=cfg.get("batch_size"), amp=cfg.get("amp", True), chain="trainer",
+                        num_patches=cfg.get("num_patches_per_image", 1))
     for key, value in cli.items():
         if value is not None:
             setattr(base, key, value)
@@ -119,8 +122,10 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, A
     spacings = [c.image_spacing[:3] for c in cases if c.image_spacing]
     stats = {"n_cases": len(cases), "mean_shape": shapes.mean(0).tolist(), "max_shape": shapes.max(0).tolist(),
              "spacing": list(np.mean(spacings, axis=0)) if spacings else [1.0, 1.0, 1.0]}
+    loader_batch = max(1, (job.batch or 1) // job.num_patches) if job.chain == "trainer" else 1
     result = predict(stats, job.model, gpu=job.gpu, gpus=job.gpus, workers=job.workers, prefetch=job.prefetch,
-                     roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False)
+                     roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False,
+                     chain=job.chain, num_patches=job.num_patches, loader_batch=loader_batch)
     out: list[Finding] = []
     vram, ram = result["vram"], result["ram"]
     gib = 2**30

@@ -11,6 +11,8 @@ Returns the JSON contract of DESIGN.md ("Memory prediction"), with extra keys fo
 
 from __future__ import annotations
 
+import math
+
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -111,7 +113,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             amp: bool | str | None = True, one_hot: bool = False, bundle: str | Path | None = None,
             mem: int | str | None = None, gpu_mem_mib: float | None = None, loader_batch: int = 1,
             search_max_batch: bool = True, rank_base: int | str | None = None,
-            worker_base: int | str | None = None) -> dict[str, Any]:
+            worker_base: int | str | None = None, chain: str = "template", num_patches: int = 1) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels) or a dict with n_cases,
@@ -121,6 +123,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     or a SLURM size such as "512G") to check the RAM against. `loader_batch`: crops per DataLoader batch.
     `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
     size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
+    `chain`: the loading chain of the RAM model, "template" (Auto3DSeg's: whole crops, float32) or
+    "trainer" (cellcheck's: `num_patches` patches of the ROI per crop, uint8 labels).
     """
     from cellcheck.memory import vram as vram_model
 
@@ -159,9 +163,16 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     at_batch = runs.get(batch_used) or vram_model.estimate(
         vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=OUT_CHANNELS), profile, gpus)
 
-    ram = predict_ram(stats.mean_shape, gpus=gpus, workers=workers, prefetch=prefetch, batch=loader_batch,
+    crop = list(stats.mean_shape)
+    patches: dict[str, Any] = {}
+    if chain == "trainer":  # SpatialPadd brings a crop up to the ROI first
+        crop = [max(float(c), float(r)) for c, r in zip(crop, roi_used)]
+        patches = {"chain": "trainer", "patch_voxels": max(1, num_patches) * math.prod(roi_used)}
+    elif chain != "template":
+        raise CellcheckError(f"unknown loading chain {chain!r}; expected template or trainer")
+    ram = predict_ram(crop, gpus=gpus, workers=workers, prefetch=prefetch, batch=loader_batch,
                       one_hot_channels=OUT_CHANNELS if one_hot else 0, image_dtype=extra.get("image_dtype", "uint8"),
-                      label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes, **bases)
+                      label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes, **bases, **patches)
 
     findings = []
     if bundle is not None:

@@ -128,11 +128,49 @@ def slurm_mem(nbytes: int) -> str:
     return f"{max(1, math.ceil(nbytes / GiB))}G"
 
 
+@dataclass(frozen=True)
+class Chain:
+    """A loading chain in bytes: what a sample holds until collate, its own peak, what it hands over."""
+
+    name: str
+    stages: list[Stage]
+    held: float  # per crop voxel, from load to collate (the collate copy is made while it is held)
+    load_peak: float  # per crop voxel, the highest point of the chain before collate
+    out: float  # per output voxel of a finished sample: the crop's voxels, or its patches' for a patch chain
+
+
+def template_chain(image_dtype: str = "uint8", label_dtype: str = "uint8", one_hot_channels: int = 0) -> Chain:
+    """Auto3DSeg's templates: whole crops loaded as float32 (and one-hot), collated whole."""
+    stages = transform_stages(image_dtype, label_dtype, one_hot_channels)
+    held = stages[-1].held
+    return Chain("template", stages, held, max(s.peak for s in stages if s.name != "collate"), held)
+
+
+def trainer_chain(image_dtype: str = "uint8") -> Chain:
+    """cellcheck's trainer (trainer/data.py): float32 image, uint8 label, patches out.
+
+    RandCropByPosNegLabeld without precomputed indices builds a bool foreground mask, its negation
+    and int64 indices of every voxel (foreground + background) on each call; the patches it cuts
+    are views of the crop, so the crop lives until its batch is collated. Measured on a 192^3 crop
+    in a fresh process: 6.5 B/voxel held after loading, 16.9 at the crop's peak (both include
+    ~1.5 B/voxel that glibc kept from the loading transients; the model leaves that to the headroom).
+    """
+    raw = dtype_bytes(image_dtype)
+    stages = [
+        Stage("LoadCased", 4 + 1, raw + 4 + 1, "image to float32 / 255 (numpy reuses the astype temporary), "
+                                               "label kept uint8"),
+        Stage("RandCropByPosNegLabeld", 4 + 1, 4 + 1 + 1 + 1 + 8, "bool mask of label > 0 and its negation, "
+                                                                 "int64 indices of every voxel; patches are views"),
+    ]
+    return Chain("trainer", stages, 4 + 1, max(s.peak for s in stages), 4 + 1)
+
+
 def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, prefetch: int = 2, batch: int = 1,
                 one_hot_channels: int = 0, image_dtype: str = "uint8", label_dtype: str = "uint8",
                 val_shape: Sequence[float] | None = None, mem_bytes: int | None = None,
                 host_state_bytes: int = 0, headroom: float = HEADROOM_FRACTION, hold_validation: bool = True,
-                rank_base_bytes: int = RANK_BASE_BYTES, worker_base_bytes: int = WORKER_BASE_BYTES) -> RamEstimate:
+                rank_base_bytes: int = RANK_BASE_BYTES, worker_base_bytes: int = WORKER_BASE_BYTES,
+                chain: str = "template", patch_voxels: float | None = None) -> RamEstimate:
     """Peak host RAM of `gpus` DDP ranks, each with `workers` DataLoader workers of `prefetch` batches.
 
     `crop_shape` is the (mean) crop in voxels as loaded, `batch` the crops per DataLoader batch,
@@ -142,22 +180,30 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
     `hold_validation` False for a loop without validation. `rank_base_bytes` / `worker_base_bytes`
     replace the assumed process bases with ones measured on the node (an idle run under
     `cellcheck profile`): they are the only constants of the model that depend on the machine.
+    `chain` "template" (Auto3DSeg's, whole crops) or "trainer" (cellcheck's, which hands over
+    `patch_voxels` voxels of patches per crop: patches per image x ROI voxels).
     """
     if gpus < 1 or workers < 0 or prefetch < 1 or batch < 1:
         raise CellcheckError("need gpus >= 1, workers >= 0, prefetch >= 1 and batch >= 1")
     voxels = math.prod(float(s) for s in crop_shape)
     val_voxels = math.prod(float(s) for s in (val_shape or crop_shape))
-    stages = transform_stages(image_dtype, label_dtype, one_hot_channels)
-    out = stages[-1].held  # bytes per voxel of a finished sample
-    sample_out = int(out * voxels)
-    sample_peak = int(max(s.peak for s in stages) * voxels)
+    if chain == "template":
+        model = template_chain(image_dtype, label_dtype, one_hot_channels)
+        out_voxels = voxels
+    elif chain == "trainer":
+        if one_hot_channels or not patch_voxels:
+            raise CellcheckError("the trainer chain hands over patches (give patch_voxels) and never one-hot labels")
+        model, out_voxels = trainer_chain(image_dtype), float(patch_voxels)
+    else:
+        raise CellcheckError(f"unknown loading chain {chain!r}; expected template or trainer")
+    sample_out = int(model.out * out_voxels)
     batch_out = batch * sample_out
+    held = int(model.held * voxels)
     # a batch under construction: its last sample at the peak of its chain with the others held, or
     # the collate copy, when all `batch` samples and the stacked batch exist at once
-    load_peak = int(max(s.peak for s in stages if s.name != "collate") * voxels)
-    building = max((batch - 1) * sample_out + load_peak, 2 * batch_out)
+    building = max((batch - 1) * held + int(model.load_peak * voxels), batch * held + batch_out)
     pinned = batch_out  # the batch the step holds while the loader fetches the next (page-locked on a GPU run)
-    validation = int(out * val_voxels) if hold_validation else 0
+    validation = int(model.held * val_voxels) if hold_validation else 0
     rank_fixed = rank_base_bytes + host_state_bytes + pinned + validation
     if workers:
         # Each worker owns `prefetch` outstanding batches. Idle, all are finished (pinned copies in the
@@ -177,15 +223,17 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
     return RamEstimate(
         peak_bytes=peak, required_bytes=required, per_rank_bytes=per_rank, per_worker_bytes=per_worker,
         slurm_mem=slurm_mem(required), fits=None if mem_bytes is None else required <= mem_bytes, mem_bytes=mem_bytes,
-        sample={"voxels": int(voxels), "bytes_per_voxel": out, "out_bytes": sample_out, "peak_bytes": sample_peak,
-                "stages": [vars(s) for s in stages]},
+        sample={"voxels": int(voxels), "bytes_per_voxel": model.held, "out_bytes": sample_out,
+                "peak_bytes": max(int(model.load_peak * voxels), held + sample_out), "chain": model.name,
+                "stages": [vars(s) for s in model.stages]},
         breakdown={"rank_base": gpus * rank_base_bytes, "host_state": gpus * host_state_bytes,
                    "batch_in_use": gpus * pinned, "validation_volume": gpus * validation,
                    "worker_base": gpus * workers * worker_base_bytes, "batches_in_flight": gpus * in_flight,
                    "headroom": required - peak},
-        config={"gpus": gpus, "workers": workers, "prefetch": prefetch, "batch": batch,
+        config={"gpus": gpus, "workers": workers, "prefetch": prefetch, "batch": batch, "chain": model.name,
                 "one_hot_channels": one_hot_channels, "crop_shape": [float(s) for s in crop_shape],
-                "image_dtype": image_dtype, "label_dtype": label_dtype, "headroom_fraction": headroom},
+                "patch_voxels": patch_voxels, "image_dtype": image_dtype, "label_dtype": label_dtype,
+                "headroom_fraction": headroom},
     )
 
 

@@ -5,7 +5,8 @@ Usage: python tests/benchmarks/check_ram_model.py [--json OUT.json] [--sizes 128
 
 Writes crops with the fixture generator, measures the machine's process bases on 16^3 crops, then
 runs `loader_pipeline.py` under `cellcheck profile` for every (size, workers) with prefetch 2 and
-batch 2, and prints predicted, measured (peak of PSS summed over the process tree plus the shared
+batch 2 (Auto3DSeg's template chain), and for cellcheck's trainer chain (two 64^3 patches per crop)
+at the largest size, and prints predicted, measured (peak of PSS summed over the process tree plus the shared
 memory of batches waiting in the DataLoader queue, highest of --repeats runs; each run's and the
 PSS-only figure beside it) and their ratio. Nothing else should run on the machine meanwhile: PSS
 splits shared-library pages with every other process that maps them (another torch job included).
@@ -32,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--sizes", type=_ints, default=[128, 192])
     parser.add_argument("--workers", type=_ints, default=[0, 2, 4])
+    parser.add_argument("--trainer-workers", dest="trainer_workers", type=_ints, default=[0, 2, 4],
+                        help="worker counts for cellcheck's trainer chain at the largest size (none: --trainer-workers '')")
     parser.add_argument("--repeats", type=int, default=3, help="runs per config; the highest peak counts")
     parser.add_argument("--cache", type=Path, default=None, help="keep the generated crops here between runs")
     args = parser.parse_args(argv)
     configs = [lm.LoaderConfig(size, workers) for size in args.sizes for workers in args.workers]
+    configs += [lm.LoaderConfig(max(args.sizes), workers, chain="trainer") for workers in args.trainer_workers]
     try:
         rows, bases = lm.run(configs, args.cache, args.repeats)
     except (RuntimeError, OSError) as exc:
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(lm.table(rows, bases))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"bases": vars(bases), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"bases": {k: vars(b) for k, b in bases.items()}, "rows": rows}, indent=2) + "\n")
     outside = [r["config"] for r in rows if not lm.within(r["ratio"])]
     if outside:
         print(f"outside {lm.TOLERANCE:.0%}: {'; '.join(outside)}", file=sys.stderr)

@@ -5,8 +5,8 @@ over crops written by the fixture generator, run as `cellcheck profile --out ...
 loader_pipeline.py ...`; measured = the peak over samples of the sum of PSS over the process tree
 (main process and its DataLoader workers).
 
-The prediction: `cellcheck.memory.ram.predict_ram` for the same crop shape, workers, prefetch and
-batch. Its two machine-dependent constants, the memory of an idle rank and of an idle worker, are
+The prediction: `cellcheck.memory.ram.predict_ram` for the same chain (Auto3DSeg's template, or
+cellcheck's trainer with its patches), crop shape, workers, prefetch and batch. Its two machine-dependent constants, the memory of an idle rank and of an idle worker, are
 measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
 base, a run with two workers adds two worker bases. Everything else (bytes per voxel through the
 chain, batches in flight per worker, the collate copy, the batch the step holds) is the model's.
@@ -41,6 +41,9 @@ class LoaderConfig:
     prefetch: int = 2
     batch: int = 2
     one_hot: int = 0
+    chain: str = "template"  # or "trainer": cellcheck's trainer transforms, `patches` patches of `roi`^3 per crop
+    roi: int = 64
+    patches: int = 2
     step_s: float = 0.3  # a training step slower than loading, as on a GPU: every prefetch slot fills
 
     @property
@@ -50,7 +53,8 @@ class LoaderConfig:
 
     def label(self) -> str:
         oh = f", one-hot {self.one_hot}" if self.one_hot else ""
-        return f"{self.size}^3, {self.workers} workers, prefetch {self.prefetch}, batch {self.batch}{oh}"
+        chain = f"trainer ({self.patches} x {self.roi}^3 patches), " if self.chain == "trainer" else ""
+        return f"{chain}{self.size}^3, {self.workers} workers, prefetch {self.prefetch}, batch {self.batch}{oh}"
 
 
 @dataclass(frozen=True)
@@ -80,24 +84,26 @@ def mean_crop_shape(datalist: Path) -> list[float]:
 
 def profile_pipeline(datalist: Path, cfg: LoaderConfig, workdir: Path, interval_s: float = 0.05) -> dict[str, Any]:
     """Run the pipeline under `cellcheck profile`; its summary (peaks)."""
-    tag = f"s{cfg.size}_w{cfg.workers}_p{cfg.prefetch}_b{cfg.batch}_oh{cfg.one_hot}"
+    tag = f"{cfg.chain}_s{cfg.size}_w{cfg.workers}_p{cfg.prefetch}_b{cfg.batch}_oh{cfg.one_hot}"
     out, summary = workdir / f"{tag}.jsonl", workdir / f"{tag}.summary.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "cellcheck", "profile", "--out", str(out), "--interval", str(interval_s),
            "--summary-json", str(summary), "--", sys.executable, str(PIPELINE), str(datalist),
            "--workers", str(cfg.workers), "--prefetch", str(cfg.prefetch), "--batch", str(cfg.batch),
-           "--batches", str(cfg.batches), "--one-hot", str(cfg.one_hot), "--step-s", str(cfg.step_s)]
+           "--batches", str(cfg.batches), "--one-hot", str(cfg.one_hot), "--step-s", str(cfg.step_s),
+           "--chain", cfg.chain, "--roi", str(cfg.roi), "--patches", str(cfg.patches)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{cfg.label()}: the profiled pipeline failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(summary.read_text())
 
 
-def measure_bases(cache: Path, workdir: Path) -> Bases:
-    """Rank and worker bases from runs on tiny crops: no workers, then two."""
+def measure_bases(cache: Path, workdir: Path, chain: str = "template") -> Bases:
+    """Rank and worker bases from runs on tiny crops: no workers, then two (the chain decides what is imported)."""
     datalist = generated_dataset(cache, CALIBRATION_SIZE)
-    alone = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=0), workdir)["peak_footprint"]
-    two = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=2), workdir)["peak_footprint"]
+    tiny = {"chain": chain, "roi": CALIBRATION_SIZE, "patches": 1}
+    alone = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=0, **tiny), workdir)["peak_footprint"]
+    two = profile_pipeline(datalist, LoaderConfig(CALIBRATION_SIZE, workers=2, **tiny), workdir)["peak_footprint"]
     alone, two = alone["footprint_bytes"], two["footprint_bytes"]
     return Bases(rank=alone, worker=max(0, (two - alone) // 2))
 
@@ -111,9 +117,10 @@ def compare(cfg: LoaderConfig, bases: Bases, cache: Path, workdir: Path, repeats
     """
     datalist = generated_dataset(cache, cfg.size)
     shape = mean_crop_shape(datalist)
+    patches = {"chain": "trainer", "patch_voxels": cfg.patches * cfg.roi**3} if cfg.chain == "trainer" else {}
     predicted = predict_ram(shape, gpus=1, workers=cfg.workers, prefetch=cfg.prefetch, batch=cfg.batch,
                             one_hot_channels=cfg.one_hot, hold_validation=False, rank_base_bytes=bases.rank,
-                            worker_base_bytes=bases.worker)
+                            worker_base_bytes=bases.worker, **patches)
     runs = [profile_pipeline(datalist, cfg, workdir) for _ in range(max(1, repeats))]
     top = max(runs, key=lambda r: r["peak_footprint"]["footprint_bytes"])
     measured = top["peak_footprint"]["footprint_bytes"]
@@ -125,11 +132,12 @@ def compare(cfg: LoaderConfig, bases: Bases, cache: Path, workdir: Path, repeats
             "peak": top["peak_footprint"], "breakdown": predicted.breakdown}
 
 
-def table(rows: list[dict[str, Any]], bases: Bases) -> str:
+def table(rows: list[dict[str, Any]], bases: dict[str, Bases]) -> str:
     """Markdown table of predicted, measured and predicted/measured."""
     mib = 2**20
-    lines = [f"bases measured on 16^3 crops: rank {bases.rank / mib:.0f} MiB, worker {bases.worker / mib:.0f} MiB",
-             "", "| pipeline | predicted MiB | measured MiB (PSS + queued shm) | predicted / measured | "
+    lines = [f"bases measured on 16^3 crops, {chain} chain: rank {b.rank / mib:.0f} MiB, worker {b.worker / mib:.0f} MiB"
+             for chain, b in bases.items()]
+    lines += ["", "| pipeline | predicted MiB | measured MiB (PSS + queued shm) | predicted / measured | "
                  "single runs MiB | PSS alone MiB | predicted / PSS alone |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         singles = ", ".join(f"{b / mib:.0f}" for b in r["single_runs_bytes"])
@@ -143,12 +151,12 @@ def within(ratio: float, tolerance: float = TOLERANCE) -> bool:
 
 
 def run(configs: list[LoaderConfig], cache: Path | None = None,
-        repeats: int = 1) -> tuple[list[dict[str, Any]], Bases]:
-    """Measure the bases, then every config (`repeats` runs each); rows in order."""
+        repeats: int = 1) -> tuple[list[dict[str, Any]], dict[str, Bases]]:
+    """Measure the bases of each chain, then every config (`repeats` runs each); rows in order."""
     with tempfile.TemporaryDirectory(prefix="cellcheck-loader-") as tmp:
         cache = cache or Path(tmp) / "data"
         workdir = Path(tmp) / "profiles"
         cache.mkdir(parents=True, exist_ok=True)
         workdir.mkdir()
-        bases = measure_bases(cache, workdir)
-        return [compare(cfg, bases, cache, workdir, repeats) for cfg in configs], bases
+        bases = {chain: measure_bases(cache, workdir, chain) for chain in dict.fromkeys(c.chain for c in configs)}
+        return [compare(cfg, bases[cfg.chain], cache, workdir, repeats) for cfg in configs], bases

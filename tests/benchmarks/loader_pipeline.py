@@ -4,7 +4,9 @@
 
 A real torch DataLoader (MONAI's) over the datalist's training cases with the template's loading
 chain: LoadImaged (image and label to float32, MONAI's default), EnsureChannelFirstd and, with
---one-hot C, AsDiscreted to C float32 channels (the field's expansion, FIELD_NOTES 5). The main
+--one-hot C, AsDiscreted to C float32 channels (the field's expansion, FIELD_NOTES 5); or, with
+--chain trainer, cellcheck's trainer transforms (float32 image, uint8 label, --patches patches of
+--roi^3 per crop drawn by RandCropByPosNegLabeld, flips). The main
 process takes `--batches` batches, touches each as a training step would and holds it for `--step-s`
 seconds. Run it under `cellcheck profile` to measure what `cellcheck.memory.ram.predict_ram`
 predicts (`loader_memory.py` beside this file does both).
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=16, help="batches the main process takes, cycling the cases")
     parser.add_argument("--one-hot", dest="one_hot", type=int, default=0, help="expand the label to C channels")
     parser.add_argument("--step-s", dest="step_s", type=float, default=0.0, help="seconds each batch is held")
+    parser.add_argument("--chain", choices=["template", "trainer"], default="template",
+                        help="template: LoadImaged whole crops; trainer: cellcheck's trainer transforms (patches)")
+    parser.add_argument("--roi", type=int, default=64, help="trainer chain: patch side")
+    parser.add_argument("--patches", type=int, default=2, help="trainer chain: patches per crop")
     args = parser.parse_args(argv)
 
     import warnings
@@ -42,10 +48,19 @@ def main(argv: list[str] | None = None) -> int:
              for e in json.loads(args.datalist.read_text())["training"]]
     need = args.batches * args.batch
     items = (cases * (need // len(cases) + 1))[:need]
-    chain = [LoadImaged(keys=["image", "label"], image_only=True), EnsureChannelFirstd(keys=["image", "label"])]
-    if args.one_hot:
-        chain.append(AsDiscreted(keys="label", to_onehot=args.one_hot))
-    loader = DataLoader(Dataset(items, transform=Compose(chain)), batch_size=args.batch, shuffle=False,
+    if args.chain == "trainer":
+        import numpy as np
+
+        from trainer.data import train_transforms
+
+        items = [{**item, "annotated": np.ones(14, dtype=bool)} for item in items]
+        transform = train_transforms([args.roi] * 3, args.patches, foreground_ratio=0.5)
+    else:
+        chain = [LoadImaged(keys=["image", "label"], image_only=True), EnsureChannelFirstd(keys=["image", "label"])]
+        if args.one_hot:
+            chain.append(AsDiscreted(keys="label", to_onehot=args.one_hot))
+        transform = Compose(chain)
+    loader = DataLoader(Dataset(items, transform=transform), batch_size=args.batch, shuffle=False,
                         num_workers=args.workers, prefetch_factor=args.prefetch if args.workers else None)
     checksum = 0.0
     for batch in loader:  # as in a training loop, `batch` stays bound while the loader builds the next

@@ -1,6 +1,7 @@
 """`cellcheck gate`: a clean dataset with a sound config passes; each field failure refuses the job."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,10 @@ def test_clean_dataset_and_sound_config_pass(clean):
     assert failing(report) == [] and report.exit_code == 0
     plan = report.to_json()["gate"]
     assert plan["plan"]["model"] == "segresnet" and plan["memory"]["vram"]["fits"] is True
+    # the RAM plan follows this trainer's loading chain (patches of the config's ROI), not Auto3DSeg's
+    ram = plan["memory"]["ram"]
+    assert ram["config"]["chain"] == "trainer" and ram["config"]["batch"] == max(1, CONFIG["batch_size"] // CONFIG["num_patches_per_image"])
+    assert ram["sample"]["out_bytes"] == 5 * CONFIG["num_patches_per_image"] * math.prod(CONFIG["roi_size"])
 
 
 @pytest.mark.parametrize("changes, env, check", [

@@ -65,3 +65,20 @@ def test_model_matches_a_real_loadimaged_measurement():
     assert measured["image_dtype"] == measured["label_dtype"] == "torch.float32"
     assert measured["load_bytes"] == pytest.approx(measured["model_load_bytes"], rel=0.2)
     assert measured["one_hot_bytes"] == pytest.approx(measured["model_one_hot_bytes"], rel=0.2)
+
+
+def test_the_trainer_chain_hands_over_patches_not_crops():
+    """cellcheck's trainer (uint8 labels, 2 patches of 96^3 per crop): in-flight batches stop growing with the crop."""
+    patches = 2 * 96**3
+    small = ram.predict_ram((192, 192, 192), chain="trainer", patch_voxels=patches, **FIELD)
+    large = ram.predict_ram(MEAN_CROP, chain="trainer", patch_voxels=patches, **FIELD)
+    template = ram.predict_ram(MEAN_CROP, **FIELD)
+    # finished batches (prefetch x workers of them) are patch-sized whatever the crop
+    assert small.sample["out_bytes"] == large.sample["out_bytes"] == patches * 5
+    assert large.per_rank_bytes - large.breakdown["validation_volume"] // 2 == (
+        small.per_rank_bytes - small.breakdown["validation_volume"] // 2)
+    # the crop still peaks inside the worker: 15 B/voxel at the foreground/background index step
+    assert large.per_worker_bytes - ram.WORKER_BASE_BYTES >= 15 * 393 * 402 * 418
+    assert large.peak_bytes < template.peak_bytes
+    with pytest.raises(ram.CellcheckError, match="patch"):
+        ram.predict_ram(MEAN_CROP, chain="trainer", **FIELD)
