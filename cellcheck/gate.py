@@ -122,10 +122,9 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, A
     spacings = [c.image_spacing[:3] for c in cases if c.image_spacing]
     stats = {"n_cases": len(cases), "mean_shape": shapes.mean(0).tolist(), "max_shape": shapes.max(0).tolist(),
              "spacing": list(np.mean(spacings, axis=0)) if spacings else [1.0, 1.0, 1.0]}
-    loader_batch = max(1, (job.batch or 1) // job.num_patches) if job.chain == "trainer" else 1
     result = predict(stats, job.model, gpu=job.gpu, gpus=job.gpus, workers=job.workers, prefetch=job.prefetch,
                      roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False,
-                     chain=job.chain, num_patches=job.num_patches, loader_batch=loader_batch)
+                     chain=job.chain, num_patches=job.num_patches)
     out: list[Finding] = []
     vram, ram = result["vram"], result["ram"]
     gib = 2**30

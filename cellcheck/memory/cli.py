@@ -72,7 +72,8 @@ def render_text(result: dict) -> str:
     lines += [
         "",
         f"Host RAM ({r['config']['gpus']} ranks x {r['config']['workers']} workers x prefetch "
-        f"{r['config']['prefetch']}, one-hot {r['config']['one_hot_channels'] or 'off'})",
+        f"{r['config']['prefetch']}, one-hot {r['config']['one_hot_channels'] or 'off'}, "
+        f"{r['config']['chain']} chain)",
         f"  per rank {_gib(r['per_rank_bytes']):>12}   per worker {_gib(r['per_worker_bytes'])}",
         f"  job peak {_gib(r['peak_bytes']):>12}   with headroom {_gib(r['required_bytes'])}   "
         f"--mem={r['slurm_mem']}",
@@ -99,6 +100,10 @@ def render_text(result: dict) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Patches per step (default: the template's).")
 @click.option("--no-amp", "no_amp", is_flag=True, help="Train in float32 (default: bf16 autocast).")
 @click.option("--one-hot", "one_hot", is_flag=True, help="Labels are expanded to 14 float32 channels in the workers.")
+@click.option("--chain", type=click.Choice(["template", "trainer"]), default="template", show_default=True,
+              help="Loading chain of the RAM model: Auto3DSeg's (whole float32 crops) or cellcheck train's (patches).")
+@click.option("--patches", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --chain trainer: patches per crop (num_patches_per_image).")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="A generated Auto3DSeg bundle folder whose values to compare (stale-config).")
 @click.option("--mem", default=None, help="The job's --mem (e.g. 512G) to check host RAM against.")
@@ -112,15 +117,16 @@ def render_text(result: dict) -> str:
               help="Output format (default: text on a terminal, json otherwise).")
 @_user_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
-                    roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, bundle: Path | None,
-                    mem: str | None, rank_base: str | None, worker_base: str | None, max_batch: bool,
-                    fmt: str | None) -> None:
+                    roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str, patches: int,
+                    bundle: Path | None, mem: str | None, rank_base: str | None, worker_base: str | None,
+                    max_batch: bool, fmt: str | None) -> None:
     """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""
     from cellcheck.memory.predict import predict
 
     result = predict(path, model, gpu=gpu, gpus=gpus, workers=workers, prefetch=prefetch, roi=roi, batch=batch,
                      amp=not no_amp, one_hot=one_hot, bundle=bundle, mem=mem, gpu_mem_mib=gpu_mem,
-                     search_max_batch=max_batch, rank_base=rank_base, worker_base=worker_base)
+                     search_max_batch=max_batch, rank_base=rank_base, worker_base=worker_base, chain=chain,
+                     num_patches=patches)
     fmt = fmt or ("text" if sys.stdout.isatty() else "json")
     click.echo(json.dumps(result, indent=2) if fmt == "json" else render_text(result), nl=fmt == "json")
     if not result["fits"]:

@@ -111,7 +111,7 @@ def _amp(amp: bool | str | None) -> str | None:
 def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus: int = 1, workers: int = 8,
             prefetch: int = 2, roi: Sequence[int] | None = None, batch: int | None = None,
             amp: bool | str | None = True, one_hot: bool = False, bundle: str | Path | None = None,
-            mem: int | str | None = None, gpu_mem_mib: float | None = None, loader_batch: int = 1,
+            mem: int | str | None = None, gpu_mem_mib: float | None = None, loader_batch: int | None = None,
             search_max_batch: bool = True, rank_base: int | str | None = None,
             worker_base: int | str | None = None, chain: str = "template", num_patches: int = 1) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
@@ -120,7 +120,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     mean_shape (voxels), optional spacing / max_shape / image_dtype / label_dtype. `roi` and `batch`
     default to what the template would choose; `amp` True means bf16 autocast. `one_hot`: the labels
     are expanded to 14 float32 channels in the DataLoader workers. `mem`: the node's memory (bytes
-    or a SLURM size such as "512G") to check the RAM against. `loader_batch`: crops per DataLoader batch.
+    or a SLURM size such as "512G") to check the RAM against. `loader_batch`: crops per DataLoader batch
+    (default 1; for the trainer chain the step's batch over `num_patches`, as the trainer builds it).
     `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
     size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
     `chain`: the loading chain of the RAM model, "template" (Auto3DSeg's: whole crops, float32) or
@@ -130,7 +131,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
 
     if model not in vram_model.MODELS:
         raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(vram_model.MODELS)}")
-    if gpus < 1 or workers < 0 or prefetch < 1 or loader_batch < 1:
+    if gpus < 1 or workers < 0 or prefetch < 1 or (loader_batch is not None and loader_batch < 1) or num_patches < 1:
         raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1")
     profile = gpu if isinstance(gpu, GpuProfile) else gpu_profile(gpu, gpu_mem_mib)
     mem_bytes = _mem_bytes(mem)
@@ -167,9 +168,11 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     patches: dict[str, Any] = {}
     if chain == "trainer":  # SpatialPadd brings a crop up to the ROI first
         crop = [max(float(c), float(r)) for c, r in zip(crop, roi_used)]
-        patches = {"chain": "trainer", "patch_voxels": max(1, num_patches) * math.prod(roi_used)}
+        patches = {"chain": "trainer", "patch_voxels": num_patches * math.prod(roi_used)}
     elif chain != "template":
         raise CellcheckError(f"unknown loading chain {chain!r}; expected template or trainer")
+    if loader_batch is None:
+        loader_batch = max(1, batch_used // num_patches) if chain == "trainer" else 1
     ram = predict_ram(crop, gpus=gpus, workers=workers, prefetch=prefetch, batch=loader_batch,
                       one_hot_channels=OUT_CHANNELS if one_hot else 0, image_dtype=extra.get("image_dtype", "uint8"),
                       label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes, **bases, **patches)

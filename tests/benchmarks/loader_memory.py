@@ -1,13 +1,14 @@
 """Predicted versus measured host memory of a real DataLoader pipeline, run under `cellcheck profile`.
 
-The measurement: `loader_pipeline.py` (MONAI Dataset + torch DataLoader, the Auto3DSeg loading chain)
-over crops written by the fixture generator, run as `cellcheck profile --out ... -- python
-loader_pipeline.py ...`; measured = the peak over samples of the sum of PSS over the process tree
-(main process and its DataLoader workers).
+The measurement: `loader_pipeline.py` (MONAI Dataset + torch DataLoader, Auto3DSeg's loading chain
+or cellcheck's trainer's) over crops written by the fixture generator, run as `cellcheck profile
+--out ... -- python loader_pipeline.py ...`; measured = the peak over samples of the process tree's
+footprint: PSS summed over the main process and its DataLoader workers, plus the shared memory of
+finished batches that no process maps yet (PSS alone is reported beside it).
 
-The prediction: `cellcheck.memory.ram.predict_ram` for the same chain (Auto3DSeg's template, or
-cellcheck's trainer with its patches), crop shape, workers, prefetch and batch. Its two machine-dependent constants, the memory of an idle rank and of an idle worker, are
-measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
+The prediction: `cellcheck.memory.ram.predict_ram` for the same chain, crop shape, workers,
+prefetch and batch. Its two machine-dependent constants, the memory of an idle rank and of an idle
+worker, are measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
 base, a run with two workers adds two worker bases. Everything else (bytes per voxel through the
 chain, batches in flight per worker, the collate copy, the batch the step holds) is the model's.
 """
@@ -59,7 +60,7 @@ class LoaderConfig:
 
 @dataclass(frozen=True)
 class Bases:
-    """Measured PSS of an idle rank and of one idle DataLoader worker (bytes)."""
+    """Measured footprint of an idle rank and of one idle DataLoader worker (bytes)."""
 
     rank: int
     worker: int

@@ -76,6 +76,17 @@ def test_measured_process_bases_replace_the_assumed_ones(datalist):
         assumed["breakdown"]["rank_base"] - 2 * 2**30 + assumed["breakdown"]["worker_base"] - 8 * 100 * 2**20)
 
 
+def test_trainer_chain_plans_patches_of_the_roi(datalist):
+    """--chain trainer: finished samples are the patches (uint8 label), the loader batch is batch // patches."""
+    res = run(datalist, *FAST, "--no-max-batch", "--chain", "trainer", "--patches", "2", "--batch", "4")
+    assert res.exit_code == 0, res.output
+    ram = json.loads(res.stdout)["ram"]
+    assert ram["config"]["chain"] == "trainer" and ram["config"]["batch"] == 2
+    assert ram["sample"]["out_bytes"] == 5 * 2 * 32**3  # FAST's 32^3 ROI, float32 image + uint8 label
+    res = run(datalist, *FAST, "--no-max-batch", "--chain", "trainer", "--one-hot")
+    assert res.exit_code == 2 and "one-hot" in res.stderr and "Traceback" not in res.output
+
+
 def test_missing_datalist_is_exit_2(tmp_path):
     res = run(tmp_path / "nope.json", *FAST)
     assert res.exit_code == 2 and "no such file" in res.stderr
