@@ -12,7 +12,6 @@ Returns the JSON contract of DESIGN.md ("Memory prediction"), with extra keys fo
 from __future__ import annotations
 
 import math
-
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -132,7 +131,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     if model not in vram_model.MODELS:
         raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(vram_model.MODELS)}")
     if gpus < 1 or workers < 0 or prefetch < 1 or (loader_batch is not None and loader_batch < 1) or num_patches < 1:
-        raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1")
+        raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1, --patches >= 1")
     profile = gpu if isinstance(gpu, GpuProfile) else gpu_profile(gpu, gpu_mem_mib)
     mem_bytes = _mem_bytes(mem)
     bases = {key: _mem_bytes(value, flag) for key, value, flag in (("rank_base_bytes", rank_base, "--rank-base"),
