@@ -164,7 +164,7 @@ def sample_tree(root: psutil.Process) -> list[dict[str, Any]]:
     out = []
     for p in procs:
         try:
-            mem = p.memory_full_info()  # /proc/PID/smaps_rollup: ~0.2 ms a process
+            mem = p.memory_full_info()  # /proc/PID/smaps_rollup: a few ms for a torch process (page-table walk)
             ppid, name = p.ppid(), p.name()
         except _GONE:
             continue
