@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.chain == "trainer":
         import numpy as np
 
+        from cellcheck.classes import NUM_CLASSES
         from trainer.data import train_transforms
 
-        items = [{**item, "annotated": np.ones(14, dtype=bool)} for item in items]
+        items = [{**item, "annotated": np.ones(NUM_CLASSES, dtype=bool)} for item in items]
         transform = train_transforms([args.roi] * 3, args.patches, foreground_ratio=0.5)
     else:
         chain = [LoadImaged(keys=["image", "label"], image_only=True), EnsureChannelFirstd(keys=["image", "label"])]
