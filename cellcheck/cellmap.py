@@ -1,32 +1,39 @@
 """The CellMap layout: find zarr stores, their raw EM pyramid and their ground-truth crops.
 
-Only metadata is read here (group attributes, array shapes); voxels are read by the audit.
-Layout (CELLMAP_LAYOUT.md): `<ds>.zarr/recon-1/em/fibsem-uint8/s0..sN` and
-`<ds>.zarr/recon-1/labels/groundtruth/cropNNN/<class>/s0..` with `cellmap.annotation` attributes.
+Only metadata is read here (group attributes, array shapes, which chunk files exist); voxels are
+read by the audit. Layout, as the challenge publishes it:
+`<ds>.zarr/recon-1/em/fibsem-uint8/s0..sN` (raw, uint8) and
+`<ds>.zarr/recon-1/labels/groundtruth/cropNNN/<class>/s0..` with `cellmap.annotation` attributes,
+zarr format 2 with OME-NGFF 0.4 (format 3 with OME-NGFF 0.5 from newer tooling).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from cellcheck.findings import Finding, finding
-from cellcheck.sources.ome_ngff import Level, MetadataError, parse_levels
+from cellcheck.sources.ome_ngff import Level, MetadataError, listed_out_of_order, parse_levels
 from cellcheck.sources.volume import ReadError, short_reason
-from cellcheck.sources.zarr_volume import ZARR_ERRORS, open_node
+from cellcheck.sources.zarr_compat import ZARR_ERRORS, chunk_exists_fn, child_groups, node_formats, open_node, storage_chunks
 
-DEFAULT_ENCODING = {"absent": 0, "present": 1, "unknown": 255}
+SEMANTIC_ENCODING = {"absent": 0, "present": 1, "unknown": 255}
+
+
+def same_scale(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Voxel sizes equal within 0.1 % (2.62 x 2 == 5.24 / 2, whatever the float rounding)."""
+    return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-3, atol=1e-9))
 
 
 @dataclass
 class RawPyramid:
-    """The raw EM multiscale group: its levels (finest first) and each level's array shape."""
+    """The raw EM multiscale group: its levels (finest first), their shapes, and which chunks exist."""
 
     path: Path
     group: Any
@@ -34,25 +41,56 @@ class RawPyramid:
     shapes: dict[str, tuple[int, ...]]
 
     def level_at(self, scale: tuple[float, ...]) -> Level | None:
-        """The raw level with this voxel size (nm), compared in physical units."""
-        for lv in self.levels:
-            if len(lv.scale) == len(scale) and np.allclose(lv.scale, scale, rtol=1e-6, atol=1e-9):
-                return lv
-        return None
+        """The raw level with this voxel size (nm), compared in physical units, never by name."""
+        return next((lv for lv in self.levels if same_scale(lv.scale, scale)), None)
+
+    def has_data(self, level: Level, start: np.ndarray, stop: np.ndarray) -> bool:
+        """Whether any chunk file under the box [start, stop) of `level` exists (not metadata alone).
+
+        `csc fetch-data` copies every level's metadata but the chunks only of levels at least 0.8x the
+        crop's voxel size; the others read as their fill value (black). True when the store cannot tell.
+        """
+        try:
+            arr = self.group[level.path]
+        except ZARR_ERRORS:
+            return False
+        exists = chunk_exists_fn(arr)
+        if exists is None:
+            return True
+        chunks = storage_chunks(arr)
+        lo = np.maximum(start, 0)
+        hi = np.minimum(stop, self.shapes[level.path])
+        if (hi <= lo).any():
+            return False
+        ranges = [range(int(a) // c, -(-int(b) // c)) for a, b, c in zip(lo, hi, chunks)]
+        return any(exists(idx) for idx in itertools.product(*ranges))
 
 
 @dataclass
 class ClassArray:
-    """Finest level of one class of a crop (or of its dense `all` label), with its annotation metadata."""
+    """One class of a crop (or its dense `all` label): every level, with its annotation metadata."""
 
     name: str
-    path: Path
+    path: Path  # the class group
     group: Any
-    level: Level
-    shape: tuple[int, ...]
+    levels: list[Level]  # finest first
+    shapes: dict[str, tuple[int, ...]]
     dtype: np.dtype
+    kind: str  # "semantic" or "instance" (cellmap annotation_type)
     encoding: dict[str, int]
-    complement_counts: dict[str, int] | None
+    complement_counts: dict[str, int] | None  # of the finest level
+
+    @property
+    def finest(self) -> Level:
+        return self.levels[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.shapes[self.finest.path]
+
+    @property
+    def array_path(self) -> Path:
+        return self.path / self.finest.path
 
 
 @dataclass
@@ -75,6 +113,11 @@ class Store:
     raw: RawPyramid | None
     crop_paths: dict[str, str]  # crop id -> group path inside the store
     findings: list[Finding] = field(default_factory=list)
+    foreign_crops: list[str] = field(default_factory=list)  # crop folders its reader cannot see (other format)
+
+    @property
+    def name(self) -> str:
+        return self.path.name.removesuffix(".zarr")
 
     def open_crop(self, crop_id: str) -> Crop:
         """Read one crop's metadata (class groups, scales, annotation attributes); no voxels."""
@@ -99,7 +142,7 @@ def open_store(path: Path) -> Store:
     A store whose root cannot be opened raises ReadError.
     """
     root = open_node(path)
-    if not isinstance(root, zarr.Group):
+    if not hasattr(root, "group_keys"):
         raise ReadError(path, "is a zarr array, not a CellMap dataset group")
     findings: list[Finding] = []
     raw = None
@@ -108,26 +151,72 @@ def open_store(path: Path) -> Store:
     for rel in raw_groups[:1]:
         try:
             group = root[rel]
-            levels = parse_levels(dict(group.attrs))
+            attrs = dict(group.attrs)
+            levels = parse_levels(attrs)
             shapes = {lv.path: tuple(int(s) for s in group[lv.path].shape) for lv in levels}
             raw = RawPyramid(path / rel, group, levels, shapes)
+            findings += _order_finding(None, path / rel, attrs)
         except (MetadataError, *ZARR_ERRORS) as exc:
             findings.append(finding("unreadable", None, path / rel, f"raw EM metadata is broken ({short_reason(exc)}); re-download it"))
-    crops = {}
+    crops, foreign = {}, []
     for recon in (r for r in _children(root, "") if r.startswith("recon")):
         gt = f"{recon}/labels/groundtruth"
-        for name in _children(root, gt):
+        listed = _children(root, gt)
+        for name in listed:
             crops.setdefault(name, f"{gt}/{name}")
-    return Store(path=path, root=root, raw=raw, crop_paths=crops, findings=findings)
+        found = _foreign_children(path, gt, listed, store_formats=node_formats(path))
+        findings += found
+        foreign += [f.case for f in found if f.case]
+    return Store(path=path, root=root, raw=raw, crop_paths=crops, findings=findings, foreign_crops=foreign)
 
 
 def _children(root: Any, rel: str) -> list[str]:
     """Names of the sub-groups of `rel` (empty when it is absent or not a group)."""
     try:
-        node = root[rel] if rel else root
-        return sorted(node.group_keys()) if isinstance(node, zarr.Group) else []
+        return child_groups(root[rel] if rel else root)
     except ZARR_ERRORS:
         return []
+
+
+def _foreign_children(store: Path, rel: str, listed: list[str], store_formats: set[int]) -> list[Finding]:
+    """Sub-folders of `rel` holding zarr metadata that the store's reader does not see (another format)."""
+    folder = store / rel
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        formats = node_formats(folder / name)
+        if not formats or name in listed:
+            continue
+        crop = name if name.startswith("crop") else None
+        out.append(
+            finding(
+                "mixed-zarr-format", crop, folder / name,
+                f"{name} is zarr format {'/'.join(map(str, sorted(formats)))} inside a format "
+                f"{'/'.join(map(str, sorted(store_formats))) or '?'} store: readers see one format per hierarchy, "
+                "so it is invisible to them; rewrite it in the store's format",
+                formats=sorted(formats), store_formats=sorted(store_formats),
+            )
+        )
+    return out
+
+
+def _order_finding(case: str | None, path: Path, attrs: dict, groups: list[str] | None = None) -> list[Finding]:
+    """multiscale-metadata for a multiscale group whose datasets are not listed finest first."""
+    order = listed_out_of_order(attrs)
+    if order is None:
+        return []
+    where = f" in {', '.join(groups)}" if groups else ""
+    return [
+        finding(
+            "multiscale-metadata", case, path,
+            f"multiscales datasets are listed {order}{where}, not finest first: readers that take datasets[0] as "
+            "full resolution (most do) read a coarse level; list them finest first",
+            listed=order, groups=groups or [],
+        )
+    ]
 
 
 def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
@@ -135,7 +224,7 @@ def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
     try:
         group = root[rel]
         attrs = dict(group.attrs)
-        members = sorted(group.group_keys())
+        members = child_groups(group)
     except ZARR_ERRORS as exc:
         crop = Crop(name, path, None)
         crop.findings.append(finding("unreadable", name, path, f"crop group is broken ({short_reason(exc)}); re-download it"))
@@ -147,42 +236,59 @@ def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
         crop.findings.append(
             finding("annotation-metadata", name, path, "crop has no cellmap.annotation.class_names; classes taken from its sub-groups")
         )
+    crop.findings += _foreign_children(store_path, rel, members, node_formats(path))
+    disordered: dict[str, dict] = {}
     for cls in members:
         try:
-            arr = _open_class(group, path, cls)
+            arr, class_attrs = _open_class(group, path, cls)
         except (MetadataError, ReadError, *ZARR_ERRORS) as exc:
             reason = exc.reason if isinstance(exc, ReadError) else short_reason(exc)
             crop.findings.append(finding("unreadable", name, path / cls, f"class '{cls}' cannot be read ({reason}); re-download this crop"))
             crop.unreadable.add(cls)
             continue
+        if listed_out_of_order(class_attrs):
+            disordered[cls] = class_attrs
         if cls == "all":
             crop.all = arr
         else:
             crop.classes[cls] = arr
+    if disordered:  # one finding per crop, naming its groups
+        crop.findings += _order_finding(name, path, next(iter(disordered.values())), sorted(disordered))
     return crop
 
 
-def _open_class(crop_group: Any, crop_path: Path, cls: str) -> ClassArray:
+def _open_class(crop_group: Any, crop_path: Path, cls: str) -> tuple[ClassArray, dict]:
     group = crop_group[cls]
-    levels = parse_levels(dict(group.attrs))
-    level = levels[0]
-    array = group[level.path]
-    ann = {**_annotation(dict(group.attrs)), **_annotation(dict(array.attrs))}
-    encoding = dict(DEFAULT_ENCODING)
-    enc = (ann.get("annotation_type") or {}).get("encoding") if isinstance(ann.get("annotation_type"), dict) else None
-    if isinstance(enc, dict):
-        encoding = {k: int(v) for k, v in enc.items() if isinstance(v, (int, float))}
+    attrs = dict(group.attrs)
+    levels = parse_levels(attrs)
+    arrays = {lv.path: group[lv.path] for lv in levels}
+    finest = arrays[levels[0].path]
+    ann = {**_annotation(attrs), **_annotation(dict(finest.attrs))}
+    kind, encoding = _annotation_type(ann.get("annotation_type"))
     cc = ann.get("complement_counts")
-    return ClassArray(
+    arr = ClassArray(
         name=cls,
-        path=crop_path / cls / level.path,
+        path=crop_path / cls,
         group=group,
-        level=level,
-        shape=tuple(int(s) for s in array.shape),
-        dtype=np.dtype(array.dtype),
+        levels=levels,
+        shapes={p: tuple(int(s) for s in a.shape) for p, a in arrays.items()},
+        dtype=np.dtype(finest.dtype),
+        kind=kind,
         encoding=encoding,
         complement_counts={k: int(v) for k, v in cc.items()} if isinstance(cc, dict) else None,
     )
+    return arr, attrs
+
+
+def _annotation_type(value: Any) -> tuple[str, dict[str, int]]:
+    """("semantic" | "instance", encoding) of a `cellmap.annotation.annotation_type` (semantic 0/1/255 if absent)."""
+    if not isinstance(value, dict):
+        return "semantic", dict(SEMANTIC_ENCODING)
+    kind = "instance" if value.get("type") == "instance_segmentation" else "semantic"
+    enc = value.get("encoding")
+    if isinstance(enc, dict):
+        return kind, {k: int(v) for k, v in enc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return kind, dict(SEMANTIC_ENCODING) if kind == "semantic" else {"absent": 0, "unknown": 255}
 
 
 def _annotation(attrs: dict[str, Any]) -> dict[str, Any]:

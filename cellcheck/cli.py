@@ -21,6 +21,8 @@ from cellcheck.report import RENDERERS, parse_check_ids, write_atomic
 from cellcheck.units import parse_bytes
 
 FORMATS = click.Choice(sorted(RENDERERS))
+CLASSES_HELP = ("Training classes, one name per line (CSV) or a YAML list, in channel order "
+                "(default: the 14 classes ecs..nuc).")
 
 
 def _check_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
@@ -131,13 +133,16 @@ def cli() -> None:
 @click.option("--case-budget", callback=_size, default=None, help="Host memory one loaded sample may take (default 8G).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 @click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 16M).")
-def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget) -> None:
+@click.option("--resolution", help="Voxel size you train at, nm: 8, or z,y,x such as 5.24,4,4 (CellMap stores).")
+@click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
+def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget,
+          resolution, classes) -> None:
     """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
     from cellcheck.audit import audit as run_audit
 
     report = run_audit(
         path, dataroot=dataroot, datastats=datastats, select=select, ignore=ignore, strict=strict,
-        options=_options(case_budget, jobs, memory_budget),
+        options=_options(case_budget, jobs, memory_budget, resolution, classes),
     )
     _emit(RENDERERS[fmt or _default_format()](report), output)
     sys.exit(report.exit_code)
@@ -198,8 +203,11 @@ def gate(path, config, overrides, model, gpu, gpus, mem, workers, prefetch, fmt,
     sys.exit(report.exit_code)
 
 
-def _options(case_budget: int | None, jobs: int | None, memory_budget: int | None):
+def _options(case_budget: int | None, jobs: int | None, memory_budget: int | None, resolution: str | None = None,
+             classes: Path | None = None):
     from cellcheck.audit.options import AuditOptions, default_jobs
+    from cellcheck.classes import load_class_map
+    from cellcheck.pairing import parse_resolution
 
     base = AuditOptions()
     return AuditOptions(
@@ -207,6 +215,8 @@ def _options(case_budget: int | None, jobs: int | None, memory_budget: int | Non
         block_bytes=memory_budget or base.block_bytes,
         jobs=jobs or default_jobs(),
         progress=sys.stderr.isatty(),
+        resolution=parse_resolution(resolution),
+        classes=load_class_map(classes),
     )
 
 

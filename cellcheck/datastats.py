@@ -14,23 +14,23 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from cellcheck.classes import CLASS_NAMES
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 from cellcheck.report import write_atomic
 from cellcheck.stats import CaseStats, histogram_stats, per_label, sum_histograms
 
 
-def datastats(cases: Sequence[CaseStats]) -> dict[str, Any]:
+def datastats(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP) -> dict[str, Any]:
     """A DataAnalyzer-shaped summary: `stats_summary` (corrected) and `stats_by_cases` (file paths)."""
     shapes = np.array([c.image_shape[:3] for c in cases if c.image_shape], dtype=float)
     spacings = np.array([c.image_spacing[:3] for c in cases if c.image_spacing], dtype=float)
     hists = [c.image_hist for c in cases if c.image_hist is not None]
     joints = [c.joint for c in cases if c.joint is not None]
     joint = np.sum(joints, axis=0) if joints else None
-    rows = {r["label"]: r for r in per_label(cases)}
-    labels = list(range(len(CLASS_NAMES) + 1))
+    rows = {r["label"]: r for r in per_label(cases, classes)}
+    labels = list(range(len(classes) + 1))
     label_entries = []
     for v in labels:
-        entry: dict[str, Any] = {"label_value": v, "class": "background" if v == 0 else CLASS_NAMES[v - 1]}
+        entry: dict[str, Any] = {"label_value": v, "class": "background" if v == 0 else classes.names[v - 1]}
         if v:
             entry["foreground_percentage"] = rows[v]["mean_fg_pct_present"]
             entry["foreground_percentage_annotated"] = rows[v]["mean_fg_pct_annotated"]

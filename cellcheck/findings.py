@@ -24,7 +24,7 @@ class Check:
     stage: str = "audit"  # "audit": data; "gate": config, environment and memory plan
 
 
-_ERROR, _WARN = Severity.ERROR, Severity.WARNING
+_ERROR, _WARN, _INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: Every check id cellcheck can report. Ids are never renamed; new checks add new ids.
 CHECKS: dict[str, Check] = {
@@ -44,14 +44,21 @@ CHECKS: dict[str, Check] = {
         Check("partial-blank", _WARN, "all-zero slabs in an image (clip + pad, partial download)", "3"),
         Check("shape-mismatch", _ERROR, "image and label shapes differ", "3"),
         Check("spacing-mismatch", _ERROR, "image and label voxel size or origin differ", "3"),
-        Check("resolution-mismatch", _ERROR, "crop scale has no raw EM at that resolution", "3 (26 blank crops)"),
+        Check("resolution-mismatch", _ERROR, "crop cannot train at --resolution (no label level, or no raw data there); "
+              "a warning without --resolution when it cannot train at its raw's finest resolution", "3 (26 blank crops)"),
         Check("out-of-bounds", _ERROR, "crop extends past the raw volume", "3 (14 blank crops)"),
-        Check("label-values", _ERROR, "label values outside 0..C, or float labels", "10, 13"),
+        Check("label-values", _ERROR, "label values outside 0..C, float labels, or CellMap arrays outside their "
+              "declared encoding (`all` outside the canonical class ids)", "10, 13"),
         Check("unannotated-label-present", _WARN, "voxels of a class not listed as annotated", "1"),
         Check("oversized-case", _WARN, "case too large for the memory budget", "4, 5 (crop247)"),
         Check("class-coverage", _WARN, "class annotated in no validation case, or very few", "15"),
         Check("stale-stats", _WARN, "a datastats file that does not match the datalist", "14"),
         Check("annotation-metadata", _WARN, "zarr class_names / complement_counts that disagree with the arrays", "13"),
+        Check("off-grid", _ERROR, "crop translation off the raw voxel grid by a fraction of a voxel", "19"),
+        Check("multiscale-metadata", _WARN, "OME-NGFF datasets not listed finest first", "19"),
+        Check("mixed-zarr-format", _ERROR, "a zarr format 3 node inside a format 2 store (or the reverse)", "3"),
+        Check("validation-array", _INFO, "a `validation` array, which datafold_read ignores (training trains on "
+              "the fold keys)", "18"),
         # gate: config, environment and memory plan
         Check("config-invalid", _ERROR, "training config with missing keys or wrong types", "12", "gate"),
         Check("stale-config", _WARN, "config values left from elsewhere (smoke-test epochs, another GPU's batch)", "6", "gate"),
@@ -84,6 +91,10 @@ class Finding:
 AUDIT_CHECKS: tuple[str, ...] = tuple(c.id for c in CHECKS.values() if c.stage == "audit")
 
 
-def finding(check: str, case: str | None, path: object, message: str, **details: Any) -> Finding:
-    """Build a Finding with the registered severity of `check` (so severities live in one table)."""
-    return Finding(check, CHECKS[check].severity, case, None if path is None else str(path), message, details)
+def finding(check: str, case: str | None, path: object, message: str, *, severity: Severity | None = None,
+            **details: Any) -> Finding:
+    """Build a Finding with the registered severity of `check` (so severities live in one table).
+
+    `severity` overrides it only where the table says a check depends on an option (resolution-mismatch).
+    """
+    return Finding(check, severity or CHECKS[check].severity, case, None if path is None else str(path), message, details)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cellcheck.classes import CLASS_NAMES
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 
 
 @dataclass
@@ -30,12 +30,13 @@ class CaseStats:
     joint: np.ndarray | None = None  # (256 label values, 256 intensities) voxel counts, uint8 pairs
     image_path: str | None = None
     label_path: str | None = None
+    resolutions: list[list[float]] | None = None  # CellMap crops: voxel sizes it can train at (nm, z y x)
 
 
-def per_label(cases: Sequence[CaseStats]) -> list[dict[str, Any]]:
-    """One row per label value 1..14: crops annotated / present, voxels, mean foreground %."""
+def per_label(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP) -> list[dict[str, Any]]:
+    """One row per label value 1..C: crops annotated / present, voxels, mean foreground %."""
     rows = []
-    for ch, name in enumerate(CLASS_NAMES):
+    for ch, name in enumerate(classes.names):
         value = ch + 1
         annotated = [c for c in cases if c.label_counts is not None and (c.channels is None or ch in c.channels)]
         fractions = [c.label_counts.get(value, 0) / c.label_voxels for c in annotated if c.label_voxels]
@@ -98,7 +99,7 @@ def histogram_stats(h: np.ndarray) -> dict[str, float]:
     }
 
 
-def foreground_intensity(cases: Sequence[CaseStats]) -> dict[str, Any]:
+def foreground_intensity(cases: Sequence[CaseStats], num_classes: int) -> dict[str, Any]:
     """Image intensity inside the label foreground (label > 0), overall and per label value."""
     joints = [c.joint for c in cases if c.joint is not None]
     if not joints:
@@ -106,11 +107,11 @@ def foreground_intensity(cases: Sequence[CaseStats]) -> dict[str, Any]:
     joint = np.sum(joints, axis=0)
     return {
         "foreground": histogram_stats(joint[1:].sum(axis=0)),
-        "per_label": {str(v): histogram_stats(joint[v]) for v in range(1, len(CLASS_NAMES) + 1) if joint[v].any()},
+        "per_label": {str(v): histogram_stats(joint[v]) for v in range(1, num_classes + 1) if joint[v].any()},
     }
 
 
-def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
+def image_summary(cases: Sequence[CaseStats], num_classes: int = len(DEFAULT_CLASS_MAP)) -> dict[str, Any]:
     """Shape min/mean/max, spacings, intensity mean/std/percentiles pooled over all voxels."""
     shapes = np.array([c.image_shape for c in cases if c.image_shape and len(c.image_shape) == 3])
     out: dict[str, Any] = {"cases": len(cases)}
@@ -132,11 +133,16 @@ def image_summary(cases: Sequence[CaseStats]) -> dict[str, Any]:
         if n:
             mean = s / n
             out["intensity"] = {"mean": round(mean, 4), "stdev": round(float(np.sqrt(max(ss / n - mean**2, 0))), 4)}
-    fg = foreground_intensity(cases)
+    fg = foreground_intensity(cases, num_classes)
     if fg:
         out["foreground_intensity"] = fg
     return out
 
 
-def summarize(cases: Sequence[CaseStats]) -> dict[str, Any]:
-    return {"per_label": per_label(cases), "images": image_summary(cases)}
+def summarize(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP) -> dict[str, Any]:
+    """The report's `stats`: per-label rows, image summary, and for CellMap crops the resolutions each trains at."""
+    out = {"per_label": per_label(cases, classes), "images": image_summary(cases, len(classes))}
+    resolutions = {c.case: c.resolutions for c in cases if c.resolutions is not None}
+    if resolutions:
+        out["resolutions"] = dict(sorted(resolutions.items()))
+    return out

@@ -68,6 +68,6 @@ def audit(
         source=str(run.source),
         cases=run.cases,
         findings=select_findings(run.findings, select, ignore),
-        stats=summarize(run.case_stats),
+        stats=summarize(run.case_stats, options.classes),
         strict=strict,
     )

@@ -1,4 +1,9 @@
-"""Audit of a folder of CellMap zarr stores: every ground-truth crop against its store's raw EM."""
+"""Audit of a folder of CellMap zarr stores: every ground-truth crop against its store's raw EM.
+
+Crop and raw levels pair by voxel size (cellcheck.pairing), each class array is checked against its
+own declared encoding, `all` against CellMap's canonical class ids, and the raw is read at the
+resolution the crop trains at: `--resolution` when given, else the finest one it can.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from cellcheck.audit.options import AuditOptions
-from cellcheck.cellmap import ClassArray, Crop, Store, find_stores, open_store
-from cellcheck.checks import annotations, geometry, intensity, labels, memory
-from cellcheck.classes import LABEL_VALUE, NUM_CLASSES
+from cellcheck.cellmap import ClassArray, Crop, Store, find_stores, open_store, same_scale
+from cellcheck.checks import annotations, geometry, intensity, labels, memory, resolution
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
+from cellcheck.pairing import Pairing, pair_levels
 from cellcheck.parallel import map_cases
 from cellcheck.scan import VolumeScan, scan_volume
 from cellcheck.sources.volume import ReadError
@@ -37,54 +42,89 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
     out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), opts.case_budget)
     stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)),
                       image_path=str(store.raw.path) if store.raw else None, label_path=str(crop.path))
-    try:
-        image_scan = _raw_scan(store, crop, ref, out, opts.block_bytes)
-        if image_scan is not None:
-            out += intensity.image_content(case, store.raw.path, image_scan)
-            stats.image_shape, stats.image_spacing = ref.shape, ref.level.scale
-            stats.image_hist = histogram_of(image_scan.counts)
-    except ReadError as exc:
-        out.append(finding("unreadable", case, exc.path, f"raw EM: {exc.reason}"))
-    annotated: set[str] = set()
-    for arr in arrays:
-        try:
-            scan = scan_volume(ZarrVolume.level(arr.group, arr.path.parent, arr.level), max_bytes=opts.block_bytes)
-        except ReadError as exc:
-            out.append(finding("unreadable", case, exc.path, f"class '{arr.name}': {exc.reason}"))
-            continue
-        out += labels.encoded_values(case, arr.path, scan, arr.encoding)
-        counts = scan.counts or {}
-        out += annotations.complement_counts(case, arr.path, arr.complement_counts, counts, arr.encoding)
-        unknown = counts.get(arr.encoding.get("unknown", -1), 0)
-        listed = crop.class_names is None or arr.name in crop.class_names
-        if listed and unknown < scan.voxels:
-            annotated.add(arr.name)
-            if arr.name in LABEL_VALUE:
-                stats.label_counts[LABEL_VALUE[arr.name]] = int(counts.get(arr.encoding.get("present", 1), 0))
-    channels = annotations.channels_of_names(annotated)
-    stats.channels = channels
-    # An unreadable class may well be annotated: its voxels in `all` are not evidence of a defect.
-    listed = annotations.channels_of_names(annotated | (crop.unreadable & set(crop.class_names or ())))
+    chosen = None
+    if store.raw is not None:
+        pairings = pair_levels(ref, store.raw)
+        stats.resolutions = [list(p.scale) for p in pairings if p.trainable]
+        chosen, found = resolution.choose(case, crop.path, pairings, store.raw, ref, opts.resolution)
+        out += found
+        if chosen is not None:
+            try:
+                image_scan = _raw_scan(store, case, chosen, out, opts.block_bytes)
+                if image_scan is not None:
+                    out += intensity.image_content(case, store.raw.path / chosen.raw_level.path, image_scan)
+                    stats.image_shape, stats.image_spacing = chosen.crop_shape, chosen.scale
+                    stats.image_hist = histogram_of(image_scan.counts)
+            except ReadError as exc:
+                out.append(finding("unreadable", case, exc.path, f"raw EM: {exc.reason}"))
+    # statistics at the resolution training runs at (--resolution), else at the annotation's own
+    at_resolution = chosen is not None and opts.resolution is not None and same_scale(chosen.scale, opts.resolution)
+    stats_scale = chosen.scale if at_resolution else None
+    if opts.resolution and stats_scale is None:
+        stats.label_counts = None  # the crop cannot train there: it adds nothing to that training's statistics
+    annotated = _class_voxels(case, crop, arrays, stats, out, opts, stats_scale)
+    stats.channels = opts.classes.channels_of(annotated)
     if not annotated and not any(f.check == "unreadable" for f in out):
         out.append(
             finding("empty-annotation", case, crop.path,
                     "no class of this crop is annotated (class_names empty or every array all 'unknown'); annotate it or drop it")
         )
     if crop.all is not None:
+        # An unreadable class may well be annotated: its voxels in `all` are not evidence of a defect.
+        listed = annotated | (crop.unreadable & set(crop.class_names or ()))
         try:
-            scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path.parent, crop.all.level), max_bytes=opts.block_bytes)
-            out += labels.label_values(case, crop.all.path, scan, NUM_CLASSES)
+            scan = scan_volume(ZarrVolume.level(crop.all.group, crop.all.path, crop.all.finest), max_bytes=opts.block_bytes)
+            out += labels.canonical_values(case, crop.all.array_path, scan)
             if scan.counts is not None:
-                out += annotations.unannotated_present(case, crop.all.path, scan.counts, listed)
+                out += annotations.unannotated_canonical(case, crop.all.array_path, scan.counts, listed)
         except ReadError as exc:
             out.append(finding("unreadable", case, exc.path, f"'all' label: {exc.reason}"))
     return out, stats
 
 
+def _class_voxels(case: str, crop: Crop, arrays: list[ClassArray], stats: CaseStats, out: list[Finding],
+                  opts: AuditOptions, stats_scale: tuple[float, ...] | None) -> set[str]:
+    """Scan every class array at its finest level: encoding, complement counts, what is annotated and present.
+
+    Voxel counts for the statistics come from the level at `stats_scale` when given (the training resolution).
+    """
+    annotated: set[str] = set()
+    label_value = opts.classes.label_value
+    for arr in arrays:
+        try:
+            scan = scan_volume(ZarrVolume.level(arr.group, arr.path, arr.finest), max_bytes=opts.block_bytes)
+        except ReadError as exc:
+            out.append(finding("unreadable", case, exc.path, f"class '{arr.name}': {exc.reason}"))
+            continue
+        out += labels.encoded_values(case, arr.array_path, scan, arr.kind, arr.encoding)
+        counts = scan.counts or {}
+        out += annotations.complement_counts(case, arr.array_path, arr.complement_counts, counts, arr.encoding)
+        unknown = counts.get(arr.encoding.get("unknown", -1), 0)
+        listed = crop.class_names is None or arr.name in crop.class_names
+        if not listed or unknown >= scan.voxels:
+            continue
+        annotated.add(arr.name)
+        if arr.name not in label_value or stats.label_counts is None:
+            continue
+        level = next((lv for lv in arr.levels if stats_scale and same_scale(lv.scale, stats_scale)), arr.finest)
+        if level is not arr.finest:
+            try:
+                scan = scan_volume(ZarrVolume.level(arr.group, arr.path, level), max_bytes=opts.block_bytes)
+            except ReadError as exc:
+                out.append(finding("unreadable", case, exc.path, f"class '{arr.name}': {exc.reason}"))
+                continue
+            counts = scan.counts or {}
+            stats.label_voxels = scan.voxels
+        absent = counts.get(arr.encoding.get("absent", 0), 0)
+        stats.label_counts[label_value[arr.name]] = int(scan.voxels - absent - counts.get(arr.encoding.get("unknown", -1), 0))
+    return annotated
+
+
 def _reference(arrays: list[ClassArray]) -> ClassArray:
     """The array whose grid (shape, scale, translation) most classes share: the odd one out is the defect."""
     def grid(a: ClassArray):
-        return (a.shape, tuple(np.round(a.level.scale, 6)), tuple(np.round(a.level.translation, 6)))
+        lv = a.finest
+        return (a.shape, tuple(np.round(lv.scale, 6)), tuple(np.round(lv.translation, 6)))
 
     votes = Counter(grid(a) for a in arrays)
     best = max(votes.values())
@@ -92,57 +132,45 @@ def _reference(arrays: list[ClassArray]) -> ClassArray:
 
 
 def _class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):
-    """Every class array of a crop on the grid of the first one."""
+    """Every class array of a crop on the grid of the reference one (finest levels compared)."""
     for arr in others:
         if arr.shape != ref.shape:
             yield finding(
-                "shape-mismatch", case, arr.path,
+                "shape-mismatch", case, arr.array_path,
                 f"class '{arr.name}' has shape {list(arr.shape)}, class '{ref.name}' {list(ref.shape)}; re-export the crop",
                 shape=list(arr.shape), reference_shape=list(ref.shape), reference=ref.name,
             )
-        spacing_ok, origin_ok = geometry.same_grid(ref.level.scale, ref.level.translation, arr.level.scale, arr.level.translation)
+        a, r = arr.finest, ref.finest
+        spacing_ok, origin_ok = geometry.same_grid(r.scale, r.translation, a.scale, a.translation)
         if not (spacing_ok and origin_ok):
             yield finding(
-                "spacing-mismatch", case, arr.path,
-                f"class '{arr.name}' scale {list(arr.level.scale)} / translation {list(arr.level.translation)} differ from "
-                f"class '{ref.name}' ({list(ref.level.scale)} / {list(ref.level.translation)}); fix its multiscales metadata",
-                scale=list(arr.level.scale), translation=list(arr.level.translation),
-                reference_scale=list(ref.level.scale), reference_translation=list(ref.level.translation),
+                "spacing-mismatch", case, arr.array_path,
+                f"class '{arr.name}' scale {list(a.scale)} / translation {list(a.translation)} differ from "
+                f"class '{ref.name}' ({list(r.scale)} / {list(r.translation)}); fix its multiscales metadata",
+                scale=list(a.scale), translation=list(a.translation),
+                reference_scale=list(r.scale), reference_translation=list(r.translation),
             )
 
 
-def _raw_scan(store: Store, crop: Crop, ref: ClassArray, out: list[Finding], block_bytes: int) -> VolumeScan | None:
-    """resolution-mismatch and out-of-bounds from metadata; then scan the raw box the crop covers."""
+def _raw_scan(store: Store, case: str, p: Pairing, out: list[Finding], block_bytes: int) -> VolumeScan | None:
+    """out-of-bounds from metadata, then one pass over the raw box the crop covers at the chosen level."""
     raw = store.raw
-    scale = ref.level.scale
-    level = raw.level_at(scale) if raw else None
-    if level is None:
-        have = [list(lv.scale) for lv in raw.levels] if raw else []
+    shape = np.asarray(p.raw_shape)
+    start, stop = p.start, p.stop
+    if not p.in_bounds:
         out.append(
             finding(
-                "resolution-mismatch", crop.id, crop.path,
-                f"crop is annotated at {list(scale)} nm but the raw EM has only {have or 'no levels'}; "
-                "fetch the raw level at the crop's resolution (or resample the labels)",
-                crop_scale=list(scale), raw_scales=have,
-            )
-        )
-        return None
-    start, stop = geometry.raw_box(ref.level, ref.shape, level)
-    shape = np.asarray(raw.shapes[level.path])
-    if (start < 0).any() or (stop > shape).any():
-        out.append(
-            finding(
-                "out-of-bounds", crop.id, crop.path,
-                f"crop box {start.tolist()}..{stop.tolist()} (voxels of {level.path}) extends past the raw volume "
-                f"{shape.tolist()}; a converter would pad it with zeros. Fix the crop translation or fetch the missing raw",
-                start=start.tolist(), stop=stop.tolist(), raw_shape=shape.tolist(), level=level.path,
+                "out-of-bounds", case, raw.path / p.raw_level.path,
+                f"crop box {start.tolist()}..{stop.tolist()} (voxels of raw {p.raw_level.path}) extends past the raw "
+                f"volume {shape.tolist()}; a converter must clip it and mark the rest unknown, not pad it with zeros",
+                start=start.tolist(), stop=stop.tolist(), raw_shape=shape.tolist(), level=p.raw_level.path,
             )
         )
     lo, hi = np.maximum(start, 0), np.minimum(stop, shape)
     if (hi <= lo).any():
         return None
     region = tuple((int(a), int(b)) for a, b in zip(lo, hi))
-    return scan_volume(ZarrVolume.level(raw.group, raw.path, level, region), planes=True, max_bytes=block_bytes)
+    return scan_volume(ZarrVolume.level(raw.group, raw.path, p.raw_level, region), planes=True, max_bytes=block_bytes)
 
 
 def audit_crop_at(ref: tuple[Path, str], opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
@@ -155,6 +183,7 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
     """All findings of every crop of every store under `root`."""
     findings: list[Finding] = []
     refs: list[tuple[Path, str]] = []
+    foreign = 0  # crops that exist but that the store's reader cannot see (mixed-zarr-format)
     open_store.cache_clear()  # forked workers inherit what is opened below; nothing older
     for path in find_stores_or_fail(root):
         try:
@@ -164,6 +193,7 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
             continue
         findings += store.findings
         refs += [(path, crop_id) for crop_id in store.crop_paths]
+        foreign += len(store.foreign_crops)
     if not refs and findings:
         raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message})")
     stats: list[CaseStats] = []
@@ -174,7 +204,7 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
     for f in findings:  # name files relative to the folder the user gave
         if f.path and Path(f.path).is_relative_to(root):
             f.path = str(Path(f.path).relative_to(root))
-    return findings, len(refs), stats
+    return findings, len(refs) + foreign, stats
 
 
 def find_stores_or_fail(root: Path) -> list[Path]:

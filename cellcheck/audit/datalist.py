@@ -10,7 +10,6 @@ import numpy as np
 
 from cellcheck.audit.options import AuditOptions
 from cellcheck.checks import annotations, folds, geometry, intensity, labels, memory, stats_file
-from cellcheck.classes import NUM_CLASSES
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
@@ -32,12 +31,12 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     case, where = entry.case, datalist.path
     channels: frozenset[int] | None = None  # None: the entry says nothing, i.e. fully annotated
     if entry.has_annotated_classes:
-        parsed, found = annotations.annotated_classes(case, where, entry.annotated_classes)
+        parsed, found = annotations.annotated_classes(case, where, entry.annotated_classes, len(opts.classes))
         out.findings += found
         channels = parsed.channels if parsed.channels is not None else frozenset()
         out.channels = parsed.channels
     elif entry.valid:
-        out.channels = frozenset(range(NUM_CLASSES))
+        out.channels = frozenset(range(len(opts.classes)))
     if not entry.valid:
         return out
     # Findings name files as the datalist writes them (relative to the data root).
@@ -64,11 +63,11 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
         stats.image_hist = histogram_of(scan.counts)
     if "label" in scans:
         scan = scans["label"]
-        out.findings += labels.label_values(case, shown["label"], scan, NUM_CLASSES)
+        out.findings += labels.label_values(case, shown["label"], scan, len(opts.classes))
         if scan.counts is not None:
             stats.label_counts, stats.label_voxels = scan.counts, scan.voxels
             if channels:
-                out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels)
+                out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels, opts.classes)
     out.stats = stats
     return out
 
@@ -121,10 +120,12 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
         findings += r.findings
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
+    findings += folds.validation_array(path, dl.entries, dl.resolve)
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
-    findings += folds.class_coverage(path, annotated)
+    findings += folds.class_coverage(path, annotated, opts.classes)
     stats_path = datastats or stats_file.find_stats_file(path)
     if stats_path is not None:
-        findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image])
+        # DataAnalyzer analyses the `training` array, one record per entry
+        findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
     cases = len({e.case for e in dl.entries})  # distinct cases: a duplicated entry is one case
     return findings, cases, [r.stats for r in results.values() if r.stats is not None]

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES
 
 
@@ -19,9 +20,15 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """`block_bytes` bounds voxel data in flight per worker; `case_budget` is host memory per loaded sample."""
+    """`block_bytes` bounds voxel data in flight per worker; `case_budget` is host memory per loaded sample.
+
+    `resolution` is the voxel size (nm, z y x) training runs at, None when not given; `classes` the
+    training classes (label values and `annotated_classes` channels follow it).
+    """
 
     case_budget: int = DEFAULT_CASE_BUDGET_BYTES
     block_bytes: int = DEFAULT_BLOCK_BYTES
     jobs: int = 1
     progress: bool = False
+    resolution: tuple[float, ...] | None = None
+    classes: ClassMap = DEFAULT_CLASS_MAP

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from cellcheck.annotated_classes import AnnotatedClasses, parse_annotated_classes
-from cellcheck.classes import CLASS_NAMES, LABEL_VALUE
+from cellcheck.classes import ClassMap, canonical_names
 from cellcheck.findings import Finding, finding
 
 
-def annotated_classes(case: str, path: Path, raw: object) -> tuple[AnnotatedClasses, list[Finding]]:
-    """Parse an entry's `annotated_classes`: empty-annotation, annotated-classes-invalid / -mangled."""
-    parsed = parse_annotated_classes(raw)
+def annotated_classes(case: str, path: Path, raw: object, num_classes: int) -> tuple[AnnotatedClasses, list[Finding]]:
+    """Parse an entry's `annotated_classes` (channels 0..num_classes-1): empty-annotation, -invalid, -mangled."""
+    parsed = parse_annotated_classes(raw, num_classes)
     out: list[Finding] = []
     if parsed.mangled:
         out.append(
@@ -37,16 +37,31 @@ def annotated_classes(case: str, path: Path, raw: object) -> tuple[AnnotatedClas
     return parsed, out
 
 
-def unannotated_present(case: str, path: Path, counts: dict[int, int], channels: Iterable[int]) -> Iterator[Finding]:
+def unannotated_present(case: str, path: Path, counts: dict[int, int], channels: Iterable[int],
+                        classes: ClassMap) -> Iterator[Finding]:
     """Label voxels of classes the case is not annotated for (they would be masked out of the loss)."""
     annotated = set(channels)
-    extra = sorted(v for v, n in counts.items() if 1 <= v <= len(CLASS_NAMES) and n and (v - 1) not in annotated)
+    extra = sorted(v for v, n in counts.items() if 1 <= v <= len(classes) and n and (v - 1) not in annotated)
     if extra:
-        names = [CLASS_NAMES[v - 1] for v in extra]
+        names = [classes.names[v - 1] for v in extra]
         yield finding(
             "unannotated-label-present", case, path,
             f"voxels of {', '.join(names)} (label values {extra}) although not listed as annotated; "
             "add them to annotated_classes or clear them",
+            label_values=extra, voxels={str(v): int(counts[v]) for v in extra},
+        )
+
+
+def unannotated_canonical(case: str, path: Path, counts: dict[int, int], listed: Iterable[str]) -> Iterator[Finding]:
+    """Canonical ids in a crop's `all` whose class the crop does not list (`all` holds only annotated classes)."""
+    names = canonical_names()
+    listed = set(listed)
+    extra = sorted(v for v, n in counts.items() if v in names and n and names[v] not in listed)
+    if extra:
+        yield finding(
+            "unannotated-label-present", case, path,
+            f"'all' holds {', '.join(names[v] for v in extra)} (ids {extra}) although the crop does not annotate "
+            "them; add them to class_names or clear them",
             label_values=extra, voxels={str(v): int(counts[v]) for v in extra},
         )
 
@@ -80,8 +95,3 @@ def complement_counts(case: str, path: Path, declared: dict[str, int] | None, co
             f"complement_counts are stale ({text}); regenerate the metadata",
             declared={k: d for k, (d, _) in wrong.items()}, counted={k: a for k, (_, a) in wrong.items()},
         )
-
-
-def channels_of_names(names: Iterable[str]) -> frozenset[int]:
-    """Output channels of CellMap class names we model (unknown names are ignored)."""
-    return frozenset(LABEL_VALUE[n] - 1 for n in names if n in LABEL_VALUE)

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from cellcheck.classes import CLASS_NAMES
+from cellcheck.classes import ClassMap
 from cellcheck.datalist import Entry
 from cellcheck.findings import Finding, finding
 
@@ -51,10 +51,20 @@ def folds(path: Path, entries: Sequence[Entry]) -> Iterator[Finding]:
             )
 
 
+def uses_folds(entries: Sequence[Entry]) -> bool:
+    """Whether datafold_read will split this datalist by `fold` (then it reads only `training`)."""
+    return any(e.section == "training" and e.valid and e.fold is not None for e in entries)
+
+
 def duplicates(path: Path, entries: Sequence[Entry], resolve) -> Iterator[Finding]:
-    """The same image listed twice (a case in two folds leaks validation into training)."""
+    """The same image listed twice (a case in two folds leaks validation into training).
+
+    With folds, datafold_read reads only `training`: a `validation` array beside it is never loaded, so
+    its entries cannot leak (validation_array reports it); without folds both arrays are compared.
+    """
+    considered = [e for e in entries if e.section == "training"] if uses_folds(entries) else list(entries)
     seen: dict[Path, Entry] = {}
-    for e in entries:
+    for e in considered:
         if not e.image:
             continue
         key = resolve(e.image).resolve()
@@ -68,20 +78,44 @@ def duplicates(path: Path, entries: Sequence[Entry], resolve) -> Iterator[Findin
             )
 
 
-def class_coverage(path: Path, annotated: dict[str, tuple[Entry, frozenset[int]]]) -> Iterator[Finding]:
+def validation_array(path: Path, entries: Sequence[Entry], resolve) -> Iterator[Finding]:
+    """A `validation` array beside fold keys: datafold_read ignores it (the field kept one "for reference")."""
+    validation = [e for e in entries if e.section == "validation" and e.image]
+    if not validation or not uses_folds(entries):
+        return
+    training: dict[Path, Entry] = {}
+    for e in entries:
+        if e.section == "training" and e.image:
+            training.setdefault(resolve(e.image).resolve(), e)
+    copies = [e for e in validation if resolve(e.image).resolve() in training]
+    fold0 = sum(1 for e in copies if training[resolve(e.image).resolve()].fold == 0)
+    unused = len(validation) - len(copies)
+    yield finding(
+        "validation-array", None, path,
+        f"the 'validation' array ({len(validation)} entries; {len(copies)} repeat training entries, {fold0} of them "
+        f"fold 0) is ignored by datafold_read, which validates on the training entries of the chosen fold"
+        + (f"; {unused} of its entries are in no training entry and are never used" if unused else ""),
+        entries=len(validation), repeats=len(copies), fold0=fold0, unused=unused,
+    )
+
+
+def class_coverage(path: Path, annotated: dict[str, tuple[Entry, frozenset[int]]], classes: ClassMap) -> Iterator[Finding]:
     """Classes no validation case is annotated for (per fold), or annotated in very few cases overall."""
     per_fold: dict[object, set[int]] = defaultdict(set)
-    totals = [0] * len(CLASS_NAMES)
+    totals = [0] * len(classes)
+    folded = any(e.section == "training" and e.fold is not None for e, _ in annotated.values())
     for entry, channels in annotated.values():
+        if folded and entry.section != "training":
+            continue  # datafold_read never reads the validation array then
         fold = entry.fold if entry.section == "training" else "validation"
         if fold is not None:
             per_fold[fold] |= channels
         for c in channels:
             totals[c] += 1
     for fold, channels in sorted(per_fold.items(), key=lambda kv: str(kv[0])):
-        missing = sorted(set(range(len(CLASS_NAMES))) - channels)
+        missing = sorted(set(range(len(classes))) - channels)
         if missing:
-            names = [CLASS_NAMES[c] for c in missing]
+            names = [classes.names[c] for c in missing]
             where = f"fold {fold}" if fold != "validation" else "the validation list"
             yield finding(
                 "class-coverage", None, path,
@@ -93,6 +127,6 @@ def class_coverage(path: Path, annotated: dict[str, tuple[Entry, frozenset[int]]
     if few:
         yield finding(
             "class-coverage", None, path,
-            f"{', '.join(CLASS_NAMES[c] for c in few)} annotated in fewer than {MIN_CASES_PER_CLASS} cases",
-            channels=few, cases={CLASS_NAMES[c]: totals[c] for c in few},
+            f"{', '.join(classes.names[c] for c in few)} annotated in fewer than {MIN_CASES_PER_CLASS} cases",
+            channels=few, cases={classes.names[c]: totals[c] for c in few},
         )

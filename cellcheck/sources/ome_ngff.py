@@ -56,6 +56,13 @@ def parse_levels(attrs: Mapping[str, Any]) -> list[Level]:
     return sorted(levels, key=lambda lv: float(np.prod(lv.scale)))
 
 
+def listed_out_of_order(attrs: Mapping[str, Any]) -> list[str] | None:
+    """The dataset paths as listed, when they are not finest first (OME-NGFF orders them so); else None."""
+    levels = parse_levels(attrs)
+    listed = [ds.get("path") for ds in multiscales_of(attrs)[0]["datasets"]]
+    return listed if listed != [lv.path for lv in levels] else None
+
+
 def _ndim(multiscale: Mapping[str, Any]) -> int | None:
     axes = multiscale.get("axes")
     return len(axes) if isinstance(axes, list) else None

@@ -9,30 +9,14 @@ allocating it, so auditing a 6.5e9-voxel crop costs what its written chunks cost
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import zarr
 
 from cellcheck.sources.ome_ngff import Level, MetadataError, parse_levels
 from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Block, Header, ReadError, short_reason
-
-#: Exceptions zarr and its codecs raise on broken metadata or chunks.
-ZARR_ERRORS = (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, RuntimeError, AttributeError)
-
-
-def open_node(path: Path, mode: str = "r") -> Any:
-    """Open a zarr group or array read-only, either format; raises ReadError with a one-line reason."""
-    if not path.exists():
-        raise ReadError(path, "does not exist")
-    try:
-        return zarr.open(store=str(path), mode=mode)
-    except PermissionError as exc:
-        raise ReadError(path, f"permission denied ({exc.strerror}); make it readable") from None
-    except ZARR_ERRORS as exc:
-        raise ReadError(path, f"broken zarr metadata ({short_reason(exc)}); re-download this store") from None
+from cellcheck.sources.zarr_compat import ZARR_ERRORS, chunk_exists_fn, is_array, open_node, storage_chunks
 
 
 class ZarrVolume:
@@ -64,7 +48,7 @@ class ZarrVolume:
     def open(cls, path: Path) -> "ZarrVolume":
         """Open an array, or the finest level of an OME-NGFF multiscale group."""
         node = open_node(path)
-        if isinstance(node, zarr.Array):
+        if is_array(node):
             return cls(node, path)
         try:
             level = parse_levels(dict(node.attrs))[0]
@@ -89,8 +73,8 @@ class ZarrVolume:
         in a box with unwritten chunks, each chunk is handed over alone, unwritten ones as fill.
         """
         arr = self.array
-        chunk = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
-        exists = _chunk_exists_fn(arr)
+        chunk = storage_chunks(arr)
+        exists = chunk_exists_fn(arr)
         fill = _py(arr.fill_value if arr.fill_value is not None else 0)
         ranges = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(self.region, chunk)]
         group = _group_sizes([len(r) for r in ranges], max(1, max_bytes // (int(np.prod(chunk)) * arr.dtype.itemsize)))
@@ -133,16 +117,6 @@ def _group_sizes(counts: list[int], budget: int) -> list[int]:
         if budget <= 1:
             break
     return sizes
-
-
-def _chunk_exists_fn(arr: Any):
-    """A cheap `exists(chunk_index)` for local stores, or None when the store cannot tell cheaply."""
-    root = getattr(arr.store, "root", None)
-    if root is None:
-        return None
-    base = Path(root) / arr.path if arr.path else Path(root)
-    encode = arr.metadata.encode_chunk_key
-    return lambda idx: (base / encode(idx)).exists()
 
 
 def _py(value: Any) -> float | int:

@@ -38,13 +38,36 @@ def test_gap_in_fold_numbers(clean_copy):
     assert [f.details["fold"] for f in report.findings if f.check == "empty-fold"] == [1]
 
 
-def test_same_image_in_two_sections(clean_copy):
+def test_same_image_in_two_sections_without_folds(clean_copy):
+    """Without fold keys a loader reads both arrays: a case in both leaks validation into training."""
     dl = read_datalist(clean_copy)
+    for e in dl["training"]:
+        del e["fold"]
     dl["validation"] = [{"image": dl["training"][3]["image"], "label": dl["training"][3]["label"],
                          "annotated_classes": dl["training"][3]["annotated_classes"]}]
     report = audit(write_datalist(clean_copy, dl))
     dup = [f for f in report.findings if f.check == "duplicate-case"]
     assert len(dup) == 1 and dup[0].details["entries"] == ["training[3]", "validation[0]"]
+
+
+def test_validation_array_beside_folds_is_information(clean_copy):
+    """The field's datalist kept its fold-0 entries in `validation`; datafold_read ignores that array."""
+    dl = read_datalist(clean_copy)
+    dl["validation"] = [dict(e) for e in dl["training"] if e["fold"] == 0]
+    report = audit(write_datalist(clean_copy, dl))
+    assert report.passed and not [f for f in report.findings if f.severity.value != "info"]
+    [info] = [f for f in report.findings if f.check == "validation-array"]
+    assert info.details == {"entries": len(dl["validation"]), "repeats": len(dl["validation"]),
+                            "fold0": len(dl["validation"]), "unused": 0}
+
+
+def test_same_image_twice_in_training_stays_an_error(clean_copy):
+    dl = read_datalist(clean_copy)
+    dl["validation"] = [dict(e) for e in dl["training"] if e["fold"] == 0]
+    dl["training"].append({**dl["training"][0], "fold": 1 - dl["training"][0]["fold"]})
+    report = audit(write_datalist(clean_copy, dl))
+    dup = [f for f in report.findings if f.check == "duplicate-case"]
+    assert len(dup) == 1 and dup[0].details["entries"] == ["training[0]", f"training[{len(dl['training']) - 1}]"]
 
 
 def test_class_annotated_in_no_validation_case(clean_copy):

@@ -1,4 +1,4 @@
-"""Shared, session-scoped fixture datasets (each takes ~1-2 s to generate)."""
+"""Shared, session-scoped fixture datasets (each takes a few seconds to generate)."""
 
 from __future__ import annotations
 

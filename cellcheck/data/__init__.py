@@ -1,0 +1,1 @@
+"""Package data: CellMap class tables."""
