@@ -151,24 +151,36 @@ def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_b
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option("--dataroot", type=click.Path(path_type=Path), help="Folder datalist paths are relative to.")
+@click.option("--datalist", type=click.Path(path_type=Path),
+              help="For DataAnalyzer output: the datalist with annotated_classes (default: datalist.json beside it).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the table to FILE (atomically).")
 @click.option("--datastats-out", type=click.Path(path_type=Path),
               help="Also write the corrected statistics as an Auto3DSeg-style datastats.yaml.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 @click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 16M).")
-def stats(path, dataroot, fmt, output, datastats_out, jobs, memory_budget) -> None:
-    """Per-label statistics grouped by label value, and image statistics."""
+@click.option("--resolution", help="CellMap stores: count voxels at this training resolution (nm), e.g. 8.")
+@click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
+def stats(path, dataroot, datalist, fmt, output, datastats_out, jobs, memory_budget, resolution, classes) -> None:
+    """Per-label statistics grouped by label value, and image statistics.
+
+    PATH is a datalist, a folder of CellMap stores, or DataAnalyzer's datastats_by_case.yaml (read
+    without touching a voxel: DataAnalyzer's own summary grouped labels by position, not value).
+    """
     from cellcheck.audit import run_audit
-    from cellcheck.datastats import datastats, write_datastats
+    from cellcheck.datastats import datastats, is_by_case_file, read_by_case, write_datastats
     from cellcheck.report import render_stats
     from cellcheck.stats import summarize
 
-    run = run_audit(path, dataroot=dataroot, options=_options(None, jobs, memory_budget))
-    _emit(render_stats(summarize(run.case_stats), fmt, str(path)), output)
+    options = _options(None, jobs, memory_budget, resolution, classes)
+    if is_by_case_file(path):
+        cases = read_by_case(path, datalist, options.classes)
+    else:
+        cases = run_audit(path, dataroot=dataroot, options=options).case_stats
+    _emit(render_stats(summarize(cases, options.classes), fmt, str(path)), output)
     if datastats_out is not None:
         try:
-            write_datastats(datastats_out, datastats(run.case_stats))
+            write_datastats(datastats_out, datastats(cases, options.classes))
         except OSError as exc:
             raise CellcheckError(f"{datastats_out}: cannot write ({exc.strerror or exc}); choose another path")
 

@@ -5,7 +5,9 @@ import pytest
 from cellcheck.audit import audit
 from cellcheck.findings import AUDIT_CHECKS
 
+from conftest import V3
 from datasets import expected
+from fixtures import make_dataset
 
 VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}
 
@@ -51,6 +53,7 @@ def test_clean_dataset_passes(clean, view):
     assert report.cases == len(expected(clean)["cases"][view])
 
 
+@pytest.mark.skipif(not V3, reason="zarr 2 reads no format 3 store (see the test below)")
 def test_both_zarr_formats_are_audited(defects_all):
     exp = expected(defects_all)
     report = audit(defects_all / "zarr")
@@ -58,6 +61,14 @@ def test_both_zarr_formats_are_audited(defects_all):
     formats = {"zarr.json" if (p / "zarr.json").exists() else ".zgroup" for p in (defects_all / "zarr").rglob("*.zarr")}
     assert formats == {"zarr.json", ".zgroup"}
     assert {f.path.split("/")[0] for f in report.findings} >= {"jrc_fix-1", "jrc_fix-2"}
+
+
+@pytest.mark.skipif(V3, reason="zarr 3 reads format 3 stores")
+def test_zarr2_reports_a_format_3_store_with_the_fix(tmp_path):
+    make_dataset(tmp_path / "d", defects="none", n_clean=3, v3=True)
+    report = audit(tmp_path / "d" / "zarr")
+    [bad] = [f for f in report.findings if f.severity.value == "error"]
+    assert bad.check == "unreadable" and bad.path.startswith("jrc_fix-2") and "zarr>=3" in bad.message
 
 
 @pytest.mark.parametrize("view", VIEWS)

@@ -8,6 +8,7 @@ import pytest
 
 from cellcheck.audit import audit
 from cellcheck.findings import AUDIT_CHECKS
+from conftest import V3
 from datasets import expected
 from fixtures import make_dataset
 
@@ -17,7 +18,7 @@ VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}
 @pytest.mark.parametrize("check", list(AUDIT_CHECKS))
 def test_planted_alone(tmp_path, check):
     root = tmp_path / "data"
-    make_dataset(root, seed=3, defects=[check], n_clean=4)
+    make_dataset(root, seed=3, defects=[check], n_clean=4, v3=V3)
     exp = expected(root)
     rows = [r for r in exp["findings"] if r["defect"] == check]
     assert rows, f"the generator planted nothing for {check}"

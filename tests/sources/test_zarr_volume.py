@@ -1,22 +1,31 @@
-"""The zarr reader streams every voxel once, hands unwritten chunks over as fill, reads v2 and v3."""
+"""The zarr reader streams every voxel once, hands unwritten chunks over as fill, reads v2 and v3.
+
+Stores are written with the fixtures' own writer (the bytes zarr writes), so the same tests run
+under zarr 2.18 (format 2 only, as beside the CellMap toolbox) and zarr 3.
+"""
 
 import numpy as np
 import pytest
-import zarr
 
 from cellcheck.scan import scan_volume
 from cellcheck.sources.ome_ngff import Level
+from cellcheck.sources.volume import ReadError
+from cellcheck.sources.zarr_compat import ZARR_MAJOR, open_node
 from cellcheck.sources.zarr_volume import ZarrVolume
+from fixtures import ome
+
+needs_v3 = pytest.mark.skipif(ZARR_MAJOR < 3, reason="zarr 2 reads format 2 stores only")
 
 
-@pytest.mark.parametrize("fmt", [2, 3])
+@pytest.mark.parametrize("fmt", [2, pytest.param(3, marks=needs_v3)])
 def test_region_blocks_and_sparse_chunks(tmp_path, fmt):
-    g = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=fmt)
-    a = g.create_array("s0", shape=(64, 64, 64), chunks=(16, 16, 16), dtype="uint8", fill_value=0)
+    store = tmp_path / "s.zarr"
     data = np.random.default_rng(0).integers(1, 255, (16, 32, 16), dtype=np.uint8)
-    a[16:32, 0:32, 32:48] = data
+    ome.write_group(store, "", fmt)
+    ome.write_array(store, "s0", fmt, (64, 64, 64), (16, 16, 16), [((16, 0, 32), data)])
+    g = open_node(store)
     level = Level("s0", (8.0, 8.0, 8.0), (100.0, 0.0, 0.0))
-    vol = ZarrVolume.level(g, tmp_path / "s.zarr", level, region=((10, 40), (0, 40), (30, 50)))
+    vol = ZarrVolume.level(g, store, level, region=((10, 40), (0, 40), (30, 50)))
     assert vol.header.shape == (30, 40, 20)
     assert vol.header.origin == (180.0, 0.0, 240.0)
     blocks = list(vol.blocks())
@@ -26,14 +35,25 @@ def test_region_blocks_and_sparse_chunks(tmp_path, fmt):
     full = np.zeros(vol.header.shape, np.uint8)
     for b in written:
         full[tuple(slice(s, s + n) for s, n in zip(b.start, b.shape))] = b.data
-    np.testing.assert_array_equal(full, np.asarray(a[10:40, 0:40, 30:50]))
+    expected = np.zeros((64, 64, 64), np.uint8)
+    expected[16:32, 0:32, 32:48] = data
+    np.testing.assert_array_equal(full, expected[10:40, 0:40, 30:50])
 
 
-def test_scan_counts_fill_without_reading(tmp_path):
-    g = zarr.open_group(tmp_path / "big.zarr", mode="w", zarr_format=3)
-    a = g.create_array("s0", shape=(1024, 1024, 1024), chunks=(128, 128, 128), dtype="uint8", fill_value=0)
-    a[:2, :2, :2] = 7
-    scan = scan_volume(ZarrVolume(a, tmp_path / "big.zarr/s0"), planes=True)
+@pytest.mark.parametrize("fmt", [2, pytest.param(3, marks=needs_v3)])
+def test_scan_counts_fill_without_reading(tmp_path, fmt):
+    store = tmp_path / "big.zarr"
+    ome.write_group(store, "", fmt)
+    ome.write_array(store, "s0", fmt, (1024, 1024, 1024), (128, 128, 128), [((0, 0, 0), np.full((2, 2, 2), 7, np.uint8))])
+    scan = scan_volume(ZarrVolume.open(store / "s0"), planes=True)
     assert scan.voxels == 1024**3
     assert scan.counts == {0: 1024**3 - 8, 7: 8}
     assert scan.zero_plane_runs() == {0: 1022, 1: 1022, 2: 1022}
+
+
+@pytest.mark.skipif(ZARR_MAJOR >= 3, reason="zarr 3 reads format 3")
+def test_zarr2_names_a_format_3_store_and_the_fix(tmp_path):
+    store = tmp_path / "v3.zarr"
+    ome.write_group(store, "", 3)
+    with pytest.raises(ReadError, match="format 3.*zarr>=3"):
+        open_node(store)
