@@ -5,11 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cellcheck.sources.zarr_compat import ZARR_MAJOR
+from datasets import V3
 from fixtures import make_dataset
-
-#: zarr 2 (beside the CellMap toolbox) reads format 2 only: the v3 flavour of dataset 2 is then written as v2.
-V3 = ZARR_MAJOR >= 3
 
 
 @pytest.fixture(scope="session")

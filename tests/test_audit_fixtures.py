@@ -5,8 +5,7 @@ import pytest
 from cellcheck.audit import audit
 from cellcheck.findings import AUDIT_CHECKS
 
-from conftest import V3
-from datasets import expected
+from datasets import V3, expected
 from fixtures import make_dataset
 
 VIEWS = {"datalist": "datalist.json", "zarr": "zarr"}

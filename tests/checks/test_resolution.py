@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cellcheck.audit import audit
 from cellcheck.audit.options import AuditOptions
 from cellcheck.cli import cli
-from conftest import V3
+from datasets import V3
 from fixtures import make_dataset
 
 COARSE = "crop100"
