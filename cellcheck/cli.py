@@ -34,9 +34,12 @@ def _check_ids(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
-        return None if value is None else parse_bytes(value)
+        size = None if value is None else parse_bytes(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if size is not None and size <= 0:
+        raise click.BadParameter(f"{value!r} is no memory at all; give a positive size such as 16M or 8G")
+    return size
 
 
 def _default_format() -> str:

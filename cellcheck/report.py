@@ -23,6 +23,7 @@ class Report:
     stats: dict[str, Any] = field(default_factory=lambda: {"per_label": [], "images": {}})
     strict: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # sections beyond the audit contract (e.g. "gate")
+    notes: list[str] = field(default_factory=list)  # what was audited and why, when the input was ambiguous
 
     @property
     def summary(self) -> dict[str, int]:
@@ -49,6 +50,7 @@ class Report:
             "summary": self.summary,
             "findings": [f.to_json() for f in self.findings],
             "stats": self.stats,
+            **({"notes": self.notes} if self.notes else {}),
             **self.extra,
         }
 
@@ -79,6 +81,7 @@ def render_text(report: Report) -> str:
     for f in report.findings:
         where = f.path or report.source
         lines.append(f"{where}: {f.severity.value} [{f.check}] {f.case or '-'}: {f.message}")
+    lines += [f"note: {n}" for n in report.notes]
     s = report.summary
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(
@@ -95,6 +98,7 @@ def render_markdown(report: Report) -> str:
         "",
         f"`{report.source}`: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info.",
         "",
+        *[f"Note: {n}" for n in report.notes],
     ]
     if report.findings:
         out += ["| severity | check | case | message |", "|---|---|---|---|"]

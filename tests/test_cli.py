@@ -94,6 +94,20 @@ def test_bad_datalist_is_one_line_exit_2(tmp_path, content, message):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("option", ["--memory-budget", "--case-budget"])
+def test_zero_budget_is_a_usage_error(clean, option):
+    r = CliRunner().invoke(cli, ["audit", str(clean / "datalist.json"), option, "0"])
+    assert r.exit_code == 2 and "positive size" in r.output
+
+
+def test_folder_with_stores_and_a_datalist_says_what_it_audited(clean):
+    r = run(["audit", str(clean), "--format", "json"])
+    report = json.loads(r.stdout)
+    assert r.exit_code == 0 and report["cases"] == len(expected(clean)["cases"]["zarr"])
+    [note] = report["notes"]
+    assert "audited the stores" in note and str(clean / "datalist.json") in note
+
+
 def test_folder_without_data_is_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     r = run(["audit", str(tmp_path)])

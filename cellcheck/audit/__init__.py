@@ -38,6 +38,19 @@ class AuditRun:
     findings: list[Finding]
     cases: int
     case_stats: list[CaseStats]
+    notes: list[str]
+
+
+def datalists_beside_stores(folder: Path) -> list[Path]:
+    """Datalist JSON files directly in a folder of stores (a dataset folder often holds both)."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in sorted(folder.glob("*.json")):
+        with open(p, "rb") as f:
+            if b'"training"' in f.read(1 << 16):
+                out.append(p)
+    return out
 
 
 def run_audit(
@@ -45,11 +58,15 @@ def run_audit(
 ) -> AuditRun:
     """Read and check a datalist JSON or a folder of CellMap zarr stores. Read-only."""
     path = Path(path)
+    notes = []
     if detect_kind(path) == "datalist":
         findings, cases, stats = audit_datalist(path, dataroot, datastats, options)
     else:
         findings, cases, stats = audit_cellmap(path, options)
-    return AuditRun(path, findings, cases, stats)
+        for dl in datalists_beside_stores(path):
+            notes.append(f"{path} holds CellMap stores and a datalist ({dl.name}): audited the stores; "
+                         f"audit the converted data with `cellcheck audit {dl}`")
+    return AuditRun(path, findings, cases, stats, notes)
 
 
 def audit(
@@ -70,4 +87,5 @@ def audit(
         findings=select_findings(run.findings, select, ignore),
         stats=summarize(run.case_stats, options.classes),
         strict=strict,
+        notes=run.notes,
     )

@@ -1,4 +1,4 @@
-"""Geometry from headers alone: image vs label shape and spacing; crop vs raw EM scale and bounds."""
+"""Geometry from headers alone: image vs label shape, spacing and origin (crop vs raw: cellcheck.pairing)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Iterator
 import numpy as np
 
 from cellcheck.findings import Finding, finding
-from cellcheck.sources.ome_ngff import Level
 from cellcheck.sources.volume import Header
 
 
@@ -50,10 +49,3 @@ def image_label_pair(case: str, image: Header, label: Header, shown: object = No
             image_spacing=list(image.spacing), label_spacing=list(label.spacing),
             image_origin=list(image.origin), label_origin=list(label.origin),
         )
-
-
-def raw_box(crop_level: Level, crop_shape: tuple[int, ...], raw_level: Level) -> tuple[np.ndarray, np.ndarray]:
-    """Index box [start, stop) of a crop in a raw level of the same voxel size, from physical translations."""
-    start = np.rint((np.asarray(crop_level.translation) - np.asarray(raw_level.translation)) / np.asarray(raw_level.scale))
-    start = start.astype(np.int64)
-    return start, start + np.asarray(crop_shape, dtype=np.int64)
