@@ -237,10 +237,10 @@ def _options(case_budget: int | None, jobs: int | None, memory_budget: int | Non
 
 @cli.command("checks")
 def list_checks() -> None:
-    """List every check id with its severity and the field incident it traces to."""
+    """List every check id with its severity and the field incident it traces to (docs/INCIDENTS.md)."""
     width = max(map(len, CHECKS))
     for c in CHECKS.values():
-        click.echo(f"{c.id:<{width}}  {c.severity.value:<7}  {c.catches}  (FIELD_NOTES {c.incident})")
+        click.echo(f"{c.id:<{width}}  {c.severity.value:<7}  {c.catches}  (incident {c.incident})")
 
 
 def _register_commands() -> None:

@@ -15,7 +15,7 @@ class Severity(str, Enum):
 
 @dataclass(frozen=True)
 class Check:
-    """One stable check id: its severity, what it catches and the field incident it comes from."""
+    """One stable check id: its severity, what it catches and the field incident(s) it comes from (docs/INCIDENTS.md)."""
 
     id: str
     severity: Severity
