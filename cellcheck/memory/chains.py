@@ -258,7 +258,8 @@ def _load(state: _State, spec: Mapping[str, Any], ctx: ChainContext) -> tuple[fl
     for key, dtype in zip(keys, dtypes):
         raw = ctx.label_dtype if key == ctx.label_key else ctx.image_dtype
         dtype = raw if dtype is None else dtype_name(dtype)
-        peak = max(peak, state.held + dtype_bytes(raw) + dtype_bytes(dtype))  # the file's array and its conversion
+        # the decompressed file, its array, and the conversion when the dtype changes (measured)
+        peak = max(peak, state.held + 2 * dtype_bytes(raw) + (dtype_bytes(dtype) if dtype != raw else 0))
         _set(state, key, dtype, 1)
         notes.append(f"{key} {raw} -> {dtype}")
     return peak, "read as stored, converted: " + ", ".join(notes), NS_PER_VOXEL["LoadImaged"] * len(keys)
@@ -335,7 +336,7 @@ def _lambda(state: _State, spec: Mapping[str, Any], ctx: ChainContext) -> tuple[
                     f"(Python's sum starts at 0), in a list and again in torch.cat: 16 x {channels} B/voxel, "
                     f"then cast back to {dtype}")
         elif kind == "expand-cast":
-            peak = max(peak, state.held + 2 * channels * dtype_bytes(dtype) + 1)
+            peak = max(peak, state.held + 2 * channels * dtype_bytes(dtype))
             _set(state, key, dtype, channels)
             note = f"label expanded to {channels} {dtype} channels (list + torch.cat), no int64"
         elif kind == "background-channel":
