@@ -265,8 +265,9 @@ def simulate(train: Sequence[float], validation: Sequence[float], chain: Chain, 
     shard padded from its start, as partition_dataset and DistributedSampler do) and cut into batches.
     At step s a rank uses batch s - 1 and has batches s .. s + workers x prefetch - 1 out: the newest
     one per worker is being built, the others are finished. A batch being built holds its crops, its
-    largest at a moment of the chain drawn by where the chain spends its time (`Chain.moments`); at an
-    epoch's first step every worker starts together, so all of them are at the chain's peak. Each rank
+    largest at the chain's peak at one of the steps it is being built (drawn), at a moment of the chain
+    drawn by where the chain spends its time (`Chain.moments`) at the others; at an epoch's first step
+    every worker starts together, so all of them are at the chain's peak. Each rank
     holds the largest validation volume of its shard. Ranks step together (DDP): the job's bytes at
     step s are the sum over ranks.
     """
@@ -294,8 +295,11 @@ def simulate(train: Sequence[float], validation: Sequence[float], chain: Chain, 
             at_peak = held + np.maximum((chain.load_peak - chain.held) * lead, out)
             stage = rng.choice(len(share), size=slots.shape, p=share)
             level = start[stage] + rng.random(slots.shape) * (top[stage] - start[stage])
-            building = np.where(live, held[slots] + (level - chain.held) * lead[slots], 0.0).sum(1)
-            building[0] = np.where(live[0], at_peak[slots[0]], 0.0).sum()  # the epoch starts all workers at once
+            cost = held[slots] + (level - chain.held) * lead[slots]
+            # a batch passes its peak at one of the steps it is being built; the epoch starts all workers at once
+            peak_at = np.arange(builders)[None, :] == rng.integers(0, builders, size=n)[slots]
+            peak_at[0] = True
+            building = np.where(live, np.where(peak_at, at_peak[slots], cost), 0.0).sum(1)
             c_out = np.concatenate([[0.0], np.cumsum(out)])
             total += c_out[np.minimum(steps + finished, n)] - c_out[steps] + building
             total += np.where(steps > 0, out[steps - 1], 0.0)
