@@ -282,9 +282,10 @@ def _crop_pool(stats: DatasetStats, crops: CropSizes | None,
             return c
         return Crop(c.case, float(math.prod(max(s, r) for s, r in zip(c.shape, pad))), c.shape)
 
-    if crops is None or not crops.train:
+    if crops is None or not crops.train:  # n_cases crops of the mean shape
         shape = [max(float(s), float(r)) for s, r in zip(stats.mean_shape, pad)] if pad else list(stats.mean_shape)
-        return [Crop("mean crop", math.prod(shape), tuple(int(round(s)) for s in shape))], None
+        mean = Crop("mean crop", math.prod(shape), tuple(int(round(s)) for s in shape))
+        return [mean] * stats.n_cases, None
     validation = [padded(c) for c in crops.validation] if crops.has_folds else None
     return [padded(c) for c in crops.train], validation
 

@@ -184,15 +184,17 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
     val = Crop("validation", math.prod(float(s) for s in (val_shape or crop_shape)))
     loader = Loader(gpus, workers, prefetch, batch, hold_validation, rank_base_bytes, worker_base_bytes,
                     host_state_bytes)
-    est = predict_ram_over([crop], model, loader, validation=[val], mem_bytes=mem_bytes, headroom=headroom,
-                           epochs=0)
+    est = predict_ram_over([crop] * (loader.gpus * loader.slots()), model, loader, validation=[val] * loader.gpus,
+                           mem_bytes=mem_bytes, headroom=headroom, epochs=0)
     est.config.update({"one_hot_channels": one_hot_channels, "crop_shape": [float(s) for s in crop_shape],
                        "patch_voxels": patch_voxels, "image_dtype": image_dtype, "label_dtype": label_dtype})
     return est
 
 
 def _batch_cost(chain: Chain, voxels: Sequence[float]) -> tuple[float, float]:
-    """(bytes while the batch is built, bytes once finished) for a batch of crops of `voxels`."""
+    """(bytes while the batch is built, bytes once finished) for a batch of crops of `voxels` (none: 0)."""
+    if not voxels:
+        return 0.0, 0.0
     out = sum(chain.sample_out_bytes(v) for v in voxels)
     held = chain.held * sum(voxels)
     return held + max((chain.load_peak - chain.held) * max(voxels), out), out
@@ -209,19 +211,23 @@ class _Window:
 
 
 def _worst_windows(train: Sequence[Crop], validation: Sequence[Crop], loader: Loader) -> list[_Window]:
-    """Each rank's slots filled with the largest crops, largest where a byte per voxel costs most."""
-    order = sorted(train, key=lambda c: c.voxels, reverse=True)
-    need = loader.gpus * loader.slots()
-    pool = [order[i % len(order)] for i in range(need)]  # a dataset smaller than the slots cycles
-    it = iter(pool)
+    """Each rank's slots filled with the largest crops, largest where a byte per voxel costs most.
+
+    Each crop is in flight once at most: a dataset smaller than the slots leaves the last ones empty.
+    """
+    pool = iter(sorted(train, key=lambda c: c.voxels, reverse=True))
+
+    def take(n: int) -> list[Crop]:
+        return [c for c in (next(pool, None) for _ in range(n)) if c is not None]
+
     b, r = loader.batch, range(loader.gpus)
-    lead = [[next(it) for _ in range(loader.builders)] for _ in r]  # at the chain's peak
-    rest = [[[next(it) for _ in range(b - 1)] for _ in range(loader.builders)] for _ in r]
-    finished = [[[next(it) for _ in range(b)] for _ in range(loader.finished)] for _ in r]
-    in_use = [[next(it) for _ in range(b)] for _ in r]
+    lead = [take(loader.builders) for _ in r]  # at the chain's peak
+    rest = [[take(b - 1) for _ in range(loader.builders)] for _ in r]
+    finished = [[take(b) for _ in range(loader.finished)] for _ in r]
+    in_use = [take(b) for _ in r]
     vals = sorted(validation, key=lambda c: c.voxels, reverse=True)
-    return [_Window([[lead[k][w], *rest[k][w]] for w in range(loader.builders)], finished[k], in_use[k],
-                    vals[k % len(vals)] if vals and loader.hold_validation else None) for k in r]
+    return [_Window([[first, *more] for first, more in zip(lead[k], rest[k])], [f for f in finished[k] if f],
+                    in_use[k], vals[k % len(vals)] if vals and loader.hold_validation else None) for k in r]
 
 
 def _window_bytes(win: _Window, chain: Chain, loader: Loader) -> dict[str, float]:
@@ -281,17 +287,24 @@ def simulate(train: Sequence[float], validation: Sequence[float], chain: Chain, 
     finished, builders = loader.finished, loader.builders
     share, start, top = chain.moments()
     steps = np.arange(n)
-    slots = steps[:, None] + finished + np.arange(builders)[None, :]  # (step, worker): the batch being built
-    live = slots < n
+    # batch b goes to worker b % workers; in the window s .. s + workers x prefetch - 1 (cut at the epoch's
+    # end) each worker builds its newest batch: the last `builders` of the window, the others are finished
+    end = np.minimum(steps + finished + builders, n)
+    first = np.maximum(steps, end - builders)
+    slots = first[:, None] + np.arange(builders)[None, :]  # (step, worker): the batch being built
+    live = slots < end[:, None]
     slots = np.minimum(slots, n - 1)
     peaks, totals = np.empty(epochs), []
     for e in range(epochs):
         order = vox[rng.permutation(len(vox))]
         total = np.full(n, float(fixed))
         for k in range(g):
-            shard = np.resize(order[k::g], n * b).reshape(n, b)
+            shard = np.zeros(n * b)
+            shard[:per_rank] = np.resize(order[k::g], per_rank)  # the sampler pads a short shard from its start
+            shard = shard.reshape(n, b)  # the last batch may be short (drop_last=False)
             lead, held = shard.max(1), chain.held * shard.sum(1)
-            out = chain.out * (np.full(n, chain.patch_voxels * b) if chain.patch_voxels is not None else shard.sum(1))
+            out = chain.out * (chain.patch_voxels * (shard > 0).sum(1) if chain.patch_voxels is not None
+                               else shard.sum(1))
             at_peak = held + np.maximum((chain.load_peak - chain.held) * lead, out)
             stage = rng.choice(len(share), size=slots.shape, p=share)
             level = start[stage] + rng.random(slots.shape) * (top[stage] - start[stage])
@@ -301,7 +314,7 @@ def simulate(train: Sequence[float], validation: Sequence[float], chain: Chain, 
             peak_at[0] = True
             building = np.where(live, np.where(peak_at, at_peak[slots], cost), 0.0).sum(1)
             c_out = np.concatenate([[0.0], np.cumsum(out)])
-            total += c_out[np.minimum(steps + finished, n)] - c_out[steps] + building
+            total += c_out[first] - c_out[steps] + building
             total += np.where(steps > 0, out[steps - 1], 0.0)
             if loader.hold_validation and len(val):
                 total += chain.held * val[rng.permutation(len(val))][k::g].max(initial=0.0)
@@ -325,7 +338,9 @@ def predict_ram_over(train: Sequence[Crop], chain: Chain, loader: Loader, valida
     if not train:
         raise CellcheckError("no training crop with a readable size to plan host memory for")
     val = list(train if validation is None else validation)
-    windows = _worst_windows(train, val, loader)
+    # the sampler pads the ranks' shards to one length by repeating crops: the largest may be in flight twice
+    padding = sorted(train, key=lambda c: c.voxels, reverse=True)[:(-len(train)) % loader.gpus]
+    windows = _worst_windows([*train, *padding], val, loader)
     parts = [_window_bytes(w, chain, loader) for w in windows]
     breakdown = {key: int(sum(p[key] for p in parts)) for key in parts[0]}  # summed over ranks
     peak = sum(breakdown.values())
