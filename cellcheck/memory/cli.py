@@ -75,6 +75,10 @@ def render_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _more(slots: int) -> str:
+    return f" and {slots - 1} more slot{'s' if slots > 2 else ''}" if slots > 1 else ""
+
+
 def render_ram(r: dict) -> list[str]:
     """The host-RAM part of a prediction: worst case, typical epoch, what drives it, what was left out."""
     c, w, t = r["config"], r.get("worst_case") or {}, r.get("typical") or {}
@@ -87,7 +91,8 @@ def render_ram(r: dict) -> list[str]:
              f"  per rank {_gib(r['per_rank_bytes']):>12}   per worker {_gib(r['per_worker_bytes'])}",
              f"  worst case {_gib(r['peak_bytes']):>10}   with headroom {_gib(r['required_bytes'])}   "
              f"--mem={r['slurm_mem']}"
-             + (f"   ({w['slots']} crops in flight, the largest {w['distinct_crops']})" if w.get("slots") else "")]
+             + (f"   ({w['slots']} crop slots in flight, the {w['distinct_crops']} largest crops in them)"
+                if w.get("slots") else "")]
     if t.get("epochs_simulated"):
         lines.append(f"  typical epoch peak {_gib(t['peak_bytes'])} (median of {t['epochs_simulated']} simulated "
                      f"epochs; 90 % below {_gib(t['epoch_peak_p90_bytes'])}); median step {_gib(t['median_step_bytes'])}")
@@ -98,7 +103,8 @@ def render_ram(r: dict) -> list[str]:
     drivers = w.get("drivers") or []
     if drivers and len({d["case"] for d in drivers}) > 1:
         lines.append("  driven by: " + ", ".join(
-            f"{d['case']} ({d['voxels'] / 1e6:.1f}M voxels, {d['slot']}: {_gib(d['bytes'])})" for d in drivers[:3]))
+            f"{d['case']} ({d['voxels'] / 1e6:.1f}M voxels, {d['slot']}{_more(d['slots'])}: {_gib(d['bytes'])})"
+            for d in drivers[:3]))
     crops = r.get("crops") or {}
     if crops.get("left_out"):
         names = ", ".join(crops["left_out_cases"][:5]) + (" ..." if crops["left_out"] > 5 else "")
