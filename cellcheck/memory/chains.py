@@ -344,7 +344,8 @@ def _lambda(state: _State, spec: Mapping[str, Any], ctx: ChainContext) -> tuple[
             peak = max(peak, state.held + 8 * c + 8)  # torch.sum over channels casts all of them to int64 first
             _set(state, key, dtype, c + 1)
             peak = max(peak, state.held + before + 1)
-            note = f"background channel prepended: torch.sum of {c} {dtype} channels runs in int64 (8 x {c} + 8 B/voxel)"
+            note = (f"background channel prepended: torch.sum of {c} {dtype} channels runs in int64 "
+                    f"(8 x {c} + 8 B/voxel)")
         elif kind == "drop":
             state.arrays.pop(key, None)
             state.per_patch.pop(key, None)
@@ -355,7 +356,10 @@ def _lambda(state: _State, spec: Mapping[str, Any], ctx: ChainContext) -> tuple[
 
 
 def lambda_kind(func: str) -> tuple[str, int]:
-    """What a template Lambdad does to memory: ('expand-sum' | 'expand-cast' | 'background-channel' | 'drop' | 'unknown', channels)."""
+    """What a template Lambdad does to memory, and to how many channels.
+
+    ('expand-sum' | 'expand-cast' | 'background-channel' | 'drop' | 'unknown', channels)
+    """
     text = func.replace(" ", "")
     if re.search(r"lambdax:0$", text.lstrip("$")):
         return "drop", 0

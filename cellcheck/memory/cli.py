@@ -95,7 +95,8 @@ def render_ram(r: dict) -> list[str]:
                 if w.get("slots") else "")]
     if t.get("epochs_simulated"):
         lines.append(f"  typical epoch peak {_gib(t['peak_bytes'])} (median of {t['epochs_simulated']} simulated "
-                     f"epochs; 90 % below {_gib(t['epoch_peak_p90_bytes'])}); median step {_gib(t['median_step_bytes'])}")
+                     f"epochs; 90 % below {_gib(t['epoch_peak_p90_bytes'])}); "
+                     f"median step {_gib(t['median_step_bytes'])}")
     if r.get("fits") is not None:
         chance = t.get("p_epoch_exceeds_mem")
         odds = "" if chance is None else f"; chance an epoch crosses it: {100 * chance:.1f} %"
@@ -163,7 +164,8 @@ def render_ram(r: dict) -> list[str]:
 @_user_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
                     roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str | None,
-                    expansion: str, sigmoid: bool, label_cast: str, loader_batch: int | None, fold: int, epochs: int, patches: int,
+                    expansion: str, sigmoid: bool, label_cast: str, loader_batch: int | None, fold: int,
+                    epochs: int, patches: int,
                     bundle: Path | None, mem: str | None, rank_base: str | None, worker_base: str | None,
                     max_batch: bool, fmt: str | None) -> None:
     """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""

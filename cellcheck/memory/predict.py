@@ -182,7 +182,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     ram = predict_ram_over(train, model_chain, loader, validation, mem_bytes=mem_bytes, epochs=epochs, seed=seed,
                            left_out=extra.get("left_out", ()))
     ram.config.update({"one_hot_channels": OUT_CHANNELS if one_hot else 0, "crop_shape": list(stats.mean_shape),
-                       "image_dtype": extra.get("image_dtype", "uint8"), "label_dtype": extra.get("label_dtype", "uint8"),
+                       "image_dtype": extra.get("image_dtype", "uint8"),
+                       "label_dtype": extra.get("label_dtype", "uint8"),
                        "chain": plan["chain"], "chain_detail": model_chain.name, "from_bundle": plan["from_bundle"],
                        "crops_per_image": plan.get("crops_per_image"),
                        "expansion": expansion if plan["chain"] == "auto3dseg" else None,
@@ -276,7 +277,7 @@ def _chain(plan: dict[str, Any], model: str, roi: list[int], expansion: str, sig
 
 def _crop_pool(stats: DatasetStats, crops: CropSizes | None,
                pad: Sequence[int] | None) -> tuple[list[Crop], list[Crop] | None]:
-    """Training and validation crops as loaded (padded up to the ROI where the chain pads); the mean crop without sizes."""
+    """Training and validation crops as loaded (padded up to the ROI where the chain pads), or the mean crop."""
     def padded(c: Crop) -> Crop:
         if pad is None or not c.shape:
             return c

@@ -166,7 +166,7 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
                 host_state_bytes: int = 0, headroom: float = HEADROOM_FRACTION, hold_validation: bool = True,
                 rank_base_bytes: int = RANK_BASE_BYTES, worker_base_bytes: int = WORKER_BASE_BYTES,
                 chain: str | Chain = "template", patch_voxels: float | None = None) -> RamEstimate:
-    """Peak host RAM of `gpus` DDP ranks, each with `workers` DataLoader workers of `prefetch` batches, every crop alike.
+    """Peak host RAM of `gpus` DDP ranks with `workers` DataLoader workers of `prefetch` batches, every crop alike.
 
     `crop_shape` is the (mean) crop in voxels as loaded, `batch` the crops per DataLoader batch,
     `one_hot_channels` the channels of a one-hot label expansion done in the workers (0 = none),

@@ -10,8 +10,9 @@ The prediction: `cellcheck.memory.ram.predict_ram` for the same chain, crop shap
 prefetch and batch. For a skewed mix of crop sizes (`LoaderConfig.mix`: many small crops, a few
 large ones) each run is one epoch in a shuffled order (a different seed per run), and the prediction
 is `predict_ram_over` on the crops' header sizes: its worst case must hold every run's peak, its
-typical case (the median simulated epoch peak) is compared with the median of the runs' peaks. Its two machine-dependent constants, the memory of an idle rank and of an idle
-worker, are measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
+typical case (the median simulated epoch peak) is compared with the median of the runs' peaks.
+The model's two machine-dependent constants, the memory of an idle rank and of an idle worker, are
+measured first on tiny crops (16^3, where data is negligible): a run with no workers gives the rank
 base, a run with two workers adds two worker bases. Everything else (bytes per voxel through the
 chain, batches in flight per worker, the collate copy, the batch the step holds) is the model's.
 """
@@ -85,14 +86,15 @@ def generated_dataset(cache: Path, size: int) -> Path:
 
 
 def mixed_dataset(cache: Path, mix: tuple[tuple[int, int], ...]) -> Path:
-    """One datalist over the generated crops of each size in `mix`, each repeated to its count (many small, few large)."""
+    """One datalist over the generated crops of each size in `mix`, each repeated to its count."""
     entries = []
     for side, count in mix:
         source = generated_dataset(cache, side)
         cases = json.loads(source.read_text())["training"]
         for i in range(count):
             e = cases[i % len(cases)]
-            entries.append({**e, "image": f"{source.parent.name}/{e['image']}", "label": f"{source.parent.name}/{e['label']}"})
+            folder = source.parent.name
+            entries.append({**e, "image": f"{folder}/{e['image']}", "label": f"{folder}/{e['label']}"})
     name = "mix_" + "_".join(f"{n}x{side}" for side, n in mix) + ".json"
     datalist = cache / name
     datalist.write_text(json.dumps({"training": entries}))
@@ -154,7 +156,8 @@ def compare_mix(cfg: LoaderConfig, bases: Bases, cache: Path, workdir: Path, rep
     measured = float(np.median(runs))
     typical = predicted.typical["peak_bytes"]
     return {"config": cfg.label(), "workers": cfg.workers, "predicted_bytes": typical, "measured_bytes": measured,
-            "ratio": typical / measured, "worst_bytes": predicted.peak_bytes, "worst_ratio": predicted.peak_bytes / max(runs),
+            "ratio": typical / measured, "worst_bytes": predicted.peak_bytes,
+            "worst_ratio": predicted.peak_bytes / max(runs),
             "single_runs_bytes": runs, "median_step_bytes": predicted.typical["median_step_bytes"],
             "epoch_peak_p90_bytes": predicted.typical["epoch_peak_p90_bytes"], "breakdown": predicted.breakdown}
 

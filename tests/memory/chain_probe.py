@@ -4,11 +4,11 @@
 
 The transforms are instantiated from `cellcheck.memory.templates.train_transforms` (the same list the
 model follows), with the label-expansion and crop-label functions written as the templates write them.
-The chain runs once on a small crop first, so that imports and first-call costs
-are paid before measuring. A thread samples the process's RSS every 0.2 ms; for each stage the script prints one JSON line:
-bytes per voxel held after it and at its peak, relative to the RSS before the chain. Large crops
-allocate with mmap and give freed memory back; the threshold variable makes a small test crop do
-the same, so that what glibc keeps from freed transients does not blur the stages.
+The chain runs once on a small crop first, so that imports and first-call costs are paid before
+measuring. A thread samples the process's RSS every 0.2 ms; for each stage the script prints one JSON
+line: bytes per voxel held after it and at its peak, relative to the RSS before the chain. Large crops
+allocate with mmap and give freed memory back; the threshold variable makes a small test crop do the
+same, so that what glibc keeps from freed transients does not blur the stages.
 """
 
 from __future__ import annotations
