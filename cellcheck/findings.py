@@ -66,6 +66,7 @@ CHECKS: dict[str, Check] = {
         Check("alloc-conf-invalid", _ERROR, "PYTORCH_CUDA_ALLOC_CONF the CUDA allocator would reject", "8", "gate"),
         Check("vram-exceeds", _ERROR, "predicted GPU memory above the target GPU", "15", "gate"),
         Check("ram-exceeds", _ERROR, "predicted host memory above --mem", "5", "gate"),
+        Check("ram-headroom", _WARN, "--mem holds the worst case in flight but not its headroom", "16", "gate"),
     )
 }
 

@@ -96,6 +96,12 @@ def run_gate(
     return report
 
 
+def _drivers(ram: dict[str, Any]) -> str:
+    """The crops that drive the worst case, for a message."""
+    drivers = (ram.get("worst_case") or {}).get("drivers") or []
+    return "driven by " + ", ".join(d["case"] for d in drivers[:3]) if drivers else "every crop alike"
+
+
 def _datalist_of(cfg: Mapping[str, Any] | None, config: Path | None) -> Path:
     if not cfg or not cfg.get("datalist"):
         raise CellcheckError("nothing to gate: give a datalist (or zarr folder) PATH or a --config with 'datalist'")
@@ -121,7 +127,9 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, A
         return None, []
     spacings = [c.image_spacing[:3] for c in cases if c.image_spacing]
     stats = {"n_cases": len(cases), "mean_shape": shapes.mean(0).tolist(), "max_shape": shapes.max(0).tolist(),
-             "spacing": list(np.mean(spacings, axis=0)) if spacings else [1.0, 1.0, 1.0]}
+             "spacing": list(np.mean(spacings, axis=0)) if spacings else [1.0, 1.0, 1.0],
+             "crops": [{"case": c.case, "shape": list(c.image_shape[:3])} for c in cases
+                       if c.image_shape and len(c.image_shape) >= 3]}
     result = predict(stats, job.model, gpu=job.gpu, gpus=job.gpus, workers=job.workers, prefetch=job.prefetch,
                      roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False,
                      chain=job.chain, num_patches=job.num_patches)
@@ -134,12 +142,19 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, A
             f"{job.model} at batch {vram['batch_size']}, ROI {vram['roi_size']} needs about {vram['peak_bytes'] / gib:.1f} GiB "
             f"per GPU; {result['gpu']['name']} has {result['gpu']['total_bytes'] / gib:.1f} GiB: lower batch_size or roi_size",
             peak_bytes=vram["peak_bytes"], total_bytes=result["gpu"]["total_bytes"]))
-    if ram.get("fits") is False:
+    if job.mem is not None and ram["mem_bytes"] < ram["peak_bytes"]:
         out.append(finding(
             "ram-exceeds", None, None,
-            f"host memory needs about {ram['peak_bytes'] / gib:.0f} GiB, above --mem {job.mem}: ask for "
-            f"--mem={ram['slurm_mem']} or lower num_workers / prefetch_factor",
-            peak_bytes=ram["peak_bytes"], slurm_mem=ram["slurm_mem"], mem=job.mem))
+            f"host memory needs about {ram['peak_bytes'] / gib:.0f} GiB when the largest crops are in flight together "
+            f"({_drivers(ram)}), above --mem {job.mem}: ask for --mem={ram['slurm_mem']} or lower num_workers / "
+            "prefetch_factor", peak_bytes=ram["peak_bytes"], slurm_mem=ram["slurm_mem"], mem=job.mem))
+    elif ram.get("fits") is False:
+        out.append(finding(
+            "ram-headroom", None, None,
+            f"--mem {job.mem} holds the worst case ({ram['peak_bytes'] / gib:.0f} GiB) with less than "
+            f"{ram['config']['headroom_fraction']:.0%} to spare for what the model leaves out (allocator caches, "
+            f"page cache): ask for --mem={ram['slurm_mem']}", peak_bytes=ram["peak_bytes"],
+            slurm_mem=ram["slurm_mem"], mem=job.mem))
     for f in result.get("findings", []):
         out.append(Finding(f["check"], Severity(f["severity"]), f["case"], f["path"], f["message"], f["details"]))
     return result, out

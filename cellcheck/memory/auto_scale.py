@@ -266,10 +266,10 @@ def read_bundle(path: Path, model: str | None = None) -> BundleConfig:
     if not isinstance(doc, dict):
         raise CellcheckError(f"{hp}: not a mapping of hyper-parameters")
     model = model or _guess_model(path, doc)
-    values = {name: _resolve(doc, key) for name, key in BUNDLE_KEYS[model].items()}
+    values = {name: resolve_key(doc, key) for name, key in BUNDLE_KEYS[model].items()}
     if model == "segresnet" and values.get("batch_size") is None:
-        values["batch_size"] = _resolve(doc, "batch_size")
-    asb = _resolve(doc, "auto_scale_batch") if model == "segresnet" else None
+        values["batch_size"] = resolve_key(doc, "batch_size")
+    asb = resolve_key(doc, "auto_scale_batch") if model == "segresnet" else None
     return BundleConfig(hp, model, values, bool(asb) if asb is not None else None)
 
 
@@ -287,7 +287,7 @@ def _guess_model(path: Path, doc: dict[str, Any]) -> str:
     raise CellcheckError(f"{path}: cannot tell which template generated this bundle; pass --model")
 
 
-def _resolve(doc: dict[str, Any], key: str, depth: int = 0) -> Any:
+def resolve_key(doc: dict[str, Any], key: str, depth: int = 0) -> Any:
     """Value at a '#'-separated key; follows plain '@other#key' references, leaves '$' expressions as text."""
     node: Any = doc
     for part in key.split("#"):
@@ -298,7 +298,7 @@ def _resolve(doc: dict[str, Any], key: str, depth: int = 0) -> Any:
         else:
             return None
     if isinstance(node, str) and node.startswith("@") and depth < 8:
-        return _resolve(doc, node[1:], depth + 1)
+        return resolve_key(doc, node[1:], depth + 1)
     return node
 
 

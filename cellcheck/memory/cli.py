@@ -69,20 +69,49 @@ def render_text(result: dict) -> str:
     lines.append(f"  {'peak':<22} {_gib(v['peak_bytes']):>12}   {verdict} in {_gib(g['total_bytes'])}")
     if v.get("max_batch_size") is not None:
         lines.append(f"  largest batch that fits: {v['max_batch_size']}")
-    lines += [
-        "",
-        f"Host RAM ({r['config']['gpus']} ranks x {r['config']['workers']} workers x prefetch "
-        f"{r['config']['prefetch']}, one-hot {r['config']['one_hot_channels'] or 'off'}, "
-        f"{r['config']['chain']} chain)",
-        f"  per rank {_gib(r['per_rank_bytes']):>12}   per worker {_gib(r['per_worker_bytes'])}",
-        f"  job peak {_gib(r['peak_bytes']):>12}   with headroom {_gib(r['required_bytes'])}   "
-        f"--mem={r['slurm_mem']}",
-    ]
-    if r.get("fits") is not None:
-        lines.append(f"  {'fits' if r['fits'] else 'DOES NOT FIT'} in --mem {_gib(r['mem_bytes'])}")
+    lines += ["", *render_ram(r)]
     for f in result.get("findings", []):
         lines.append(f"{f['severity']}: {f['check']}: {f['message']}")
     return "\n".join(lines) + "\n"
+
+
+def _more(slots: int) -> str:
+    return f" and {slots - 1} more slot{'s' if slots > 2 else ''}" if slots > 1 else ""
+
+
+def render_ram(r: dict) -> list[str]:
+    """The host-RAM part of a prediction: worst case, typical epoch, what drives it, what was left out."""
+    c, w, t = r["config"], r.get("worst_case") or {}, r.get("typical") or {}
+    chain = f"{c['chain']} chain" + (f", label expansion {c['expansion']}" if c.get("expansion") else "") + (
+        ", sigmoid crop label" if c.get("sigmoid") else "")
+    lines = [f"Host RAM ({c['gpus']} ranks x {c['workers']} workers x prefetch {c['prefetch']} x batch {c['batch']}, "
+             f"one-hot {c.get('one_hot_channels') or 'off'}, {chain})",
+             f"  per crop voxel: held {c['held_bytes_per_voxel']:g} B until collate, "
+             f"{c['peak_bytes_per_voxel']:g} B at the chain's peak",
+             f"  per rank {_gib(r['per_rank_bytes']):>12}   per worker {_gib(r['per_worker_bytes'])}",
+             f"  worst case {_gib(r['peak_bytes']):>10}   with headroom {_gib(r['required_bytes'])}   "
+             f"--mem={r['slurm_mem']}"
+             + (f"   ({w['slots']} crop slots in flight, the {w['distinct_crops']} largest crops in them)"
+                if w.get("slots") else "")]
+    if t.get("epochs_simulated"):
+        lines.append(f"  typical epoch peak {_gib(t['peak_bytes'])} (median of {t['epochs_simulated']} simulated "
+                     f"epochs; 90 % below {_gib(t['epoch_peak_p90_bytes'])}); "
+                     f"median step {_gib(t['median_step_bytes'])}")
+    if r.get("fits") is not None:
+        chance = t.get("p_epoch_exceeds_mem")
+        odds = "" if chance is None else f"; chance an epoch crosses it: {100 * chance:.1f} %"
+        lines.append(f"  {'fits' if r['fits'] else 'DOES NOT FIT'} in --mem {_gib(r['mem_bytes'])}{odds}")
+    drivers = w.get("drivers") or []
+    if drivers and len({d["case"] for d in drivers}) > 1:
+        lines.append("  driven by: " + ", ".join(
+            f"{d['case']} ({d['voxels'] / 1e6:.1f}M voxels, {d['slot']}{_more(d['slots'])}: {_gib(d['bytes'])})"
+            for d in drivers[:3]))
+    crops = r.get("crops") or {}
+    if crops.get("left_out"):
+        names = ", ".join(crops["left_out_cases"][:5]) + (" ..." if crops["left_out"] > 5 else "")
+        lines.append(f"  LEFT OUT: {crops['left_out']} crops whose size could not be read ({names}); the plan "
+                     "does not include them")
+    return lines
 
 
 @click.command("predict")
@@ -93,19 +122,36 @@ def render_text(result: dict) -> str:
               help=f"GPU profile: {', '.join(known_gpus())} (case-insensitive).")
 @click.option("--gpu-mem", "gpu_mem", type=float, default=None, help="GPU memory in MiB, overriding the profile's.")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="DDP ranks (GPUs) per job.")
-@click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="DataLoader workers per rank.")
-@click.option("--prefetch", type=click.IntRange(min=1), default=2, show_default=True,
-              help="DataLoader prefetch_factor.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers per rank (default: the bundle's num_workers, else 8).")
+@click.option("--prefetch", type=click.IntRange(min=1), default=None, help="DataLoader prefetch_factor (default 2).")
 @click.option("--roi", callback=_roi, default=None, help="Patch size in voxels, e.g. 96,96,96 (default: the template's).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Patches per step (default: the template's).")
 @click.option("--no-amp", "no_amp", is_flag=True, help="Train in float32 (default: bf16 autocast).")
 @click.option("--one-hot", "one_hot", is_flag=True, help="Labels are expanded to 14 float32 channels in the workers.")
-@click.option("--chain", type=click.Choice(["template", "trainer"]), default="template", show_default=True,
-              help="Loading chain of the RAM model: Auto3DSeg's (whole float32 crops) or cellcheck train's (patches).")
+@click.option("--chain", type=click.Choice(["template", "trainer", "auto3dseg"]), default=None,
+              help="Loading chain of the RAM model: auto3dseg (the DiNTS/SwinUNETR template's transforms; the default "
+                   "for them, or the bundle's with --bundle), template (the field's measured pipeline: whole float32 "
+                   "crops; the default with --one-hot or for segresnet) or trainer (cellcheck train's patches).")
+@click.option("--expansion", type=click.Choice(["int64", "uint8", "none"]), default="int64", show_default=True,
+              help="auto3dseg chain: the label-expansion Lambdad as shipped (sum of masks, int64 on the way), as "
+                   "fixed ((x == c[0]).to(x.dtype)), or none (no class_names in the datalist).")
+@click.option("--sigmoid", is_flag=True, help="auto3dseg chain: the task config sets sigmoid (a crop-label copy "
+                                             "with a background channel drives the crop).")
+@click.option("--label-cast", "label_cast", type=click.Choice(["uint8", "float32"]), default="uint8",
+              show_default=True, help="auto3dseg chain: the label's dtype after the template's CastToTyped (float32 "
+                                      "in the June 2023 template: float32 expanded channels).")
+@click.option("--loader-batch", "loader_batch", type=click.IntRange(min=1), default=None,
+              help="Crops per DataLoader batch (num_images_per_batch; default: the bundle's, else 2 for auto3dseg, 1).")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Validation fold: its crops are the validation volumes a rank holds, the others train.")
+@click.option("--epochs", "epochs", type=click.IntRange(min=0), default=400, show_default=True,
+              help="Epochs of the sampler's order to simulate for the typical case and the chance to cross --mem.")
 @click.option("--patches", type=click.IntRange(min=1), default=2, show_default=True,
               help="With --chain trainer: patches per crop (num_patches_per_image).")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="A generated Auto3DSeg bundle folder whose values to compare (stale-config).")
+              help="A generated Auto3DSeg bundle folder: its values are compared (stale-config), its DataLoader "
+                   "settings and transforms_train.yaml feed the RAM model where no flag overrides them.")
 @click.option("--mem", default=None, help="The job's --mem (e.g. 512G) to check host RAM against.")
 @click.option("--rank-base", "rank_base", default=None,
               help="Host memory of an idle rank measured on the node (e.g. 3.2G; `cellcheck profile`), instead of 3G.")
@@ -117,7 +163,9 @@ def render_text(result: dict) -> str:
               help="Output format (default: text on a terminal, json otherwise).")
 @_user_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
-                    roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str, patches: int,
+                    roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str | None,
+                    expansion: str, sigmoid: bool, label_cast: str, loader_batch: int | None, fold: int,
+                    epochs: int, patches: int,
                     bundle: Path | None, mem: str | None, rank_base: str | None, worker_base: str | None,
                     max_batch: bool, fmt: str | None) -> None:
     """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""
@@ -126,7 +174,9 @@ def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpu
     result = predict(path, model, gpu=gpu, gpus=gpus, workers=workers, prefetch=prefetch, roi=roi, batch=batch,
                      amp=not no_amp, one_hot=one_hot, bundle=bundle, mem=mem, gpu_mem_mib=gpu_mem,
                      search_max_batch=max_batch, rank_base=rank_base, worker_base=worker_base, chain=chain,
-                     num_patches=patches)
+                     num_patches=patches, expansion=expansion, sigmoid=sigmoid, loader_batch=loader_batch, fold=fold,
+                     label_cast=label_cast,
+                     epochs=epochs)
     fmt = fmt or ("text" if sys.stdout.isatty() else "json")
     click.echo(json.dumps(result, indent=2) if fmt == "json" else render_text(result), nl=fmt == "json")
     if not result["fits"]:

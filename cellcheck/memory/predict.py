@@ -13,60 +13,34 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from cellcheck.classes import NUM_CLASSES
 from cellcheck.errors import CellcheckError
 from cellcheck.memory import auto_scale as autoscale
 from cellcheck.memory.auto_scale import DatasetStats
+from cellcheck.memory.crops import CropSizes, read_crop_sizes
 from cellcheck.memory.gpus import GpuProfile, gpu_profile
-from cellcheck.memory.ram import predict_ram
+from cellcheck.memory.ram import SIMULATED_EPOCHS, Crop, Loader, predict_ram_over, resolve_chain
 from cellcheck.units import parse_bytes
 
-#: Our network outputs: 14 sigmoid channels (cellcheck.classes); the templates count 15 (plus background).
-OUT_CHANNELS = 14
+#: Our network outputs: one sigmoid channel per class of the class map; the templates count one more (background).
+OUT_CHANNELS = NUM_CLASSES
+
+#: Loading chains `predict` knows: the field's measured pipeline, cellcheck's trainer, the Auto3DSeg template's.
+CHAINS = ("template", "trainer", "auto3dseg")
 
 
-def dataset_stats(path: Path, dataroot: Path | None = None) -> tuple[DatasetStats, dict[str, Any]]:
-    """Case count, image shape (mean, median, max per axis, voxels), spacing and dtypes from headers only.
+def dataset_stats(path: Path, dataroot: Path | None = None,
+                  fold: int | None = 0) -> tuple[DatasetStats, dict[str, Any], CropSizes]:
+    """Case count, image shape (mean, median, max per axis), spacing and dtypes from headers only, and the crops.
 
     Reads the `training` entries of a datalist through `open_volume` (no voxels). Entries whose image
-    cannot be opened are skipped and counted; the audit reports them.
+    cannot be opened are findings, left out and counted (`skipped_unreadable`, `left_out`).
     """
-    from cellcheck.datalist import load_datalist
-    from cellcheck.sources import open_volume
-    from cellcheck.sources.volume import ReadError
-
-    dl = load_datalist(Path(path), dataroot)
-    shapes: list[tuple[int, int, int]] = []
-    spacings: list[tuple[float, ...]] = []
-    image_dtypes: Counter[str] = Counter()
-    label_dtypes: Counter[str] = Counter()
-    skipped = 0
-    largest: tuple[int, str | None] = (0, None)
-    for entry in dl.entries:
-        if entry.section != "training" or not entry.image:
-            continue
-        try:
-            header = open_volume(dl.resolve(entry.image)).header
-        except (ReadError, OSError):
-            skipped += 1
-            continue
-        shape = tuple(int(s) for s in header.shape[:3])
-        if len(shape) != 3:
-            skipped += 1
-            continue
-        shapes.append(shape)  # type: ignore[arg-type]
-        spacings.append(tuple(header.spacing[:3]))
-        image_dtypes[str(header.dtype)] += 1
-        if header.voxels > largest[0]:
-            largest = (header.voxels, entry.case)
-        if entry.label:
-            try:
-                label_dtypes[str(open_volume(dl.resolve(entry.label)).header.dtype)] += 1
-            except (ReadError, OSError):
-                pass
+    crops = read_crop_sizes(Path(path), dataroot, fold)
+    shapes = [c.shape for c in crops.all if c.shape]
     if not shapes:
         raise CellcheckError(f"{path}: no training image could be opened to read its shape; run `cellcheck audit` "
                              "on it first")
@@ -74,27 +48,41 @@ def dataset_stats(path: Path, dataroot: Path | None = None) -> tuple[DatasetStat
     stats = DatasetStats(
         n_cases=len(shapes),
         mean_shape=tuple(statistics.fmean(a) for a in axes),  # type: ignore[arg-type]
-        spacing=tuple(statistics.median(s) for s in zip(*spacings)) if spacings else (1.0, 1.0, 1.0),  # type: ignore[arg-type]
+        spacing=tuple(statistics.median(s) for s in zip(*crops.spacings)),  # type: ignore[arg-type]
         max_shape=tuple(max(a) for a in axes),  # type: ignore[arg-type]
         median_shape=tuple(float(statistics.median(a)) for a in axes),  # type: ignore[arg-type]
     )
-    extra = {"source": str(path), "skipped_unreadable": skipped,
-             "image_dtype": image_dtypes.most_common(1)[0][0] if image_dtypes else "uint8",
-             "label_dtype": label_dtypes.most_common(1)[0][0] if label_dtypes else "uint8",
-             "largest_case": largest[1], "largest_case_voxels": largest[0]}
-    return stats, extra
+    largest = max(crops.all, key=lambda c: c.voxels)
+    extra = {"source": str(path), "skipped_unreadable": len(crops.left_out), "left_out": list(crops.left_out),
+             "image_dtype": crops.dtype("image"), "label_dtype": crops.dtype("label"),
+             "largest_case": largest.case, "largest_case_voxels": int(largest.voxels),
+             "n_train": len(crops.train), "n_validation": len(crops.validation)}
+    return stats, extra, crops
 
 
-def _stats(path_or_stats: Any) -> tuple[DatasetStats, dict[str, Any]]:
+def _stats(path_or_stats: Any, fold: int | None) -> tuple[DatasetStats, dict[str, Any], CropSizes | None]:
     if isinstance(path_or_stats, DatasetStats):
-        return path_or_stats, {"source": "stats"}
+        return path_or_stats, {"source": "stats"}, None
     if isinstance(path_or_stats, dict):
         extra = {"source": "stats", "image_dtype": str(path_or_stats.get("image_dtype", "uint8")),
                  "label_dtype": str(path_or_stats.get("label_dtype", "uint8"))}
-        return DatasetStats.from_dict(path_or_stats), extra
+        return DatasetStats.from_dict(path_or_stats), extra, _crops_of(path_or_stats.get("crops"), fold)
     if isinstance(path_or_stats, (str, Path)):
-        return dataset_stats(Path(path_or_stats))
+        return dataset_stats(Path(path_or_stats), fold=fold)
     raise CellcheckError(f"predict needs a datalist path or a dict of stats, got {type(path_or_stats).__name__}")
+
+
+def _crops_of(items: Any, fold: int | None) -> CropSizes | None:
+    """Per-case sizes given with the stats: [{"case", "shape", optional "fold"}] (as the gate passes them)."""
+    if not items:
+        return None
+    out = CropSizes(has_folds=any(item.get("fold") is not None for item in items))
+    for item in items:
+        shape = tuple(int(v) for v in item["shape"][:3])
+        crop = Crop(str(item.get("case", "?")), float(math.prod(shape)), shape)
+        validates = fold is not None and out.has_folds and item.get("fold") == fold
+        (out.validation if validates else out.train).append(crop)
+    return out
 
 
 def _amp(amp: bool | str | None) -> str | None:
@@ -107,37 +95,51 @@ def _amp(amp: bool | str | None) -> str | None:
     raise CellcheckError(f"amp must be true/false, bf16, fp16 or none; got {amp!r}")
 
 
-def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus: int = 1, workers: int = 8,
-            prefetch: int = 2, roi: Sequence[int] | None = None, batch: int | None = None,
-            amp: bool | str | None = True, one_hot: bool = False, bundle: str | Path | None = None,
-            mem: int | str | None = None, gpu_mem_mib: float | None = None, loader_batch: int | None = None,
-            search_max_batch: bool = True, rank_base: int | str | None = None,
-            worker_base: int | str | None = None, chain: str = "template", num_patches: int = 1) -> dict[str, Any]:
+def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus: int = 1,
+            workers: int | None = None, prefetch: int | None = None, roi: Sequence[int] | None = None,
+            batch: int | None = None, amp: bool | str | None = True, one_hot: bool = False,
+            bundle: str | Path | None = None, mem: int | str | None = None, gpu_mem_mib: float | None = None,
+            loader_batch: int | None = None, search_max_batch: bool = True, rank_base: int | str | None = None,
+            worker_base: int | str | None = None, chain: str | None = None, num_patches: int = 1,
+            expansion: str = "int64", sigmoid: bool = False, label_cast: str = "uint8", fold: int | None = 0,
+            epochs: int = SIMULATED_EPOCHS, seed: int = 0) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
-    `path_or_stats`: a datalist JSON path (image headers are read, not voxels) or a dict with n_cases,
-    mean_shape (voxels), optional spacing / max_shape / image_dtype / label_dtype. `roi` and `batch`
-    default to what the template would choose; `amp` True means bf16 autocast. `one_hot`: the labels
-    are expanded to 14 float32 channels in the DataLoader workers. `mem`: the node's memory (bytes
-    or a SLURM size such as "512G") to check the RAM against. `loader_batch`: crops per DataLoader batch
-    (default 1; for the trainer chain the step's batch over `num_patches`, as the trainer builds it).
+    `path_or_stats`: a datalist JSON path (image headers are read, not voxels: every crop's size) or a
+    dict with n_cases, mean_shape (voxels), optional spacing / max_shape / image_dtype / label_dtype and
+    `crops` ([{"case", "shape", "fold"}]; without it every crop is taken at the mean shape). `roi` and
+    `batch` default to what the template would choose; `amp` True means bf16 autocast. `mem`: the
+    node's memory (bytes or a SLURM size such as "512G") to check the RAM against. `fold`: the
+    validation fold (datafold_read's split; None: all crops train).
+
+    The host-RAM model follows a loading `chain`: "template" (the field's measured pipeline: MONAI's
+    float32 loading, whole crops collated; `one_hot` expands the label to float32 channels), "trainer"
+    (cellcheck's: `num_patches` patches of the ROI per crop, uint8 labels) or "auto3dseg" (the DiNTS /
+    SwinUNETR template's own transforms, `expansion` "int64" as shipped, "uint8" as fixed, or "none";
+    `sigmoid` adds the template's crop-label copy; `label_cast` "float32" for the June 2023 template
+    whose expanded channels were float32). Default: the bundle's transforms with `bundle`,
+    "template" with `one_hot` or for SegResNet, else "auto3dseg". `workers`, `prefetch` and
+    `loader_batch` (crops per DataLoader batch) come from the bundle where it sets them, else 8, 2 and
+    1 (the template default of 2 for "auto3dseg"; batch // num_patches for "trainer").
     `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
     size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
-    `chain`: the loading chain of the RAM model, "template" (Auto3DSeg's: whole crops, float32) or
-    "trainer" (cellcheck's: `num_patches` patches of the ROI per crop, uint8 labels).
+    `epochs` simulated epochs of the sampler's order give the typical case and the chance to cross `mem`.
     """
     from cellcheck.memory import vram as vram_model
 
     if model not in vram_model.MODELS:
         raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(vram_model.MODELS)}")
-    if gpus < 1 or workers < 0 or prefetch < 1 or (loader_batch is not None and loader_batch < 1) or num_patches < 1:
+    if (gpus < 1 or (workers is not None and workers < 0) or (prefetch is not None and prefetch < 1)
+            or (loader_batch is not None and loader_batch < 1) or num_patches < 1):
         raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1, --patches >= 1")
+    if chain is not None and chain not in CHAINS:
+        raise CellcheckError(f"unknown loading chain {chain!r}; expected {', '.join(CHAINS)}")
     profile = gpu if isinstance(gpu, GpuProfile) else gpu_profile(gpu, gpu_mem_mib)
     mem_bytes = _mem_bytes(mem)
     bases = {key: _mem_bytes(value, flag) for key, value, flag in (("rank_base_bytes", rank_base, "--rank-base"),
                                                                    ("worker_base_bytes", worker_base, "--worker-base"))
              if value is not None}
-    stats, extra = _stats(path_or_stats)
+    stats, extra, crops = _stats(path_or_stats, fold)
     amp_dtype = _amp(amp)
 
     chosen = autoscale.auto_scale(model, stats, profile)
@@ -163,23 +165,31 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     at_batch = runs.get(batch_used) or vram_model.estimate(
         vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=OUT_CHANNELS), profile, gpus)
 
-    crop = list(stats.mean_shape)
-    patches: dict[str, Any] = {}
-    if chain == "trainer":  # SpatialPadd brings a crop up to the ROI first
-        crop = [max(float(c), float(r)) for c, r in zip(crop, roi_used)]
-        patches = {"chain": "trainer", "patch_voxels": num_patches * math.prod(roi_used)}
-    elif chain != "template":
-        raise CellcheckError(f"unknown loading chain {chain!r}; expected template or trainer")
-    if loader_batch is None:
-        loader_batch = max(1, batch_used // num_patches) if chain == "trainer" else 1
-    ram = predict_ram(crop, gpus=gpus, workers=workers, prefetch=prefetch, batch=loader_batch,
-                      one_hot_channels=OUT_CHANNELS if one_hot else 0, image_dtype=extra.get("image_dtype", "uint8"),
-                      label_dtype=extra.get("label_dtype", "uint8"), mem_bytes=mem_bytes, **bases, **patches)
-
-    findings = []
+    findings = [] if crops is None else list(crops.findings)
+    data = None
     if bundle is not None:
+        from cellcheck.memory.bundle import read_bundle_data
+
         config = autoscale.read_bundle(Path(bundle), model)
-        findings = autoscale.stale_config(config, chosen, profile)
+        findings += autoscale.stale_config(config, chosen, profile)
+        data = read_bundle_data(Path(bundle), model)
+    plan = _loader_plan(model, chain, one_hot, data, workers, prefetch, loader_batch, batch_used, num_patches,
+                        chosen, bool(batch))
+    model_chain = _chain(plan, model, roi_used, expansion, sigmoid, label_cast, one_hot, extra, data)
+    pad = roi_used if plan["chain"] in ("trainer", "auto3dseg") else None  # SpatialPadd brings a crop up to the ROI
+    train, validation = _crop_pool(stats, crops, pad)
+    loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], **bases)
+    ram = predict_ram_over(train, model_chain, loader, validation, mem_bytes=mem_bytes, epochs=epochs, seed=seed,
+                           left_out=extra.get("left_out", ()))
+    ram.config.update({"one_hot_channels": OUT_CHANNELS if one_hot else 0, "crop_shape": list(stats.mean_shape),
+                       "image_dtype": extra.get("image_dtype", "uint8"),
+                       "label_dtype": extra.get("label_dtype", "uint8"),
+                       "chain": plan["chain"], "chain_detail": model_chain.name, "from_bundle": plan["from_bundle"],
+                       "crops_per_image": plan.get("crops_per_image"),
+                       "expansion": expansion if plan["chain"] == "auto3dseg" else None,
+                       "sigmoid": sigmoid if plan["chain"] == "auto3dseg" else None,
+                       "label_cast": label_cast if plan["chain"] == "auto3dseg" else None,
+                       "per_case": crops is not None})
 
     step = at_batch.step
     return {
@@ -202,6 +212,83 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         "findings": [f.to_json() for f in findings],
         "fits": bool(at_batch.fits and ram.fits is not False),
     }
+
+
+def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, workers: int | None,
+                 prefetch: int | None, loader_batch: int | None, batch_used: int, num_patches: int,
+                 chosen: autoscale.AutoScale, batch_given: bool) -> dict[str, Any]:
+    """Chain and DataLoader settings: the command line's, else the bundle's, else the defaults."""
+    from cellcheck.memory.templates import LOADER_DEFAULTS, MODELLED
+
+    if chain is None:
+        chain = "template" if one_hot or model not in MODELLED else "auto3dseg"
+    if one_hot and chain != "template":
+        raise CellcheckError(f"--one-hot belongs to the template chain; the {chain} chain "
+                             + ("expands labels with --expansion" if chain == "auto3dseg" else "never one-hot labels"))
+    from_bundle = []
+
+    def pick(given: Any, key: str, bundle_value: Any, default: Any) -> Any:
+        if given is not None:
+            return given
+        if bundle_value is not None:
+            from_bundle.append(key)
+            return bundle_value
+        return default
+
+    auto = chain == "auto3dseg"
+    plan = {"chain": chain, "from_bundle": from_bundle,
+            "workers": pick(workers, "num_workers", data and data.workers, 8),
+            "prefetch": pick(prefetch, "prefetch_factor", None, 2)}
+    if auto:
+        plan["batch"] = pick(loader_batch, "num_images_per_batch", data and data.batch,
+                             LOADER_DEFAULTS["num_images_per_batch"])
+        # DiNTS and SwinUNETR recompute num_crops_per_image = 2 x batch at run time when auto-scaling is allowed
+        rerun = batch_given or data is None or data.auto_scale_allowed is not False or not data.crops_per_image
+        plan["crops_per_image"] = (2 * batch_used if batch_given else chosen.num_patches_per_image or 2 * batch_used) \
+            if rerun else pick(None, "num_crops_per_image", data.crops_per_image, 2 * batch_used)
+    elif chain == "trainer":
+        plan["batch"] = loader_batch or max(1, batch_used // num_patches)
+        plan["crops_per_image"] = num_patches
+    else:
+        plan["batch"] = loader_batch or 1
+    return plan
+
+
+def _chain(plan: dict[str, Any], model: str, roi: list[int], expansion: str, sigmoid: bool, label_cast: str,
+           one_hot: bool, extra: dict[str, Any], data: Any) -> Any:
+    """The loading chain in bytes per voxel (`cellcheck.memory.chains.Chain`)."""
+    from cellcheck.memory.chains import ChainContext, interpret
+    from cellcheck.memory.templates import train_transforms
+
+    image_dtype, label_dtype = extra.get("image_dtype", "uint8"), extra.get("label_dtype", "uint8")
+    if plan["chain"] == "auto3dseg":
+        if data is not None:
+            from cellcheck.memory.bundle import bundle_chain
+
+            found = bundle_chain(data, roi, plan["crops_per_image"], image_dtype, label_dtype)
+            if found is not None:
+                return found
+        steps = train_transforms(model, OUT_CHANNELS, roi, plan["crops_per_image"], expansion, sigmoid,
+                                 label_cast=label_cast)
+        return interpret(steps, ChainContext(image_dtype, label_dtype), name=f"auto3dseg {model}")
+    patches = plan["crops_per_image"] * math.prod(roi) if plan["chain"] == "trainer" else None
+    return resolve_chain(plan["chain"], image_dtype, label_dtype, OUT_CHANNELS if one_hot else 0, patches)
+
+
+def _crop_pool(stats: DatasetStats, crops: CropSizes | None,
+               pad: Sequence[int] | None) -> tuple[list[Crop], list[Crop] | None]:
+    """Training and validation crops as loaded (padded up to the ROI where the chain pads), or the mean crop."""
+    def padded(c: Crop) -> Crop:
+        if pad is None or not c.shape:
+            return c
+        return Crop(c.case, float(math.prod(max(s, r) for s, r in zip(c.shape, pad))), c.shape)
+
+    if crops is None or not crops.train:  # n_cases crops of the mean shape
+        shape = [max(float(s), float(r)) for s, r in zip(stats.mean_shape, pad)] if pad else list(stats.mean_shape)
+        mean = Crop("mean crop", math.prod(shape), tuple(int(round(s)) for s in shape))
+        return [mean] * stats.n_cases, None
+    validation = [padded(c) for c in crops.validation] if crops.has_folds else None
+    return [padded(c) for c in crops.train], validation
 
 
 def _mem_bytes(mem: int | str | None, flag: str = "--mem") -> int | None:

@@ -1,32 +1,33 @@
-"""Host RAM of a DDP training job, per rank and per DataLoader worker, and the SLURM `--mem` it needs.
+"""Host RAM of a DDP training job over the crops it will load: the worst case in flight, the typical one, and `--mem`.
 
-The model follows one sample through the transform chain dtype by dtype (bytes per voxel of the crop):
+One sample follows a loading chain (`cellcheck.memory.chains`): bytes per voxel of its crop held from
+load to collate (`held`), at the chain's own peak (`peak`), and what a finished sample hands over
+(`out`: per crop voxel for whole crops, a fixed patch size for chains that cut patches in the worker).
 
-    read       NIfTI uint8 image + label                         1 + 1   (transient)
-    LoadImaged float32 image + float32 label (MONAI's default)    4 + 4   held        (+0.53 GB for a
-               393x402x418 crop, FIELD_NOTES 5; measured 8.00 B/voxel here)
-    one-hot    C float32 channels from the label, via an int64    4 C     held, the float label dropped;
-               index (scatter), so 8 + 8 + 4 C at the peak                (+4.2 GB RSS for C = 14 in the field)
-    collate    in a worker, default_collate stacks the batch      2 x out (transient) - the batch's
-               straight into shared memory                                 samples plus the stacked copy
+The slots in flight, per rank (DDP process), while its DataLoader runs with `workers` workers of
+`prefetch` batches of `batch` crops:
 
-Where the bytes are charged (as observed at 512G: ranks ~70-109 GB, workers 1.5-7.5 GB each):
+- each worker owns `prefetch` outstanding batches: the newest is being built (its crops held, the
+  largest at the chain's peak, or all of them plus the stacked copy at collate), the others finished
+  (`out`, in shared memory, then pinned by the rank);
+- the rank holds its base, the batch the step is using, and one validation volume whole.
 
-- a worker holds its base (Python, torch, MONAI after fork) and the batch it is building, up to the
-  collate copy (all its samples and the stacked batch at once);
-- a rank holds its base (Python, torch, the CUDA libraries' host side), every batch its workers have
-  finished and not yet consumed (up to workers x prefetch batches: shared memory - mapped once the
-  rank takes them off the queue, unmapped /dev/shm files before - then pinned copies), the batch
-  the step is using, and one validation volume held whole.
+    job = ranks x (rank base + batch in use + validation + workers x (worker base
+          + (prefetch - 1) finished batches + the batch being built))
 
-Each worker owns `prefetch` outstanding batches: all finished when it idles, or prefetch - 1 finished
-and one being built. The job peaks when every worker builds at once (at start-up, or after a pause,
-behind a step slower than loading):
-    peak = ranks x (rank base + batch in use + validation + workers x (worker base
-           + max(prefetch x batch_out, (prefetch - 1) x batch_out + building)))
+Every worker building at once is what happens at each epoch's start (persistent workers all get
+their first batches together) and whenever loading is slower than the step.
+
+- **Worst case**: the slots filled with the largest crops, the largest ones where they cost most (at
+  the peak of a batch being built, then the rest of building batches, then finished ones): the sum of
+  the k largest, each at its slot's bytes per voxel. `--mem` is sized from it, plus the headroom.
+- **Typical**: the sampler's order simulated (`simulate`): each epoch shards the crops over the ranks
+  and shuffles each shard; DataLoader batch b goes to worker b % workers, so the slots at step s are
+  batches s .. s + workers x prefetch - 1. The epoch's peak is the largest window; the typical case is
+  the median epoch peak, the chance an epoch crosses `--mem` the share of epochs above it.
+
 Checked against a real DataLoader under `cellcheck profile` (tests/benchmarks/check_ram_model.py,
-docs/MEMORY.md): within 15 % at workers 0/2/4 and two crop sizes, given the machine's bases.
-SLURM needs that plus the headroom policy, in whole GiB.
+docs/MEMORY.md): whole-crop chains within 15 % at workers 0/2/4, and a skewed size distribution.
 Units: bytes; GiB = 2**30 (SLURM's `G`), GB = 10**9 (the field notes' figures).
 """
 
@@ -42,8 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from cellcheck.errors import CellcheckError
+from cellcheck.memory.chains import Chain, Stage, dtype_bytes, template_chain, trainer_chain, transform_stages
 from cellcheck.memory.gpus import GiB
+
+__all__ = ["Chain", "Stage", "dtype_bytes", "template_chain", "trainer_chain", "transform_stages", "Crop", "Loader",
+           "RamEstimate", "predict_ram", "predict_ram_over", "simulate", "slurm_mem", "measure_ram_per_sample"]
 
 #: Host RSS of one training rank before data: Python, torch, MONAI, the CUDA runtime, cuDNN and cuBLAS
 #: libraries mapped and touched, the CUDA context's host side. Commonly 2.5-5 GB for a CUDA PyTorch
@@ -54,59 +61,66 @@ RANK_BASE_BYTES = 3 * GiB
 #: shared until touched; Python's refcounting touches the interpreter's objects. 0.5 GiB assumed.
 WORKER_BASE_BYTES = GiB // 2
 
-#: Margin on top of the modelled peak for what the model leaves out: glibc arenas that keep freed
-#: memory in long-lived workers, page cache of the NIfTI reads charged to the job's cgroup, and the
-#: moments when a batch exists both in shared memory and in its pinned copy. 10 %: the model for the
-#: field configuration is ~5 % below the ~222 GB observed (docs/MEMORY.md).
+#: Margin on top of the worst case for what the model leaves out: glibc arenas that keep freed memory
+#: in long-lived workers, page cache of the NIfTI reads charged to the job's cgroup, and the moments
+#: when a batch exists both in shared memory and in its pinned copy. 10 %: the model for the field's
+#: measured configuration is ~5 % below the ~222 GB observed (docs/MEMORY.md).
 HEADROOM_FRACTION = 0.10
 
-_DTYPE_BYTES = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "float16": 2, "uint32": 4, "int32": 4,
-                "float32": 4, "int64": 8, "float64": 8}
+#: Epochs of the sampler's order simulated for the typical case and the chance of crossing --mem.
+SIMULATED_EPOCHS = 400
 
-
-def dtype_bytes(dtype: Any) -> int:
-    """Bytes per element of a dtype name or numpy/torch dtype ('uint8' -> 1, torch.float32 -> 4)."""
-    name = str(dtype).replace("torch.", "").replace("<class 'numpy.", "").replace("'>", "")
-    if name not in _DTYPE_BYTES:
-        raise CellcheckError(f"unsupported voxel dtype {dtype!r}; expected one of {', '.join(_DTYPE_BYTES)}")
-    return _DTYPE_BYTES[name]
+#: Crops named as driving the worst case (JSON `drivers`).
+DRIVERS = 10
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One step of the transform chain: bytes per voxel held after it, and at its own peak."""
+class Crop:
+    """One case as the loader sees it: its id and voxels (as loaded), shape where known."""
 
-    name: str
-    held: float
-    peak: float
-    note: str
+    case: str
+    voxels: float
+    shape: tuple[int, ...] | None = None
 
 
-def transform_stages(image_dtype: str = "uint8", label_dtype: str = "uint8", one_hot_channels: int = 0,
-                     load_dtype: str = "float32") -> list[Stage]:
-    """The chain LoadImaged -> [one-hot] -> collate, in bytes per voxel of the loaded crop."""
-    raw_i, raw_l, f = dtype_bytes(image_dtype), dtype_bytes(label_dtype), dtype_bytes(load_dtype)
-    stages = [Stage("LoadImaged", 2 * f, f + raw_l + f,
-                    f"image and label converted to {load_dtype} (MONAI LoadImage's default dtype); the raw "
-                    f"{image_dtype}/{label_dtype} arrays are transient")]
-    held = 2 * f
-    if one_hot_channels:
-        c = one_hot_channels
-        stages.append(Stage("one-hot", f + c * f, held + 8 + c * f,
-                            f"{c} {load_dtype} channels scattered from an int64 copy of the label; the "
-                            f"{load_dtype} label is dropped afterwards"))
-        held = f + c * f
-    stages.append(Stage("collate", held, 2 * held, "default_collate stacks into shared memory while the "
-                                                   "sample is still referenced"))
-    return stages
+@dataclass(frozen=True)
+class Loader:
+    """The job's data side: ranks, DataLoader workers, prefetch and batch (crops), machine bases in bytes."""
+
+    gpus: int = 1
+    workers: int = 8
+    prefetch: int = 2
+    batch: int = 1
+    hold_validation: bool = True
+    rank_base_bytes: int = RANK_BASE_BYTES
+    worker_base_bytes: int = WORKER_BASE_BYTES
+    host_state_bytes: int = 0
+
+    def check(self) -> None:
+        if self.gpus < 1 or self.workers < 0 or self.prefetch < 1 or self.batch < 1:
+            raise CellcheckError("need gpus >= 1, workers >= 0, prefetch >= 1 and batch >= 1")
+
+    @property
+    def builders(self) -> int:
+        """Batches being built at once per rank: one per worker, or the rank itself without workers."""
+        return max(self.workers, 1)
+
+    @property
+    def finished(self) -> int:
+        """Finished batches waiting per rank when every worker builds its newest."""
+        return self.workers * (self.prefetch - 1)
+
+    def slots(self) -> int:
+        """Crops in flight per rank (batches being built, finished, in use), validation not counted."""
+        return (self.builders + self.finished + 1) * self.batch
 
 
 @dataclass
 class RamEstimate:
     """Host memory of the job (bytes), where it sits, and the SLURM request it implies."""
 
-    peak_bytes: int  # the modelled peak of the whole job (all ranks and workers at their worst moment)
-    required_bytes: int  # peak plus the headroom policy
+    peak_bytes: int  # the worst case of the whole job (all ranks and workers at their worst moment)
+    required_bytes: int  # the worst case plus the headroom policy
     per_rank_bytes: int  # one rank's own peak: base, all its workers' finished batches (pinned), validation
     per_worker_bytes: int  # one DataLoader worker's own peak: base and the batch it is building
     slurm_mem: str  # required, rounded up to whole GiB, as --mem wants it
@@ -115,12 +129,16 @@ class RamEstimate:
     sample: dict[str, Any]
     breakdown: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    worst_case: dict[str, Any] = field(default_factory=dict)
+    typical: dict[str, Any] = field(default_factory=dict)
+    crops: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"peak_bytes": self.peak_bytes, "per_rank_bytes": self.per_rank_bytes,
                 "per_worker_bytes": self.per_worker_bytes, "slurm_mem": self.slurm_mem,
                 "required_bytes": self.required_bytes, "fits": self.fits, "mem_bytes": self.mem_bytes,
-                "sample": self.sample, "breakdown": dict(self.breakdown), "config": dict(self.config)}
+                "sample": self.sample, "breakdown": dict(self.breakdown), "config": dict(self.config),
+                "worst_case": dict(self.worst_case), "typical": dict(self.typical), "crops": dict(self.crops)}
 
 
 def slurm_mem(nbytes: int) -> str:
@@ -128,41 +146,18 @@ def slurm_mem(nbytes: int) -> str:
     return f"{max(1, math.ceil(nbytes / GiB))}G"
 
 
-@dataclass(frozen=True)
-class Chain:
-    """A loading chain in bytes: what a sample holds until collate, its own peak, what it hands over."""
-
-    name: str
-    stages: list[Stage]
-    held: float  # per crop voxel, from load to collate (the collate copy is made while it is held)
-    load_peak: float  # per crop voxel, the highest point of the chain before collate
-    out: float  # per output voxel of a finished sample: the crop's voxels, or its patches' for a patch chain
-
-
-def template_chain(image_dtype: str = "uint8", label_dtype: str = "uint8", one_hot_channels: int = 0) -> Chain:
-    """Auto3DSeg's templates: whole crops loaded as float32 (and one-hot), collated whole."""
-    stages = transform_stages(image_dtype, label_dtype, one_hot_channels)
-    held = stages[-1].held
-    return Chain("template", stages, held, max(s.peak for s in stages if s.name != "collate"), held)
-
-
-def trainer_chain(image_dtype: str = "uint8") -> Chain:
-    """cellcheck's trainer (trainer/data.py): float32 image, uint8 label, patches out.
-
-    RandCropByPosNegLabeld without precomputed indices builds a bool foreground mask, its negation
-    and int64 indices of every voxel (foreground + background) on each call; the patches it cuts
-    are views of the crop, so the crop lives until its batch is collated. Measured on a 192^3 crop
-    in a fresh process: 6.5 B/voxel held after loading, 16.9 at the crop's peak (both include
-    ~1.5 B/voxel that glibc kept from the loading transients; the model leaves that to the headroom).
-    """
-    raw = dtype_bytes(image_dtype)
-    stages = [
-        Stage("LoadCased", 4 + 1, raw + 4 + 1, "image to float32 / 255 (numpy reuses the astype temporary), "
-                                               "label kept uint8"),
-        Stage("RandCropByPosNegLabeld", 4 + 1, 4 + 1 + 1 + 1 + 8, "bool mask of label > 0 and its negation, "
-                                                                 "int64 indices of every voxel; patches are views"),
-    ]
-    return Chain("trainer", stages, 4 + 1, max(s.peak for s in stages), 4 + 1)
+def resolve_chain(chain: str | Chain, image_dtype: str = "uint8", label_dtype: str = "uint8",
+                  one_hot_channels: int = 0, patch_voxels: float | None = None) -> Chain:
+    """A chain by name ('template', 'trainer') or as given (e.g. `chains.interpret` of a bundle)."""
+    if isinstance(chain, Chain):
+        return chain
+    if chain == "template":
+        return template_chain(image_dtype, label_dtype, one_hot_channels)
+    if chain == "trainer":
+        if one_hot_channels or not patch_voxels:
+            raise CellcheckError("the trainer chain hands over patches (give patch_voxels) and never one-hot labels")
+        return trainer_chain(image_dtype, float(patch_voxels))
+    raise CellcheckError(f"unknown loading chain {chain!r}; expected template, trainer or auto3dseg")
 
 
 def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, prefetch: int = 2, batch: int = 1,
@@ -170,8 +165,8 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
                 val_shape: Sequence[float] | None = None, mem_bytes: int | None = None,
                 host_state_bytes: int = 0, headroom: float = HEADROOM_FRACTION, hold_validation: bool = True,
                 rank_base_bytes: int = RANK_BASE_BYTES, worker_base_bytes: int = WORKER_BASE_BYTES,
-                chain: str = "template", patch_voxels: float | None = None) -> RamEstimate:
-    """Peak host RAM of `gpus` DDP ranks, each with `workers` DataLoader workers of `prefetch` batches.
+                chain: str | Chain = "template", patch_voxels: float | None = None) -> RamEstimate:
+    """Peak host RAM of `gpus` DDP ranks with `workers` DataLoader workers of `prefetch` batches, every crop alike.
 
     `crop_shape` is the (mean) crop in voxels as loaded, `batch` the crops per DataLoader batch,
     `one_hot_channels` the channels of a one-hot label expansion done in the workers (0 = none),
@@ -180,61 +175,220 @@ def predict_ram(crop_shape: Sequence[float], gpus: int = 1, workers: int = 8, pr
     `hold_validation` False for a loop without validation. `rank_base_bytes` / `worker_base_bytes`
     replace the assumed process bases with ones measured on the node (an idle run under
     `cellcheck profile`): they are the only constants of the model that depend on the machine.
-    `chain` "template" (Auto3DSeg's, whole crops) or "trainer" (cellcheck's, which hands over
-    `patch_voxels` voxels of patches per crop: patches per image x ROI voxels).
+    `chain` "template" (the field's measured pipeline, whole crops), "trainer" (cellcheck's, which hands
+    over `patch_voxels` voxels of patches per crop) or a `Chain`. For a dataset of crops of different
+    sizes, `predict_ram_over`.
     """
-    if gpus < 1 or workers < 0 or prefetch < 1 or batch < 1:
-        raise CellcheckError("need gpus >= 1, workers >= 0, prefetch >= 1 and batch >= 1")
-    voxels = math.prod(float(s) for s in crop_shape)
-    val_voxels = math.prod(float(s) for s in (val_shape or crop_shape))
-    if chain == "template":
-        model = template_chain(image_dtype, label_dtype, one_hot_channels)
-        out_voxels = voxels
-    elif chain == "trainer":
-        if one_hot_channels or not patch_voxels:
-            raise CellcheckError("the trainer chain hands over patches (give patch_voxels) and never one-hot labels")
-        model, out_voxels = trainer_chain(image_dtype), float(patch_voxels)
-    else:
-        raise CellcheckError(f"unknown loading chain {chain!r}; expected template or trainer")
-    sample_out = int(model.out * out_voxels)
-    batch_out = batch * sample_out
-    held = int(model.held * voxels)
-    # a batch under construction: its last sample at the peak of its chain with the others held, or
-    # the collate copy, when all `batch` samples and the stacked batch exist at once
-    building = max((batch - 1) * held + int(model.load_peak * voxels), batch * held + batch_out)
-    pinned = batch_out  # the batch the step holds while the loader fetches the next (page-locked on a GPU run)
-    validation = int(model.held * val_voxels) if hold_validation else 0
-    rank_fixed = rank_base_bytes + host_state_bytes + pinned + validation
-    if workers:
-        # Each worker owns `prefetch` outstanding batches. Idle, all are finished (pinned copies in the
-        # rank); busy, one is being built in the worker and prefetch - 1 are finished. The job peaks
-        # when every worker is busy at once.
-        slot = max(prefetch * batch_out, (prefetch - 1) * batch_out + building)
-        per_worker = worker_base_bytes + building
-        per_rank = rank_fixed + workers * prefetch * batch_out
-        peak = gpus * (rank_fixed + workers * (worker_base_bytes + slot))
-        in_flight = workers * slot
-    else:  # the rank loads its own data
-        per_worker = 0
-        in_flight = building
-        per_rank = rank_fixed + building
-        peak = gpus * per_rank
+    model = resolve_chain(chain, image_dtype, label_dtype, one_hot_channels, patch_voxels)
+    crop = Crop("mean crop", math.prod(float(s) for s in crop_shape), tuple(int(round(s)) for s in crop_shape))
+    val = Crop("validation", math.prod(float(s) for s in (val_shape or crop_shape)))
+    loader = Loader(gpus, workers, prefetch, batch, hold_validation, rank_base_bytes, worker_base_bytes,
+                    host_state_bytes)
+    est = predict_ram_over([crop] * (loader.gpus * loader.slots()), model, loader, validation=[val] * loader.gpus,
+                           mem_bytes=mem_bytes, headroom=headroom, epochs=0)
+    est.config.update({"one_hot_channels": one_hot_channels, "crop_shape": [float(s) for s in crop_shape],
+                       "patch_voxels": patch_voxels, "image_dtype": image_dtype, "label_dtype": label_dtype})
+    return est
+
+
+def _batch_cost(chain: Chain, voxels: Sequence[float]) -> tuple[float, float]:
+    """(bytes while the batch is built, bytes once finished) for a batch of crops of `voxels` (none: 0)."""
+    if not voxels:
+        return 0.0, 0.0
+    out = sum(chain.sample_out_bytes(v) for v in voxels)
+    held = chain.held * sum(voxels)
+    return held + max((chain.load_peak - chain.held) * max(voxels), out), out
+
+
+@dataclass
+class _Window:
+    """One rank's slots at one moment: crops of the batches being built, finished, in use, and validation."""
+
+    building: list[list[Crop]]
+    finished: list[list[Crop]]
+    in_use: list[Crop]
+    validation: Crop | None
+
+
+def _worst_windows(train: Sequence[Crop], validation: Sequence[Crop], loader: Loader) -> list[_Window]:
+    """Each rank's slots filled with the largest crops, largest where a byte per voxel costs most.
+
+    Each crop is in flight once at most: a dataset smaller than the slots leaves the last ones empty.
+    """
+    pool = iter(sorted(train, key=lambda c: c.voxels, reverse=True))
+
+    def take(n: int) -> list[Crop]:
+        return [c for c in (next(pool, None) for _ in range(n)) if c is not None]
+
+    b, r = loader.batch, range(loader.gpus)
+    lead = [take(loader.builders) for _ in r]  # at the chain's peak
+    rest = [[take(b - 1) for _ in range(loader.builders)] for _ in r]
+    finished = [[take(b) for _ in range(loader.finished)] for _ in r]
+    in_use = [take(b) for _ in r]
+    vals = sorted(validation, key=lambda c: c.voxels, reverse=True)
+    return [_Window([[first, *more] for first, more in zip(lead[k], rest[k])], [f for f in finished[k] if f],
+                    in_use[k], vals[k % len(vals)] if vals and loader.hold_validation else None) for k in r]
+
+
+def _window_bytes(win: _Window, chain: Chain, loader: Loader) -> dict[str, float]:
+    building = sum(_batch_cost(chain, [c.voxels for c in batch])[0] for batch in win.building)
+    finished = sum(_batch_cost(chain, [c.voxels for c in batch])[1] for batch in win.finished)
+    return {"rank_base": loader.rank_base_bytes, "host_state": loader.host_state_bytes,
+            "batch_in_use": round(_batch_cost(chain, [c.voxels for c in win.in_use])[1]),
+            "validation_volume": round(chain.held * win.validation.voxels) if win.validation else 0,
+            "worker_base": loader.workers * loader.worker_base_bytes,
+            "batches_in_flight": round(building + finished)}
+
+
+def _drivers(windows: Sequence[_Window], chain: Chain, limit: int = DRIVERS) -> list[dict[str, Any]]:
+    """The crops of the worst case, by the bytes each costs where it sits (summed when a small dataset cycles)."""
+    rows: list[tuple[Crop, str, float]] = []
+    for win in windows:
+        for batch in win.building:
+            first, *others = batch
+            cost = _batch_cost(chain, [c.voxels for c in batch])[0] - chain.held * sum(c.voxels for c in others)
+            rows.append((first, "being built, at the chain's peak", cost))
+            rows += [(c, "held in a batch being built", chain.held * c.voxels) for c in others]
+        rows += [(c, "finished batch", chain.sample_out_bytes(c.voxels)) for batch in win.finished for c in batch]
+        rows += [(c, "batch in use", chain.sample_out_bytes(c.voxels)) for c in win.in_use]
+        if win.validation:
+            rows.append((win.validation, "validation volume", chain.held * win.validation.voxels))
+    by_case: dict[str, dict[str, Any]] = {}
+    for crop, slot, cost in rows:
+        row = by_case.setdefault(crop.case, {"case": crop.case, "voxels": int(crop.voxels),
+                                             "shape": list(crop.shape) if crop.shape else None, "slot": slot,
+                                             "slots": 0, "bytes": 0})
+        row["slots"] += 1
+        row["bytes"] += int(cost)
+    return sorted(by_case.values(), key=lambda row: row["bytes"], reverse=True)[:limit]
+
+
+def simulate(train: Sequence[float], validation: Sequence[float], chain: Chain, loader: Loader,
+             epochs: int = SIMULATED_EPOCHS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Job bytes in flight along simulated epochs: (peak of each epoch, every step's bytes).
+
+    Each epoch the crops (`train`, voxels) are shuffled and split evenly over the ranks (the short
+    shard padded from its start, as partition_dataset and DistributedSampler do) and cut into batches.
+    At step s a rank uses batch s - 1 and has batches s .. s + workers x prefetch - 1 out: the newest
+    one per worker is being built, the others are finished. A batch being built holds its crops, its
+    largest at the chain's peak at one of the steps it is being built (drawn), at a moment of the chain
+    drawn by where the chain spends its time (`Chain.moments`) at the others; at an epoch's first step
+    every worker starts together, so all of them are at the chain's peak. Each rank
+    holds the largest validation volume of its shard. Ranks step together (DDP): the job's bytes at
+    step s are the sum over ranks.
+    """
+    rng = np.random.default_rng(seed)
+    vox = np.asarray(train, dtype=float)
+    val = np.asarray(validation, dtype=float)
+    g, b = loader.gpus, loader.batch
+    per_rank = -(-len(vox) // g)
+    n = -(-per_rank // b)
+    fixed = g * (loader.rank_base_bytes + loader.host_state_bytes + loader.workers * loader.worker_base_bytes)
+    finished, builders = loader.finished, loader.builders
+    share, start, top = chain.moments()
+    steps = np.arange(n)
+    # batch b goes to worker b % workers; in the window s .. s + workers x prefetch - 1 (cut at the epoch's
+    # end) each worker builds its newest batch: the last `builders` of the window, the others are finished
+    end = np.minimum(steps + finished + builders, n)
+    first = np.maximum(steps, end - builders)
+    slots = first[:, None] + np.arange(builders)[None, :]  # (step, worker): the batch being built
+    live = slots < end[:, None]
+    slots = np.minimum(slots, n - 1)
+    peaks, totals = np.empty(epochs), []
+    for e in range(epochs):
+        order = vox[rng.permutation(len(vox))]
+        total = np.full(n, float(fixed))
+        for k in range(g):
+            shard = np.zeros(n * b)
+            shard[:per_rank] = np.resize(order[k::g], per_rank)  # the sampler pads a short shard from its start
+            shard = shard.reshape(n, b)  # the last batch may be short (drop_last=False)
+            lead, held = shard.max(1), chain.held * shard.sum(1)
+            out = chain.out * (chain.patch_voxels * (shard > 0).sum(1) if chain.patch_voxels is not None
+                               else shard.sum(1))
+            at_peak = held + np.maximum((chain.load_peak - chain.held) * lead, out)
+            stage = rng.choice(len(share), size=slots.shape, p=share)
+            level = start[stage] + rng.random(slots.shape) * (top[stage] - start[stage])
+            cost = held[slots] + (level - chain.held) * lead[slots]
+            # a batch passes its peak at one of the steps it is being built; the epoch starts all workers at once
+            peak_at = np.arange(builders)[None, :] == rng.integers(0, builders, size=n)[slots]
+            peak_at[0] = True
+            building = np.where(live, np.where(peak_at, at_peak[slots], cost), 0.0).sum(1)
+            c_out = np.concatenate([[0.0], np.cumsum(out)])
+            total += c_out[first] - c_out[steps] + building
+            total += np.where(steps > 0, out[steps - 1], 0.0)
+            if loader.hold_validation and len(val):
+                total += chain.held * val[rng.permutation(len(val))][k::g].max(initial=0.0)
+        peaks[e] = total.max()
+        totals.append(total)
+    return peaks, np.concatenate(totals) if totals else np.empty(0)
+
+
+def predict_ram_over(train: Sequence[Crop], chain: Chain, loader: Loader, validation: Sequence[Crop] | None = None,
+                     mem_bytes: int | None = None, headroom: float = HEADROOM_FRACTION,
+                     epochs: int = SIMULATED_EPOCHS, seed: int = 0, left_out: Sequence[str] = ()) -> RamEstimate:
+    """Host RAM of a job over its crops: the worst case in flight (sizes `--mem`), the typical epoch, what drives them.
+
+    `train` are the crops the DataLoader draws from, `validation` those a rank may hold whole for
+    validation (None: the training crops; [] with `hold_validation`: none), `left_out` the cases whose
+    size could not be read (reported, not guessed). `epochs` simulated epochs of the sampler's order
+    give the typical case and, with `mem_bytes`, the chance an epoch crosses it (0: no simulation,
+    the typical case is the worst).
+    """
+    loader.check()
+    if not train:
+        raise CellcheckError("no training crop with a readable size to plan host memory for")
+    val = list(train if validation is None else validation)
+    # the sampler pads the ranks' shards to one length by repeating crops: the largest may be in flight twice
+    padding = sorted(train, key=lambda c: c.voxels, reverse=True)[:(-len(train)) % loader.gpus]
+    windows = _worst_windows([*train, *padding], val, loader)
+    parts = [_window_bytes(w, chain, loader) for w in windows]
+    breakdown = {key: int(sum(p[key] for p in parts)) for key in parts[0]}  # summed over ranks
+    peak = sum(breakdown.values())
     required = int(peak * (1 + headroom))
+    breakdown["headroom"] = required - peak
+    first = windows[0]  # the first rank got the largest crops of each kind
+    own = [_batch_cost(chain, [c.voxels for c in batch]) for batch in first.building + first.finished]
+    # a rank's own worst: every batch of its workers finished and waiting (pinned); without workers it builds
+    in_flight = sum(out for _, out in own) if loader.workers else max(building for building, _ in own)
+    per_rank = (loader.rank_base_bytes + loader.host_state_bytes + parts[0]["batch_in_use"]
+                + parts[0]["validation_volume"] + in_flight)
+    per_worker = loader.worker_base_bytes + max(building for building, _ in own) if loader.workers else 0
+    largest = max(train, key=lambda c: c.voxels)
+    typical = _typical(train, val, chain, loader, epochs, seed, mem_bytes, peak)
+    slots = loader.gpus * loader.slots()
     return RamEstimate(
-        peak_bytes=peak, required_bytes=required, per_rank_bytes=per_rank, per_worker_bytes=per_worker,
+        peak_bytes=int(peak), required_bytes=required, per_rank_bytes=int(per_rank), per_worker_bytes=int(per_worker),
         slurm_mem=slurm_mem(required), fits=None if mem_bytes is None else required <= mem_bytes, mem_bytes=mem_bytes,
-        sample={"voxels": int(voxels), "bytes_per_voxel": model.held, "out_bytes": sample_out,
-                "peak_bytes": max(int(model.load_peak * voxels), held + sample_out), "chain": model.name,
-                "stages": [vars(s) for s in model.stages]},
-        breakdown={"rank_base": gpus * rank_base_bytes, "host_state": gpus * host_state_bytes,
-                   "batch_in_use": gpus * pinned, "validation_volume": gpus * validation,
-                   "worker_base": gpus * workers * worker_base_bytes, "batches_in_flight": gpus * in_flight,
-                   "headroom": required - peak},
-        config={"gpus": gpus, "workers": workers, "prefetch": prefetch, "batch": batch, "chain": model.name,
-                "one_hot_channels": one_hot_channels, "crop_shape": [float(s) for s in crop_shape],
-                "patch_voxels": patch_voxels, "image_dtype": image_dtype, "label_dtype": label_dtype,
-                "headroom_fraction": headroom},
+        sample={"voxels": int(largest.voxels), "bytes_per_voxel": chain.held,
+                "out_bytes": int(chain.sample_out_bytes(largest.voxels)),
+                "peak_bytes": int(max(chain.load_peak * largest.voxels,
+                                      chain.held * largest.voxels + chain.sample_out_bytes(largest.voxels))),
+                "chain": chain.name, "stages": [vars(s) for s in chain.stages], "notes": list(chain.notes)},
+        breakdown=breakdown,
+        config={"gpus": loader.gpus, "workers": loader.workers, "prefetch": loader.prefetch, "batch": loader.batch,
+                "chain": chain.name, "hold_validation": loader.hold_validation, "headroom_fraction": headroom,
+                "held_bytes_per_voxel": chain.held, "peak_bytes_per_voxel": chain.load_peak,
+                "out_bytes_per_voxel": chain.out, "patch_voxels": chain.patch_voxels},
+        worst_case={"peak_bytes": int(peak), "required_bytes": required, "slurm_mem": slurm_mem(required),
+                    "slots": slots, "distinct_crops": min(slots, len(train)),
+                    "drivers": _drivers(windows, chain)},
+        typical=typical,
+        crops={"train": len(train), "validation": len(val) if validation is not None else 0,
+               "left_out": len(left_out), "left_out_cases": list(left_out)},
     )
+
+
+def _typical(train: Sequence[Crop], val: Sequence[Crop], chain: Chain, loader: Loader, epochs: int, seed: int,
+             mem_bytes: int | None, worst: float) -> dict[str, Any]:
+    if epochs <= 0 or len({c.voxels for c in train}) == 1 and len({c.voxels for c in val}) <= 1:
+        return {"peak_bytes": int(worst), "median_step_bytes": int(worst), "epochs_simulated": 0,
+                "p_epoch_exceeds_mem": None if mem_bytes is None else float(worst > mem_bytes)}
+    peaks, steps = simulate([c.voxels for c in train], [c.voxels for c in val], chain, loader, epochs, seed)
+    q = np.percentile(peaks, [50, 90, 99])
+    return {"peak_bytes": int(q[0]), "median_step_bytes": int(np.median(steps)),
+            "epoch_peak_p90_bytes": int(q[1]), "epoch_peak_p99_bytes": int(q[2]),
+            "epoch_peak_max_bytes": int(peaks.max()), "epochs_simulated": epochs, "seed": seed,
+            "p_epoch_exceeds_mem": None if mem_bytes is None else float(np.mean(peaks > mem_bytes))}
 
 
 # --- a real measurement ---------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ A real torch DataLoader (MONAI's) over the datalist's training cases with the te
 chain: LoadImaged (image and label to float32, MONAI's default), EnsureChannelFirstd and, with
 --one-hot C, AsDiscreted to C float32 channels (the field's expansion, FIELD_NOTES 5); or, with
 --chain trainer, cellcheck's trainer transforms (float32 image, uint8 label, --patches patches of
---roi^3 per crop drawn by RandCropByPosNegLabeld, flips). The main
-process takes `--batches` batches, touches each as a training step would and holds it for `--step-s`
-seconds. Run it under `cellcheck profile` to measure what `cellcheck.memory.ram.predict_ram`
-predicts (`loader_memory.py` beside this file does both).
+--roi^3 per crop drawn by RandCropByPosNegLabeld, flips). The main process takes `--batches`
+batches, touches each as a training step would and holds it for `--step-s` seconds; --shuffle-seed
+orders the cases as a shuffling sampler would. Run it under `cellcheck profile` to measure what
+`cellcheck.memory.ram` predicts (`loader_memory.py` beside this file does both).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--batches", type=int, default=16, help="batches the main process takes, cycling the cases")
+    parser.add_argument("--shuffle-seed", dest="shuffle_seed", type=int, default=None,
+                        help="shuffle the cases with this seed, as a sampler does each epoch (default: datalist order)")
     parser.add_argument("--one-hot", dest="one_hot", type=int, default=0, help="expand the label to C channels")
     parser.add_argument("--step-s", dest="step_s", type=float, default=0.0, help="seconds each batch is held")
     parser.add_argument("--chain", choices=["template", "trainer"], default="template",
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     root = args.datalist.parent
     cases = [{"image": str(root / e["image"]), "label": str(root / e["label"])}
              for e in json.loads(args.datalist.read_text())["training"]]
+    if args.shuffle_seed is not None:
+        import numpy as np
+
+        order = np.random.default_rng(args.shuffle_seed).permutation(len(cases))
+        cases = [cases[i] for i in order]
     need = args.batches * args.batch
     items = (cases * (need // len(cases) + 1))[:need]
     if args.chain == "trainer":

@@ -144,3 +144,41 @@ def test_profile_plot_refuses_a_file_that_is_not_a_record(tmp_path):
     res = CliRunner().invoke(profile_command, ["plot", str(bad), "-o", str(tmp_path / "mem.png")])
     assert res.exit_code == 2 and "no memory samples" in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "mem.png").exists()
+
+
+DINTS = ["--model", "dints", "--roi", "32,32,32", "--batch", "1", "--no-max-batch", "--format", "json"]
+
+
+def test_dints_follows_its_template_chain_and_reports_worst_and_typical(datalist):
+    """DiNTS by default: the template's own transforms (int64 label expansion), the worst case over the crops."""
+    res = run(datalist, *DINTS, "--gpus", "2", "--mem", "64G", "--epochs", "50")
+    assert res.exit_code == 0, res.output
+    ram = json.loads(res.stdout)["ram"]
+    assert ram["config"]["chain"] == "auto3dseg" and ram["config"]["expansion"] == "int64"
+    assert ram["config"]["batch"] == 2  # the template's num_images_per_batch
+    assert ram["config"]["peak_bytes_per_voxel"] > 200  # the int64 sum of masks: 16 x 14 B/voxel on the way
+    assert ram["peak_bytes"] == ram["worst_case"]["peak_bytes"] >= ram["typical"]["peak_bytes"]
+    assert ram["typical"]["epochs_simulated"] == 50 and ram["typical"]["p_epoch_exceeds_mem"] == 0
+    assert ram["worst_case"]["drivers"] and ram["crops"]["left_out"] == 0
+    fixed = json.loads(run(datalist, *DINTS, "--gpus", "2", "--expansion", "uint8").stdout)["ram"]
+    assert fixed["config"]["peak_bytes_per_voxel"] == 33 and fixed["peak_bytes"] < ram["peak_bytes"]
+
+
+def test_a_bundle_gives_the_loader_settings_unless_a_flag_does(datalist, tmp_path):
+    from memory.field_replay import write_dints_bundle
+
+    bundle = write_dints_bundle(tmp_path / "dints_0", workers=3, expansion="uint8", label_cast="uint8")
+    ram = json.loads(run(datalist, *DINTS, "--bundle", bundle).stdout)["ram"]
+    assert (ram["config"]["workers"], ram["config"]["batch"]) == (3, 2)
+    assert set(ram["config"]["from_bundle"]) == {"num_workers", "num_images_per_batch"}
+    assert ram["config"]["chain_detail"] == "bundle dints" and ram["config"]["peak_bytes_per_voxel"] == 33
+    ram = json.loads(run(datalist, *DINTS, "--bundle", bundle, "--workers", "1").stdout)["ram"]
+    assert ram["config"]["workers"] == 1 and ram["config"]["from_bundle"] == ["num_images_per_batch"]
+    (bundle / "configs" / "transforms_train.yaml").write_text("transforms_train: [unclosed")
+    res = run(datalist, *DINTS, "--bundle", bundle)
+    assert res.exit_code == 2 and "transforms_train.yaml" in res.stderr and "Traceback" not in res.output
+
+
+def test_one_hot_belongs_to_the_template_chain(datalist):
+    res = run(datalist, *DINTS, "--chain", "auto3dseg", "--one-hot")
+    assert res.exit_code == 2 and "--expansion" in res.stderr and "Traceback" not in res.output

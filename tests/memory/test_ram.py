@@ -82,3 +82,61 @@ def test_the_trainer_chain_hands_over_patches_not_crops():
     assert large.peak_bytes < template.peak_bytes
     with pytest.raises(ram.CellcheckError, match="patch"):
         ram.predict_ram(MEAN_CROP, chain="trainer", **FIELD)
+
+
+# --- over the crops a job loads -------------------------------------------------------------------------
+
+
+def skewed(n_small=40, small=64**3, large=(400**3, 300**3)):
+    """Many small crops and a few large ones."""
+    return [ram.Crop(f"small{i}", small) for i in range(n_small)] + [
+        ram.Crop(f"large{i}", v) for i, v in enumerate(large)]
+
+
+def test_the_worst_case_is_the_largest_crops_in_the_slots_in_flight():
+    """One rank, 2 workers x prefetch 2, batch 1, whole float32 crops (8 B/voxel, 9 at load, 16 at collate)."""
+    crops = skewed()
+    loader = ram.Loader(gpus=1, workers=2, prefetch=2, batch=1, hold_validation=False, rank_base_bytes=0,
+                        worker_base_bytes=0)
+    est = ram.predict_ram_over(crops, ram.template_chain(), loader, epochs=0)
+    big, second, s = 400**3, 300**3, 64**3
+    # two batches being built (each its crop held and its collate copy: 16 B), two finished (8 B), one in use
+    assert est.peak_bytes == 16 * big + 16 * second + 8 * s + 8 * s + 8 * s
+    assert est.worst_case["slots"] == 5 and est.worst_case["distinct_crops"] == 5
+    assert [d["case"] for d in est.worst_case["drivers"][:2]] == ["large0", "large1"]
+    assert est.worst_case["drivers"][0]["slot"] == "being built, at the chain's peak"
+    # the mean crop, as the model had it, sees far less
+    mean = sum(c.voxels for c in crops) / len(crops)
+    assert ram.predict_ram([mean ** (1 / 3)] * 3, 1, 2, 2, 1, hold_validation=False, rank_base_bytes=0,
+                           worker_base_bytes=0).peak_bytes < est.peak_bytes / 3
+
+
+def test_typical_epoch_is_between_the_median_step_and_the_worst_case():
+    crops = skewed(n_small=60, large=(400**3, 380**3, 360**3))
+    loader = ram.Loader(gpus=2, workers=4, prefetch=2, batch=1)
+    chain = ram.template_chain(one_hot_channels=14)
+    est = ram.predict_ram_over(crops, chain, loader, mem_bytes=25 * GiB, epochs=200)
+    t = est.typical
+    assert t["median_step_bytes"] <= t["peak_bytes"] <= t["epoch_peak_p90_bytes"] <= est.peak_bytes
+    assert t["epochs_simulated"] == 200 and 0 < t["p_epoch_exceeds_mem"] < 1
+    # more memory, fewer epochs cross it; the simulation is seeded
+    more = ram.predict_ram_over(crops, chain, loader, mem_bytes=29 * GiB, epochs=200)
+    assert more.typical["p_epoch_exceeds_mem"] < t["p_epoch_exceeds_mem"]
+    assert ram.predict_ram_over(crops, chain, loader, mem_bytes=25 * GiB, epochs=200).typical == t
+    assert ram.predict_ram_over(crops, chain, loader, mem_bytes=est.peak_bytes, epochs=200).typical[
+        "p_epoch_exceeds_mem"] == 0
+
+
+def test_every_crop_alike_gives_the_single_shape_model():
+    """A dataset of equal crops: the worst case is the mean-crop formula, and the typical case equals it."""
+    crop = (128, 128, 128)
+    one = ram.predict_ram(crop, one_hot_channels=14, **FIELD)
+    many = ram.predict_ram_over([ram.Crop(f"c{i}", 128**3) for i in range(50)],
+                                ram.template_chain(one_hot_channels=14), ram.Loader(**FIELD), epochs=50)
+    assert many.peak_bytes == one.peak_bytes and many.per_rank_bytes == one.per_rank_bytes
+    assert many.typical["peak_bytes"] == one.peak_bytes  # every epoch starts with all workers at their peak
+
+
+def test_a_prediction_without_crops_is_refused():
+    with pytest.raises(ram.CellcheckError, match="no training crop"):
+        ram.predict_ram_over([], ram.template_chain(), ram.Loader())
