@@ -76,7 +76,8 @@ def test_defective_dataset_is_refused_before_training(defects_all, capsys):
 
 @pytest.mark.parametrize("changes, env, check", [
     ({"smoke_test": False}, {}, "stale-config"),
-    ({"loss": "dicece"}, {}, "loss-unmasked"),
+    ({"loss": "dice_bce"}, {}, "loss-unmasked"),
+    ({"loss": "dicece"}, {}, "config-invalid"),
     ({}, {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments=True"}, "alloc-conf-invalid"),
     ({"mem": "1G", "num_workers": 8}, {}, "ram-exceeds"),
 ])
@@ -175,11 +176,12 @@ def test_each_network_learns_a_repeated_batch(model, roi):
 
 def test_nonfinite_guard_skips_then_stops():
     guard = NonFiniteGuard(limit=3)
-    assert guard.check(torch.tensor(1.0))
-    assert not guard.check(torch.tensor(float("nan")))
-    assert not guard.check(torch.tensor(float("inf")))
-    assert not guard.exhausted
-    assert guard.check(torch.tensor(0.5)) and guard.in_a_row == 0
+    guard.record(True)
+    guard.record(False)
+    guard.record(False)
+    assert not guard.exhausted and guard.in_a_row == 2
+    guard.record(True)
+    assert guard.in_a_row == 0
     for _ in range(3):
-        guard.check(torch.tensor(float("nan")))
+        guard.record(False)
     assert guard.exhausted and guard.total == 5
