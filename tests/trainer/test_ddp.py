@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).with_name("ddp_scenarios.py")
 
