@@ -112,3 +112,17 @@ def test_detector_flags_a_bool_target():
     tracker = measure_fwd_bwd(sneaky, logits)
     with pytest.raises(AssertionError, match="integer/bool"):
         assert_no_materialised_target(tracker, logits)
+
+
+def test_the_vram_model_traces_this_loss():
+    """cellcheck's fake-tensor step runs the trainer's loss: its loss phase costs about one logits buffer.
+
+    A one-hot BCE stand-in (what the model used before) adds a float32 target and a float32 copy of
+    the bf16 logits, four times the logits; this loss adds its one sigmoid buffer and label indices.
+    """
+    from cellcheck.memory import vram
+
+    step = vram.track_step("segresnet", (64, 64, 64), 1, "bf16")
+    logits_bytes = 14 * 64**3 * 2  # full-resolution bf16 output; the deep-supervision levels add 1/8, 1/64, ...
+    extra = step.phase_peaks["loss"] - step.phase_peaks["forward"]
+    assert 0 < extra <= 1.5 * logits_bytes, extra / logits_bytes
