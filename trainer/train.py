@@ -96,7 +96,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
           mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run (or resume) one training run; returns the exit status."""
     env = os.environ if env is None else env
-    rank, world = _distributed(_timeout_s(config, overrides))
+    rank, world = join_process_group(_timeout_s(config, overrides))
     out: Path | None = None
 
     # 1. the gate: refuse before any GPU memory is touched
@@ -114,10 +114,10 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
             print(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):", file=sys.stderr)
             print(render_text(report), file=sys.stderr, end="")
-            return _finish(EXIT_GATE, world)
+            return leave_process_group(EXIT_GATE, world)
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
     if not verdict:
-        return _finish(EXIT_GATE, world)
+        return leave_process_group(EXIT_GATE, world)
     out = _output_dir(cfg, config)
     device = _device(rank)
     if device.type == "cuda":
@@ -161,7 +161,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     continue  # resumed mid-epoch: these steps were already taken
                 if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
                     break
-                loss, stopping = _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
+                loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
                                        stop.received is not None)
                 state.step_in_epoch = step_index + 1
                 guard.record(loss is not None)
@@ -173,7 +173,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     if rank == 0:
                         print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); stopping "
                               "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
-                    return _finish(EXIT_NONFINITE, world)
+                    return leave_process_group(EXIT_NONFINITE, world)
                 if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
                     name = stop.received or "signal on another rank"
                     _save(out / "last.pt", saved, net, optimizer, scaler, state, rank)
@@ -182,7 +182,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     if rank == 0:
                         print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
                               f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
-                    return _finish(EXIT_OK, world, barrier=True)
+                    return leave_process_group(EXIT_OK, world, barrier=True)
             record = {"epoch": state.epoch,
                       "train_loss": float(torch.stack(losses).mean()) if losses else None,
                       "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3)}
@@ -209,7 +209,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                 break
     if rank == 0:
         _plot_memory(out)
-    return _finish(EXIT_OK, world)
+    return leave_process_group(EXIT_OK, world)
 
 
 def build_loss(cfg: Mapping[str, Any], train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
@@ -237,7 +237,7 @@ def _steps(loader, batch_size: int):
             yield {k: batch[k][i : i + batch_size] for k in ("image", "label", "annotated")}
 
 
-def _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
+def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
           stop_requested: bool) -> tuple[torch.Tensor | None, bool]:
     """One optimizer step, agreed by every rank: (detached loss, or None when a rank's loss was not finite; stop).
 
@@ -367,7 +367,7 @@ def _plot_memory(out: Path) -> None:
     plot_samples(read_samples(out / "memory.jsonl"), out / "memory.png", host, gpu, title=f"{out.name}: training")
 
 
-def _distributed(timeout_s: int | None = None) -> tuple[int, int]:
+def join_process_group(timeout_s: int | None = None) -> tuple[int, int]:
     """(rank, world size); joins the process group under torchrun (gloo on CPU, nccl on GPUs).
 
     `timeout_s` bounds how long a rank waits in a collective (default: torch's, 10 min for NCCL).
@@ -390,7 +390,7 @@ def _timeout_s(config: Path, overrides: Mapping[str, Any] | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _finish(status: int, world: int, barrier: bool = False) -> int:
+def leave_process_group(status: int, world: int, barrier: bool = False) -> int:
     """Leave the process group (every rank arrives here at the same decision) and return the exit status."""
     if world > 1 and dist.is_initialized():
         if barrier:

@@ -27,7 +27,7 @@ from cellcheck.classes import NUM_CLASSES
 from cellcheck.intensity import IntensityRule
 from trainer.data import read_cases, split_fold
 from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
-from trainer.train import _distributed, _finish, _step, validate
+from trainer.train import join_process_group, leave_process_group, train_step, validate
 
 C = 4
 
@@ -68,7 +68,7 @@ def nonfinite(rank: int) -> dict:
 
     start, results = weights(), []
     for poison, stop in ((rank == 1, False), (rank == 1, False), (False, False), (False, rank == 0)):
-        loss, stopping = _step(model, loss_fn, opt, scaler, patches(poison), cpu, None, stop)
+        loss, stopping = train_step(model, loss_fn, opt, scaler, patches(poison), cpu, None, stop)
         results.append({"skipped": loss is None, "stop": stopping, "moved": not torch.equal(weights(), start)})
     gathered = [torch.empty_like(start) for _ in range(2)]
     dist.all_gather(gathered, weights())
@@ -88,7 +88,7 @@ def validation(rank: int, world: int, data: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     scenario, out = argv[1], Path(argv[2])
-    rank, world = _distributed(int(os.environ["CELLCHECK_TEST_TIMEOUT_S"]))
+    rank, world = join_process_group(int(os.environ["CELLCHECK_TEST_TIMEOUT_S"]))
     if scenario == "nonfinite":
         result = nonfinite(rank)
     elif scenario == "validation":
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     (out / f"rank{rank}.json").write_text(json.dumps(result))
-    return _finish(0, world, barrier=True)
+    return leave_process_group(0, world, barrier=True)
 
 
 if __name__ == "__main__":
