@@ -245,9 +245,9 @@ def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
     rank with a NaN never skips the gradient all-reduce its peers enter: all skip together. It is
     the step's one host sync; the loss stays on the device.
     """
-    image = patches["image"].to(device, non_blocking=True)
-    label = patches["label"].to(device, non_blocking=True)  # uint8 all the way to the loss
-    annotated = patches["annotated"].to(device)
+    image = _plain(patches["image"]).to(device, non_blocking=True)
+    label = _plain(patches["label"]).to(device, non_blocking=True)  # uint8 all the way to the loss
+    annotated = _plain(patches["annotated"]).to(device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         outputs = outputs_as_list(model(image))
@@ -262,6 +262,12 @@ def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
     scaler.step(optimizer)
     scaler.update()
     return loss.detach(), stop
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from MONAI's MetaTensor; why: its Python __torch_function__ on every op slows the
+    network and torch.compile cannot trace it (the patches out of MONAI transforms are MetaTensors)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
 def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, device: torch.device,
