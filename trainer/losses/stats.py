@@ -13,8 +13,8 @@ channel c, with p = sigmoid(x) and y = [label == c + 1]:
 ``logit_stats`` computes them in a handful of whole-tensor ops and never builds a one-hot or any
 other (B, C, *spatial) target: the dense sums reduce sigmoid / softplus of the logits over the
 voxels; the label terms gather the logit at channel ``label - 1`` ((B, S), 1/C of the logits) and
-add it into bins per (sample, label value) with one ``scatter_add``.  Voxel v goes to bin
-``(v % LANES, label)``: LANES partial sums per label value spread a GPU's atomic adds over
+add it into bins per (sample, label value) with one ``scatter_add`` per term.  Voxel v goes to
+bin ``(label, v % LANES)``: LANES partial sums per label value spread a GPU's atomic adds over
 LANES * (C + 1) addresses instead of C + 1, and keep each fp32 partial sum short.  Static shapes,
 no host sync, no data-dependent control flow: it compiles without graph breaks and runs under
 ``FakeTensorMode``.
@@ -36,13 +36,14 @@ the gradient.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 __all__ = ["LANES", "LogitStats", "accumulation_dtype", "logit_stats"]
 
-#: Partial sums per (sample, label value) in the label-term scatter (see the module docstring); a power of 2.
+#: Partial sums per (sample, label value) in the label-term scatter (see the module docstring).
 LANES = 128
 #: Voxels per product in the softplus sums (see ``_softplus_sums``): q >= 0.5, so 64 of them >= 2**-64.
 GROUP = 64
@@ -91,18 +92,18 @@ def _softplus_sums(x: torch.Tensor, scratch: torch.Tensor, acc: torch.dtype) -> 
 def _label_sums(x: torch.Tensor, labels: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sums of p and x at the label channel and label counts, each (B, C) in ``acc``: one scatter_add per term.
 
-    In place where possible (``labels`` is a private int64 copy): ~20 bytes per voxel, not per logit.
+    Voxel v = i * lanes + j adds into bin (label value, lane j): viewing (B, S) as (B, S / lanes,
+    lanes) and scattering along dim 1 puts every lane in its own column, no index arithmetic.
     """
     b_size, c_size, s_size = x.shape
-    chan, xl, pl = _label_terms(x, labels, acc)
-    del chan
-    bins = c_size + 1
-    lane = torch.arange(s_size, device=x.device).bitwise_and_(LANES - 1)  # v % LANES
-    index = labels.add_(lane.mul_(bins))  # (B, S): bin (lane, label value)
+    xl, pl = _label_terms(x, labels, acc)[1:]
+    lanes = math.gcd(s_size, LANES)  # static; all the patches we train on are multiples of 128 voxels
+    index = labels.reshape(b_size, -1, lanes)
     out = []
     for values in (pl, xl, torch.ones((), dtype=acc, device=x.device).expand(b_size, s_size)):
-        sums = torch.zeros(b_size, LANES * bins, dtype=acc, device=x.device).scatter_add_(1, index, values)
-        out.append(sums.view(b_size, LANES, bins).sum(1)[:, 1:])  # bin 0 = background
+        sums = torch.zeros(b_size, c_size + 1, lanes, dtype=acc, device=x.device)
+        sums.scatter_add_(1, index, values.reshape(b_size, -1, lanes))
+        out.append(sums.sum(2)[:, 1:])  # bin 0 = background
     return out[0], out[1], out[2]
 
 
@@ -119,7 +120,7 @@ class _LogitStatsFunction(torch.autograd.Function):
         sum_p2 = p.square_().sum(2, dtype=acc) if squared else torch.zeros_like(sum_p)
         sum_sp = _softplus_sums(x, p, acc)
         del p
-        sum_pl, sum_xl, count = _label_sums(x, labels.to(torch.int64, copy=True), acc)
+        sum_pl, sum_xl, count = _label_sums(x, labels.long(), acc)
         ctx.save_for_backward(x, labels)
         ctx.squared = squared
         ctx.mark_non_differentiable(count)
