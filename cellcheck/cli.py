@@ -9,13 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from pathlib import Path
 
 import click
 
 from cellcheck import __version__
-from cellcheck.errors import CellcheckError
+from cellcheck.errors import CellcheckError, exit_status
 from cellcheck.findings import CHECKS
 from cellcheck.report import RENDERERS, parse_check_ids, write_atomic
 from cellcheck.units import parse_bytes
@@ -56,19 +55,7 @@ def _emit(text: str, output: Path | None) -> None:
             raise CellcheckError(f"{output}: cannot write the report ({exc.strerror or exc}); choose another --output")
 
 
-_PASSTHROUGH = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError)
-
-
-def _error_status(exc: Exception) -> int:
-    """Print one line for an error that escaped a command; return the exit status (always 2)."""
-    if isinstance(exc, CellcheckError):
-        click.echo(f"cellcheck: {exc}", err=True)
-        return exc.exit_code
-    if os.environ.get("CELLCHECK_DEBUG"):  # a bug of ours: keep the traceback on request
-        traceback.print_exc()
-    click.echo(f"cellcheck: internal error: {type(exc).__name__}: {exc} (rerun with CELLCHECK_DEBUG=1 and report it)",
-               err=True)
-    return 2
+_PASSTHROUGH = (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError)
 
 
 class _Cli(click.Group):
@@ -101,21 +88,18 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except _PASSTHROUGH:
             raise
-        except Exception as exc:
-            ctx.exit(_error_status(exc))
+        except Exception as exc:  # user mistakes, usage errors and bugs alike: cellcheck.errors.exit_status
+            ctx.exit(exit_status(exc))
 
 
 def run_command(command: click.Command) -> None:
     """Run one command on its own (`python -m trainer`) with the same error handling as `cellcheck`."""
     try:
         command.main(prog_name=command.name, standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
     except Exception as exc:
-        sys.exit(_error_status(exc))
+        sys.exit(exit_status(exc))
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})

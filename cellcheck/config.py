@@ -1,84 +1,97 @@
 """The training config: one YAML file, validated on load, with every default in one visible place.
 
-Shared by `cellcheck gate` and the trainer, so both refuse the same configs. Missing keys
-(FIELD_NOTES 12), smoke-test leftovers such as `num_epochs: 2` (6) and an unmasked loss on
-partially annotated data (1) are findings, not crashes three days in.
+Shared by `cellcheck gate` and the trainer, so both refuse the same configs. Every key acts on the
+run or is rejected: unknown keys, missing keys (FIELD_NOTES 12), wrong types and values are
+`config-invalid` findings, all at once; smoke-test leftovers such as `num_epochs: 2` (6) are
+`stale-config`, an unmasked loss on partially annotated data (1) `loss-unmasked`. The schema is a
+strict pydantic model (no coercion: "1e-4" is not a number, `true` is not an int).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from cellcheck.classes import CLASS_NAMES
+from cellcheck.classes import NUM_CLASSES
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
 
 MODELS = ("segresnet", "swinunetr", "dints")
-#: Losses the trainer knows; only "partial" masks unannotated channels.
-LOSSES = ("partial", "dice_bce", "dicece")
+#: Losses the trainer knows: "partial" masks unannotated channels; "dice_bce" is the unmasked
+#: baseline (every channel supervised, unannotated voxels scored as background), for comparison.
+LOSSES = ("partial", "dice_bce")
 #: Fewer epochs than this, without `smoke_test: true`, is a smoke-test value left in the config.
 MIN_EPOCHS = 10
 
-_REQUIRED = object()
+Positive = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
-@dataclass(frozen=True)
-class Key:
-    name: str
-    types: tuple[type, ...]
-    default: Any
-    doc: str
-    valid: Callable[[Any], bool] | None = None
-    rule: str = ""
+class TrainConfig(BaseModel):
+    """Every key of a training config, its type, default and meaning (the description)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    model: Literal["segresnet", "swinunetr", "dints"] = Field(description="network")
+    datalist: str = Field(description="MONAI datalist JSON (or a folder of CellMap zarr stores)")
+    dataroot: str | None = Field(None, description="folder datalist paths are relative to (default: the datalist's)")
+    output_dir: str = Field(description="run folder: checkpoints, metrics.jsonl, memory.jsonl, gate report")
+    fold: Annotated[int, Field(ge=0)] = Field(0, description="validation fold for datafold_read")
+    num_classes: Positive = Field(NUM_CLASSES, description="sigmoid output channels")
+    roi_size: Annotated[list[Positive], Field(min_length=3, max_length=3)] = Field(
+        description="patch size in voxels (z, y, x)")
+    batch_size: Positive = Field(description="patches per GPU step")
+    num_patches_per_image: Positive = Field(description="patches drawn from each loaded crop")
+    num_epochs: Positive = Field(description="epochs")
+    num_epochs_per_validation: Positive = Field(1, description="validate every N epochs")
+    early_stopping_patience: Positive = Field(10, description="validations without improvement before stopping")
+    learning_rate: Annotated[float, Field(gt=0)] = Field(2e-4, description="AdamW learning rate")
+    weight_decay: NonNegative = Field(1e-5, description="AdamW weight decay")
+    num_workers: Annotated[int, Field(ge=0)] = Field(4, description="DataLoader workers per rank")
+    prefetch_factor: Positive = Field(2, description="batches each worker prepares ahead")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
+    compile: bool = Field(False, description="torch.compile the network and the loss")
+    deep_supervision: bool | None = Field(None, description="SegResNetDS deep supervision (segresnet only; default on)")
+    loss: Literal["partial", "dice_bce"] = Field(
+        "partial", description="partial (masked sigmoid Dice+BCE) or dice_bce (the unmasked baseline)")
+    lambda_dice: NonNegative = Field(1.0, description="Dice weight")
+    lambda_bce: NonNegative = Field(1.0, description="BCE weight")
+    squared_pred: bool = Field(False, description="Dice denominator with p^2 (MONAI's squared_pred)")
+    batch_dice: bool = Field(False, description="Dice over the whole batch per class, not per sample")
+    class_weights: Literal["inverse_frequency"] | list[NonNegative] | None = Field(
+        None, description="per-class loss weights: a list of num_classes numbers or inverse_frequency")
+    foreground_ratio: Fraction = Field(0.7, description="share of patches centred on annotated foreground")
+    max_nan_steps: Positive = Field(5, description="stop after this many non-finite losses in a row")
+    ddp_timeout_s: Positive | None = Field(None, description="process-group timeout (default: torch's)")
+    gpu: str = Field("l40s", description="target GPU profile for the memory plan")
+    gpus: Positive = Field(1, description="GPUs (DDP ranks) per job")
+    mem: str | None = Field(None, description="host memory of the job, as SLURM's --mem (e.g. 512G)")
+    seed: int = Field(0, description="random seed")
+    smoke_test: bool = Field(False, description="a deliberately short run: allows few epochs")
+    max_steps_per_epoch: Positive | None = Field(None, description="cap on steps per epoch (tests, smoke runs)")
+
+    @field_validator("deep_supervision")
+    @classmethod
+    def _segresnet_only(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value is not None and info.data.get("model", "segresnet") != "segresnet":
+            raise ValueError("applies to segresnet only; remove it")
+        return value
+
+    @field_validator("class_weights")
+    @classmethod
+    def _one_per_class(cls, value: Any, info: ValidationInfo) -> Any:
+        n = info.data.get("num_classes")
+        if isinstance(value, list) and n is not None and len(value) != n:
+            raise ValueError(f"needs one weight per class ({n}), not {len(value)}")
+        return value
 
 
-def _positive(v: Any) -> bool:
-    return v > 0
-
-
-def _roi(v: Any) -> bool:
-    return len(v) == 3 and all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v)
-
-
-SCHEMA: tuple[Key, ...] = (
-    Key("model", (str,), _REQUIRED, "network", lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
-    Key("datalist", (str,), _REQUIRED, "MONAI datalist JSON (or a folder of CellMap zarr stores)"),
-    Key("dataroot", (str, type(None)), None, "folder datalist paths are relative to (default: the datalist's)"),
-    Key("output_dir", (str,), _REQUIRED, "run folder: checkpoints, metrics.jsonl, memory.jsonl, gate report"),
-    Key("fold", (int,), 0, "validation fold for datafold_read", lambda v: v >= 0, ">= 0"),
-    Key("num_classes", (int,), len(CLASS_NAMES), "sigmoid output channels", _positive, "> 0"),
-    Key("roi_size", (list,), _REQUIRED, "patch size in voxels (z, y, x)", _roi, "three positive integers"),
-    Key("batch_size", (int,), _REQUIRED, "patches per GPU step", _positive, "> 0"),
-    Key("num_patches_per_image", (int,), _REQUIRED, "patches drawn from each loaded crop", _positive, "> 0"),
-    Key("num_epochs", (int,), _REQUIRED, "epochs", _positive, "> 0"),
-    Key("num_epochs_per_validation", (int,), 1, "validate every N epochs", _positive, "> 0"),
-    Key("early_stopping_patience", (int,), 10, "validations without improvement before stopping", _positive, "> 0"),
-    Key("learning_rate", (float, int), 2e-4, "AdamW learning rate", _positive, "> 0"),
-    Key("weight_decay", (float, int), 1e-5, "AdamW weight decay", lambda v: v >= 0, ">= 0"),
-    Key("num_workers", (int,), 4, "DataLoader workers per rank", lambda v: v >= 0, ">= 0"),
-    Key("prefetch_factor", (int,), 2, "batches each worker prepares ahead", _positive, "> 0"),
-    Key("amp", (bool,), True, "mixed precision on CUDA (bf16 where supported)"),
-    Key("deep_supervision", (bool,), True, "SegResNetDS deep supervision"),
-    Key("loss", (str,), "partial", "partial (masked sigmoid Dice+BCE) or an unmasked baseline",
-        lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
-    Key("lambda_dice", (float, int), 1.0, "Dice weight", lambda v: v >= 0, ">= 0"),
-    Key("lambda_bce", (float, int), 1.0, "BCE weight", lambda v: v >= 0, ">= 0"),
-    Key("foreground_ratio", (float, int), 0.7, "share of patches centred on annotated foreground",
-        lambda v: 0 <= v <= 1, "in 0..1"),
-    Key("max_nan_steps", (int,), 5, "stop after this many non-finite losses in a row", _positive, "> 0"),
-    Key("gpu", (str,), "l40s", "target GPU profile for the memory plan"),
-    Key("gpus", (int,), 1, "GPUs (DDP ranks) per job", _positive, "> 0"),
-    Key("mem", (str, type(None)), None, "host memory of the job, as SLURM's --mem (e.g. 512G)"),
-    Key("seed", (int,), 0, "random seed"),
-    Key("smoke_test", (bool,), False, "a deliberately short run: allows few epochs"),
-    Key("max_steps_per_epoch", (int, type(None)), None, "cap on steps per epoch (tests, smoke runs)"),
-)
-KEYS = {k.name: k for k in SCHEMA}
+KEYS = TrainConfig.model_fields
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -117,32 +130,23 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def validate_config(raw: Mapping[str, Any], source: str = "config") -> tuple[dict[str, Any], list[Finding]]:
-    """Defaults filled in, plus every problem at once: config-invalid and stale-config findings."""
+    """Defaults filled in, plus every problem at once: config-invalid and stale-config findings.
+
+    The config holds every key whose value is valid (defaults for the rest), so the gate can still
+    plan from a config with errors.
+    """
     findings: list[Finding] = []
-    cfg: dict[str, Any] = {}
-    for name in raw:
-        if name not in KEYS:
-            close = difflib.get_close_matches(str(name), KEYS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            findings.append(finding("config-invalid", None, source, f"unknown key '{name}'{hint}", key=name))
-    for key in SCHEMA:
-        if key.name not in raw:
-            if key.default is _REQUIRED:
-                findings.append(finding("config-invalid", None, source, f"missing key '{key.name}': {key.doc}", key=key.name))
-            else:
-                cfg[key.name] = key.default
-            continue
-        value = raw[key.name]
-        if isinstance(value, bool) and bool not in key.types or not isinstance(value, key.types):
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in key.types)
-            findings.append(finding("config-invalid", None, source, f"'{key.name}' must be {want}, got {value!r:.40}",
-                                    key=key.name))
-            continue
-        if key.valid is not None and value is not None and not key.valid(value):
-            findings.append(finding("config-invalid", None, source, f"'{key.name}' must be {key.rule}, got {value!r:.40}",
-                                    key=key.name))
-            continue
-        cfg[key.name] = value
+    errors: dict[str, list[Mapping[str, Any]]] = {}
+    try:
+        cfg = TrainConfig.model_validate(dict(raw)).model_dump()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            errors.setdefault(str(err["loc"][0]) if err["loc"] else "", []).append(err)
+        findings += [finding("config-invalid", None, source, _message(key, errs), key=key) for key, errs in errors.items()]
+        cfg = {name: raw[name] if name in raw else field.default for name, field in KEYS.items()
+               if name not in errors and (name in raw or not field.is_required())}
+    if cfg.get("deep_supervision") is None and "deep_supervision" not in errors:
+        cfg["deep_supervision"] = cfg.get("model") == "segresnet"
     epochs = cfg.get("num_epochs")
     if isinstance(epochs, int) and epochs < MIN_EPOCHS and not cfg.get("smoke_test"):
         findings.append(
@@ -151,6 +155,22 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> tuple[dic
                     "(or smoke_test: true if this run is meant to be short)", key="num_epochs", value=epochs)
         )
     return cfg, findings
+
+
+def _message(key: str, errors: list[Mapping[str, Any]]) -> str:
+    """One line for a key's errors: what it must be (each alternative of a union), what it got, or a close key."""
+    if errors[0]["type"] == "missing":
+        return f"missing key '{key}': {KEYS[key].description}"
+    if errors[0]["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        return f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+    items = "".join(f"[{i}]" for i in errors[0]["loc"][1:] if isinstance(i, int))  # roi_size[1]
+    wants = []
+    for err in errors:
+        want = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
+        wants.append(want.replace("List should have", "must have"))
+    what = " or ".join(dict.fromkeys(wants)).replace(" or must be ", " or ")
+    return f"'{key}{items}' {what}, got {errors[0]['input']!r:.40}"
 
 
 def loss_masking(cfg: Mapping[str, Any], partial: bool, source: str = "config") -> list[Finding]:

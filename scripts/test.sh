@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up from scratch, run the whole test suite, then the benchmarks; the check scripts print the
-# ratios and fail on a loss kernel not 1.5x faster than its one-hot reference or on unbounded audit
-# memory. The loss runs at its full 96^3 size (~13 s): at 64^3 its margin over the reference
-# (1.6-3.1x measured) sits too close to the gate for a shared machine. JSON lands in .ci-artifacts/.
+# ratios and fail on unbounded audit memory. The loss runs at its full 96^3 size and its speed
+# and memory ratios are printed, never enforced (wall clock on a shared machine). The GPU check
+# runs last: without a GPU it says so and exits 0. JSON lands in .ci-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -19,3 +19,4 @@ CELLCHECK_BENCH=1 .venv/bin/python -m pytest tests/benchmarks/test_loss_benchmar
     --benchmark-json=.ci-artifacts/loss_benchmarks.json
 .venv/bin/python tests/benchmarks/check_loss_ratio.py .ci-artifacts/loss_benchmarks.json
 .venv/bin/python tests/benchmarks/check_audit_ratios.py .ci-artifacts/audit_benchmarks.json
+bash scripts/gpu_check.sh .ci-artifacts/gpu_check.json

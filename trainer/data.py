@@ -1,9 +1,11 @@
 """Data for the trainer: datalist cases in, (image, integer label, annotation mask) patches out.
 
-Labels stay integers (uint8) from disk to the loss: no float32 copy from LoadImaged and no
-14-channel one-hot anywhere (FIELD_NOTES 5: that expansion cost +4.2 GB RSS per sample and
-OOM-killed the job at --mem=200G). Every sample carries its (C,) annotation mask, parsed from
-`annotated_classes` with the same parser the audit uses (path-joined form included).
+Volumes are read by the audit's readers (`cellcheck.sources.read_volume`) and images become
+network input by the run's one intensity rule (`cellcheck.intensity`), the rule inference applies
+too. Labels stay integers (uint8) from disk to the loss, checked against 0..C as they are loaded:
+no float32 copy from LoadImaged and no 14-channel one-hot anywhere (FIELD_NOTES 5: that expansion
+cost +4.2 GB RSS per sample and OOM-killed the job at --mem=200G). Every sample carries its (C,)
+annotation mask, parsed from `annotated_classes` with the same parser the audit uses.
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
-import zarr
 from monai.data import DataLoader, Dataset
 from monai.transforms import (
     Compose,
@@ -26,9 +26,13 @@ from monai.transforms import (
 )
 
 from cellcheck.annotated_classes import parse_annotated_classes
+from cellcheck.classes import NUM_CLASSES
 from cellcheck.datalist import Datalist, load_datalist
 from cellcheck.errors import CellcheckError
-from cellcheck.sources.ome_ngff import parse_levels
+from cellcheck.intensity import IntensityRule, rule_for_dtypes
+from cellcheck.sources import open_volume
+from cellcheck.sources.arrays import read_volume
+from cellcheck.sources.volume import ReadError
 
 
 @dataclass(frozen=True)
@@ -70,43 +74,55 @@ def split_fold(cases: Sequence[Case], fold: int) -> tuple[list[Case], list[Case]
     return train, val
 
 
+def intensity_rule(cases: Sequence[Case]) -> IntensityRule:
+    """The run's intensity rule, from the images' stored dtype (headers only); all images must share it."""
+    dtypes = []
+    for case in cases:
+        try:
+            dtypes.append(open_volume(case.image).header.dtype)
+        except ReadError as exc:
+            raise CellcheckError(str(exc)) from None
+    return rule_for_dtypes(dtypes, "the training and validation images")
+
+
 def read_array(path: Path) -> np.ndarray:
-    """A whole volume in its stored dtype, (Z, Y, X): NIfTI via nibabel, zarr array or OME-NGFF group."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return np.asanyarray(nib.load(str(path)).dataobj)
-    node = zarr.open(store=str(path), mode="r")
-    if isinstance(node, zarr.Group):
-        node = node[parse_levels(dict(node.attrs))[0].path]
-    return np.asarray(node)
+    """A whole volume in its stored dtype, (Z, Y, X), by the audit's readers; CellcheckError if unreadable."""
+    try:
+        return read_volume(path).data
+    except ReadError as exc:
+        raise CellcheckError(str(exc)) from None
 
 
 class LoadCased(MapTransform):
-    """Load image as float32 in 0..1 (uint8 / 255) and label as uint8, both (1, Z, Y, X)."""
+    """Load image as float32 network input (the intensity rule) and label as uint8, both (1, Z, Y, X)."""
 
-    def __init__(self, keys: Sequence[Hashable] = ("image", "label")) -> None:
+    def __init__(self, rule: IntensityRule, num_classes: int, keys: Sequence[Hashable] = ("image", "label")) -> None:
         super().__init__(keys)
+        self.rule, self.num_classes = rule, num_classes
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        image = read_array(Path(d["image"]))
-        scale = 1.0 / 255.0 if image.dtype == np.uint8 else 1.0
-        d["image"] = torch.from_numpy((image.astype(np.float32) * np.float32(scale))[None])
+        d["image"] = torch.from_numpy(self.rule.apply(read_array(Path(d["image"])), str(d["image"]))[None])
         label = read_array(Path(d["label"]))
-        if label.ndim == 4 and label.shape[-1] == 1:
-            label = label[..., 0]
         if not np.issubdtype(label.dtype, np.integer):
             raise CellcheckError(f"{d['label']}: labels must be integers, got {label.dtype}; run cellcheck audit")
+        if label.size and (int(label.min()) < 0 or int(label.max()) > self.num_classes):
+            raise CellcheckError(f"{d['label']}: label values {int(label.min())}..{int(label.max())} are outside "
+                                 f"0..{self.num_classes}; run cellcheck audit")
         d["label"] = torch.from_numpy(label.astype(np.uint8, copy=False)[None])
         d["annotated"] = torch.as_tensor(d["annotated"], dtype=torch.bool)
         return d
 
 
-def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio: float) -> Compose:
-    """Load, pad to the ROI, draw `num_patches` patches (a share centred on annotated foreground), flip."""
+def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio: float,
+                     rule: IntensityRule | None = None, num_classes: int = NUM_CLASSES) -> Compose:
+    """Load, pad to the ROI, draw `num_patches` patches (a share centred on annotated foreground), flip.
+
+    `rule`: the run's intensity rule (default: uint8 images, the field's data).
+    """
     keys = ("image", "label")
     return Compose([
-        LoadCased(keys),
+        LoadCased(rule or IntensityRule.for_dtype("uint8"), num_classes, keys),
         SpatialPadd(keys, spatial_size=roi_size),
         RandCropByPosNegLabeld(keys, label_key="label", spatial_size=roi_size, pos=foreground_ratio,
                                neg=1.0 - foreground_ratio, num_samples=num_patches, allow_smaller=True),
@@ -116,11 +132,12 @@ def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio
     ])
 
 
-def train_loader(cases: Sequence[Case], cfg: Mapping[str, Any], *, rank: int = 0, world: int = 1,
-                 epoch: int = 0) -> DataLoader:
+def train_loader(cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, *, rank: int = 0,
+                 world: int = 1, epoch: int = 0) -> DataLoader:
     """Batches of patches for one epoch; the order and the crops depend only on (seed, epoch, rank)."""
     seed = int(cfg["seed"]) * 1000 + epoch
-    transform = train_transforms(cfg["roi_size"], cfg["num_patches_per_image"], cfg["foreground_ratio"])
+    transform = train_transforms(cfg["roi_size"], cfg["num_patches_per_image"], cfg["foreground_ratio"], rule,
+                                 cfg["num_classes"])
     transform.set_random_state(seed=seed * 97 + rank)
     mine = [c.as_dict() for i, c in enumerate(_shuffled(cases, seed)) if i % world == rank]
     workers = int(cfg["num_workers"])
@@ -140,7 +157,7 @@ def _shuffled(cases: Sequence[Case], seed: int) -> list[Case]:
     return [cases[i] for i in order]
 
 
-def load_validation_case(case: Case) -> dict[str, Any]:
+def load_validation_case(case: Case, rule: IntensityRule, num_classes: int) -> dict[str, Any]:
     """A whole validation crop: image (1, 1, Z, Y, X) float32, label (Z, Y, X) uint8, mask (C,) bool."""
-    d = LoadCased()(case.as_dict())
+    d = LoadCased(rule, num_classes)(case.as_dict())
     return {"case": case.case, "image": d["image"][None], "label": d["label"][0], "annotated": d["annotated"]}

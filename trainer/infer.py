@@ -3,23 +3,21 @@
     python -m trainer.infer --checkpoint A.pt [--checkpoint B.pt ...] IMAGE [IMAGE ...] --output DIR
                             [--format nifti|zarr] [--overlap 0.25] [--device cpu]
 
+Images are read by the audit's readers (`cellcheck.sources.read_volume`) and become network input by
+the intensity rule stored in the checkpoints (`cellcheck.intensity`), the one the model trained with.
 Each model slides its own ROI over the image with gaussian blending, its logits become sigmoid
 probabilities (classes are independent), and the ensemble is the mean of those probabilities.
-Outputs: `<image>_probabilities.nii.gz` (4D float32, class on the last axis, the input's affine) or
-`<image>_probabilities.zarr` (zarr v3 array (C, Z, Y, X) float32 with attribute `class_names`).
+Outputs, written atomically: `<image>_probabilities.nii.gz` (4D float32, class on the last axis, the
+input's affine) or `<image>_probabilities.zarr` (zarr v3 array (C, Z, Y, X) float32 with attribute
+`class_names`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import traceback
-import uuid
+import gzip
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import numpy as np
@@ -27,14 +25,17 @@ import torch
 from torch import nn
 
 from cellcheck.classes import CLASS_NAMES
-from cellcheck.errors import CellcheckError
+from cellcheck.errors import CellcheckError, one_line_errors
+from cellcheck.intensity import IntensityRule
+from cellcheck.report import write_atomic, write_folder_atomic
+from cellcheck.sources.arrays import VolumeArray, read_volume
+from cellcheck.sources.volume import ReadError
 from trainer.networks import MODELS, build_network, outputs_as_list
 
 __all__ = [
-    "Image",
-    "image_to_tensor",
     "infer_command",
     "load_checkpoint_model",
+    "network_input",
     "predict_to_files",
     "read_image",
     "sliding_window_probabilities",
@@ -136,8 +137,10 @@ def load_checkpoint_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     """The network a trainer checkpoint describes, weights loaded, on the CPU; why: inference needs no trainer.
 
     Checkpoint: a torch.save dict {"model": segresnet|swinunetr|dints, "config": {"num_classes",
-    "roi_size", "deep_supervision", ...}, "state_dict": ..., "epoch": ...}. Returns (module in eval
-    mode, config with "model" and "epoch" filled in). Raises CellcheckError naming the file and the fix.
+    "roi_size", "deep_supervision", ...}, "state_dict": ..., "intensity": {"dtype", "low", "high"}}.
+    Returns (module in eval mode, config with "model", "epoch" and "intensity" (an IntensityRule)
+    filled in; a checkpoint from before the rule was stored trained on uint8 / 255). Raises
+    CellcheckError naming the file and the fix.
     """
     path = Path(path)
     fix = "pass a .pt file written by the trainer (trainer/train.py)"
@@ -156,7 +159,12 @@ def load_checkpoint_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
         raise CellcheckError(f"{path}: unknown model {model!r} in the checkpoint; expected one of {', '.join(MODELS)}")
     if not isinstance(config, dict) or "roi_size" not in config:
         raise CellcheckError(f"{path}: checkpoint config has no roi_size; {fix}")
-    config = {**config, "model": model, "epoch": ckpt.get("epoch")}
+    epoch = ckpt.get("epoch", (ckpt.get("state") or {}).get("epoch"))
+    try:
+        rule = IntensityRule.from_json(ckpt["intensity"]) if "intensity" in ckpt else IntensityRule.for_dtype("uint8")
+    except (KeyError, TypeError, ValueError):
+        raise CellcheckError(f"{path}: the checkpoint's intensity rule is malformed; {fix}") from None
+    config = {**config, "model": model, "epoch": epoch, "intensity": rule}
     config.setdefault("num_classes", len(CLASS_NAMES))
     try:
         net = build_network(
@@ -173,15 +181,6 @@ def load_checkpoint_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
 # --- images in, probabilities out ------------------------------------------------------------------------
 
 
-@dataclass
-class Image:
-    """A volume read for inference: voxels in file order and what the writers need to keep."""
-
-    data: np.ndarray  # 3D, as stored (uint8 or float)
-    affine: np.ndarray  # 4 x 4; the NIfTI one, or diag(scale) for zarr
-    header: Any = None  # nibabel header of a NIfTI input
-
-
 def _image_stem(path: Path) -> str:
     """Output name stem: crop.nii.gz -> crop; store.zarr/recon-1/em/s0 -> store_recon-1_em_s0."""
     name = path.name
@@ -195,109 +194,43 @@ def _image_stem(path: Path) -> str:
     return path.stem
 
 
-def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    while data.ndim > 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 3:
-        raise CellcheckError(f"{path}: image has shape {data.shape}; inference needs one 3D channel")
-    return data
+def read_image(path: Path | str) -> VolumeArray:
+    """A NIfTI file or zarr array / OME-NGFF group (finest level) as 3D voxels, by the audit's readers.
 
-
-def _read_zarr(path: Path) -> Image:
-    import zarr
-
-    from cellcheck.sources.ome_ngff import MetadataError, multiscales_of, parse_levels
-
-    try:
-        node = zarr.open(store=str(path), mode="r")
-        scale = None
-        if not isinstance(node, zarr.Array):
-            attrs = dict(node.attrs)
-            ms = multiscales_of(attrs)
-            if not ms:
-                raise CellcheckError(f"{path}: a zarr group without OME-NGFF multiscales; pass the array itself")
-            level_path = ms[0]["datasets"][0]["path"]
-            try:
-                scale = {lv.path: lv.scale for lv in parse_levels(attrs)}.get(level_path)
-            except MetadataError:
-                scale = None
-            node = node[level_path]
-        data = np.asarray(node[...])
-    except CellcheckError:
-        raise
-    except Exception as exc:
-        raise CellcheckError(f"{path}: cannot read the zarr image ({type(exc).__name__}: {exc}); check the path") from None
-    data = _squeeze_to_3d(data, path)
-    affine = np.eye(4)
-    if scale is not None and len(scale) >= 3:
-        affine[:3, :3] = np.diag(scale[-3:])
-    return Image(data, affine)
-
-
-def read_image(path: Path | str) -> Image:
-    """A NIfTI file or zarr array / OME-NGFF group (first multiscale level) as 3D voxels; why: one reader for both.
-
-    Returns voxels in the file's array order (NIfTI i, j, k; zarr z, y, x) with dtype as stored.
+    Voxels in the file's array order (NIfTI i, j, k; zarr z, y, x) with dtype as stored, and the affine
+    the outputs keep. Raises CellcheckError naming the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CellcheckError(f"{path}: image not found; check the path")
-    if path.is_dir() or path.suffix == ".zarr":
-        return _read_zarr(path)
+    try:
+        return read_volume(path)
+    except ReadError as exc:
+        raise CellcheckError(str(exc)) from None
+
+
+def network_input(volume: VolumeArray, rule: IntensityRule) -> torch.Tensor:
+    """(Z, Y, X) stored voxels -> (1, 1, Z, Y, X) float32 by the model's intensity rule; why: as in training."""
+    return torch.from_numpy(rule.apply(volume.data, str(volume.header.path)))[None, None]
+
+
+def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path) -> None:
+    """(C, Z, Y, X) -> 4D gzipped NIfTI with the class on the last axis and the input's affine, atomically."""
     import nibabel as nib
 
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:
-        raise CellcheckError(f"{path}: cannot read the NIfTI image ({type(exc).__name__}: {exc}); re-export it") from None
-    return Image(_squeeze_to_3d(data, path), np.asarray(img.affine, dtype=np.float64), img.header)
-
-
-def image_to_tensor(data: np.ndarray, path: Path | str = "image") -> torch.Tensor:
-    """Raw EM voxels as network input; why: the models were trained on uint8 EM scaled to 0..1.
-
-    (Z, Y, X) uint8 (or integer within 0..255) -> (1, 1, Z, Y, X) float32 / 255; float -> as is.
-    """
-    if np.issubdtype(data.dtype, np.floating):
-        arr = data.astype(np.float32, copy=False)
-    elif np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_:
-        if data.dtype != np.uint8 and data.size and (int(data.min()) < 0 or int(data.max()) > 255):
-            raise CellcheckError(
-                f"{path}: {data.dtype} voxels span {int(data.min())}..{int(data.max())}; the models expect uint8 EM "
-                "(0..255) or floats scaled to 0..1, convert the image first"
-            )
-        arr = data.astype(np.float32) / np.float32(255.0)
-    else:
-        raise CellcheckError(f"{path}: unsupported voxel type {data.dtype}; convert the image to uint8 or float32")
-    return torch.from_numpy(np.ascontiguousarray(arr))[None, None]
-
-
-def _write_nifti(prob: np.ndarray, image: Image, out: Path) -> None:
-    """(C, Z, Y, X) -> 4D NIfTI with the class on the last axis, via a temporary file and os.replace."""
-    import nibabel as nib
-
-    header = image.header.copy() if image.header is not None else None
-    img = nib.Nifti1Image(np.moveaxis(prob, 0, -1), image.affine, header)
+    img = nib.Nifti1Image(np.moveaxis(prob, 0, -1), volume.affine)
     img.set_data_dtype(np.float32)
     img.header.set_slope_inter(1.0, 0.0)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp.nii.gz"
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def stream(fh: BinaryIO) -> None:
+        with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=6, mtime=0) as gz:
+            img.to_stream(gz)
+
+    write_atomic(out, stream)
 
 
 def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Path) -> None:
-    """(C, Z, Y, X) -> zarr v3 array in a temporary folder, then os.replace (an old output is swapped out)."""
+    """(C, Z, Y, X) -> zarr v3 array, built beside `out` and swapped in (an old output is replaced whole)."""
     import zarr
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
-    try:
+    def fill(tmp: Path) -> None:
         chunks = (1, *(min(n, 128) for n in prob.shape[1:]))
         arr = zarr.create_array(
             store=str(tmp), shape=prob.shape, dtype="float32", chunks=chunks, zarr_format=3, overwrite=True,
@@ -305,12 +238,8 @@ def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Pat
             dimension_names=["class", "z", "y", "x"],
         )
         arr[...] = prob
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+
+    write_folder_atomic(out, fill)
 
 
 def _class_names(config: dict[str, Any]) -> list[str]:
@@ -347,7 +276,8 @@ def predict_to_files(
 
     Each image (NIfTI, zarr array or OME-NGFF group) -> `output_dir/<stem>_probabilities.nii.gz`
     (X, Y, Z, C) float32 in file order with the input affine, or `.zarr` (C, Z, Y, X) float32 with
-    attribute class_names. Checkpoints may mix models and ROIs. Returns the written paths in input order.
+    attribute class_names. Checkpoints may mix models and ROIs, not intensity rules. Returns the
+    written paths in input order.
     """
     if fmt not in FORMATS:
         raise CellcheckError(f"unknown output format {fmt!r}; choose nifti or zarr")
@@ -374,6 +304,11 @@ def predict_to_files(
     classes = {int(cfg["num_classes"]) for _, cfg in loaded}
     if len(classes) > 1:
         raise CellcheckError(f"{checkpoints[0]}: checkpoints disagree on num_classes {sorted(classes)}; ensemble like with like")
+    rules = {cfg["intensity"] for _, cfg in loaded}
+    if len(rules) > 1:
+        raise CellcheckError(f"{checkpoints[0]}: checkpoints were trained on different image dtypes "
+                             f"({', '.join(sorted(r.dtype for r in rules))}); ensemble like with like")
+    rule = rules.pop()
     models = [net.to(dev) for net, _ in loaded]
     rois = [tuple(cfg["roi_size"]) for _, cfg in loaded]
     class_names = _class_names(loaded[0][1])
@@ -383,13 +318,13 @@ def predict_to_files(
         raise CellcheckError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc}); choose another --output") from None
 
     for src, out in zip(images, outputs):
-        image = read_image(src)
-        x = image_to_tensor(image.data, src)
+        volume = read_image(src)
+        x = network_input(volume, rule)
         prob = sliding_window_probabilities(models, x, rois, overlap=overlap, sw_batch_size=sw_batch_size,
                                             device=dev, amp=amp).numpy()
         try:
             if fmt == "nifti":
-                _write_nifti(prob, image, out)
+                _write_nifti(prob, volume, out)
             else:
                 _write_zarr(prob, out, class_names, src)
         except OSError as exc:
@@ -400,19 +335,7 @@ def predict_to_files(
 # --- command line -----------------------------------------------------------------------------------------
 
 
-class _OneLineUsageErrors(click.Command):
-    """A usage error (missing option, bad value) as one line on stderr and exit 2, like every other error."""
-
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            click.echo(f"cellcheck: {exc.format_message()} (see --help)", err=True)
-            raise click.exceptions.Exit(2) from None
-
-
-@click.command("infer", cls=_OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("infer", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Trainer checkpoint (.pt); repeat to ensemble (probabilities are averaged).")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -425,25 +348,17 @@ class _OneLineUsageErrors(click.Command):
 @click.option("--sw-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Windows per forward pass.")
 @click.option("--amp/--no-amp", default=False, show_default=True, help="Mixed precision forward passes.")
+@one_line_errors
 def infer_command(checkpoints: tuple[Path, ...], images: tuple[Path, ...], output_dir: Path, fmt: str,
                   overlap: float, device: str, sw_batch_size: int, amp: bool) -> None:
     """Write per-class probability maps for IMAGES with one checkpoint or an ensemble."""
-    ctx = click.get_current_context()
-    try:
-        written = predict_to_files(list(checkpoints), list(images), output_dir, fmt=fmt, overlap=overlap,
-                                   device=device, sw_batch_size=sw_batch_size, amp=amp)
-    except CellcheckError as exc:
-        click.echo(f"cellcheck: {exc}", err=True)
-        ctx.exit(exc.exit_code)
-    except Exception as exc:  # a bug of ours or of a dependency: one line, never a silent exit 0
-        if os.environ.get("CELLCHECK_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"cellcheck: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                   "(rerun with CELLCHECK_DEBUG=1 and report it)", err=True)
-        ctx.exit(2)
+    written = predict_to_files(list(checkpoints), list(images), output_dir, fmt=fmt, overlap=overlap,
+                               device=device, sw_batch_size=sw_batch_size, amp=amp)
     for path in written:
         click.echo(str(path))
 
 
 if __name__ == "__main__":
-    infer_command.main(prog_name="python -m trainer.infer")
+    from cellcheck.cli import run_command
+
+    run_command(infer_command)

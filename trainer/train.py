@@ -2,8 +2,15 @@
 
 Nothing touches a GPU before the gate passes; the gate's report is saved in the run folder
 either way. A run leaves `gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`,
-`memory.png`, `last.pt` and `best.pt`. SIGTERM / SIGUSR1 (SLURM pre-emption) save `last.pt`
-at the next step and exit; `--resume` continues from it exactly where it stopped.
+`memory.png`, `last.pt` and `best.pt`, every file written atomically. SIGTERM / SIGUSR1 (SLURM
+pre-emption) save `last.pt` at the next step and exit; `--resume` continues from it exactly
+where it stopped.
+
+Under DDP every decision is taken by all ranks together, so no rank can wait alone in a
+collective: one all-reduce per step says whether any rank's loss was non-finite (then every
+rank skips the step) and whether any rank got a stop signal; validation is split across the
+ranks (each scores a share of the crops) and the per-class Dice sums are all-reduced, so early
+stopping and the best checkpoint are the same decision everywhere.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,13 +32,15 @@ import torch
 import torch.distributed as dist
 
 from cellcheck.classes import CLASS_NAMES
+from cellcheck.config import read_config
 from cellcheck.errors import CellcheckError
 from cellcheck.gate import run_gate
+from cellcheck.intensity import IntensityRule
 from cellcheck.memory.profiler import MemoryProfiler
 from cellcheck.report import render_json, render_text, write_atomic
-from trainer.data import load_validation_case, read_cases, split_fold, train_loader
+from trainer.data import Case, intensity_rule, load_validation_case, read_cases, split_fold, train_loader
 from trainer.infer import sliding_window_probabilities
-from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss, inverse_frequency_weights
 from trainer.networks import build_network, outputs_as_list
 
 #: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused by the gate,
@@ -51,19 +62,18 @@ class State:
 
 
 class NonFiniteGuard:
-    """Skip steps whose loss is NaN/Inf; give up after `limit` in a row (FIELD_NOTES 15)."""
+    """Count skipped steps (a NaN/Inf loss on any rank); give up after `limit` in a row (FIELD_NOTES 15)."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.in_a_row, self.total = limit, 0, 0
 
-    def check(self, loss: torch.Tensor) -> bool:
-        """True if the step may proceed."""
-        if torch.isfinite(loss).all():
+    def record(self, finite: bool) -> None:
+        """One step's verdict, the same on every rank."""
+        if finite:
             self.in_a_row = 0
-            return True
-        self.in_a_row += 1
-        self.total += 1
-        return False
+        else:
+            self.in_a_row += 1
+            self.total += 1
 
     @property
     def exhausted(self) -> bool:
@@ -86,7 +96,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
           mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run (or resume) one training run; returns the exit status."""
     env = os.environ if env is None else env
-    rank, world = _distributed()
+    rank, world = join_process_group(_timeout_s(config, overrides))
     out: Path | None = None
 
     # 1. the gate: refuse before any GPU memory is touched
@@ -104,39 +114,40 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
             print(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):", file=sys.stderr)
             print(render_text(report), file=sys.stderr, end="")
-            return EXIT_GATE
+            return leave_process_group(EXIT_GATE, world)
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
     if not verdict:
-        return EXIT_GATE
+        return leave_process_group(EXIT_GATE, world)
     out = _output_dir(cfg, config)
     device = _device(rank)
     if device.type == "cuda":
         _check_device_memory(cfg, device)
 
-    # 2. data
+    # 2. data, and the one intensity rule of the run (stored in every checkpoint, applied at inference)
     datalist = Path(cfg["datalist"]) if Path(cfg["datalist"]).is_absolute() else config.parent / cfg["datalist"]
     dataroot = (config.parent / cfg["dataroot"]) if cfg.get("dataroot") else None
     train_cases, val_cases = split_fold(read_cases(datalist, dataroot, cfg["num_classes"]), cfg["fold"])
+    rule = intensity_rule([*train_cases, *val_cases])
 
     # 3. model, loss, optimizer
     torch.manual_seed(cfg["seed"])
     net = build_network(cfg["model"], cfg["num_classes"], roi_size=cfg["roi_size"],
                         deep_supervision=cfg["deep_supervision"]).to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(num_classes=cfg["num_classes"],
-                                                               lambda_dice=cfg["lambda_dice"],
-                                                               lambda_bce=cfg["lambda_bce"]))
+    loss_fn = build_loss(cfg, train_cases).to(device)
+    if cfg["compile"]:
+        model, loss_fn = torch.compile(model), torch.compile(loss_fn)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = State()
     if resume:
         state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
+    saved = {"model": cfg["model"], "config": cfg, "intensity": rule.to_json()}
 
     # 4. the loop, recorded
     stop, guard = StopSignal(), NonFiniteGuard(cfg["max_nan_steps"])
     profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0) if rank == 0 else None
-    status = EXIT_OK
     with profiler or nullcontext():
         while state.epoch < cfg["num_epochs"]:
             t0 = time.time()
@@ -144,42 +155,43 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                 torch.cuda.reset_peak_memory_stats(device)
             losses, skip = [], state.step_in_epoch
             model.train()
-            for step_index, patches in enumerate(_steps(train_loader(train_cases, cfg, rank=rank, world=world,
-                                                                      epoch=state.epoch), cfg["batch_size"])):
+            loader = train_loader(train_cases, cfg, rule, rank=rank, world=world, epoch=state.epoch)
+            for step_index, patches in enumerate(_steps(loader, cfg["batch_size"])):
                 if step_index < skip:
                     continue  # resumed mid-epoch: these steps were already taken
                 if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
                     break
-                loss = _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, guard)
+                loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
+                                       stop.received is not None)
                 state.step_in_epoch = step_index + 1
+                guard.record(loss is not None)
                 if loss is not None:
                     state.global_step += 1
                     losses.append(loss)
                 elif guard.exhausted:
                     _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
-                    print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row; stopping "
-                          "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
-                    return EXIT_NONFINITE
-                if _any_rank(stop.received is not None, device):  # every rank stops at the same step
+                    if rank == 0:
+                        print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); stopping "
+                              "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
+                    return leave_process_group(EXIT_NONFINITE, world)
+                if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
                     name = stop.received or "signal on another rank"
-                    _save(out / "last.pt", cfg, net, optimizer, scaler, state, rank)
+                    _save(out / "last.pt", saved, net, optimizer, scaler, state, rank)
                     _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
                                      "step_in_epoch": state.step_in_epoch})
                     if rank == 0:
                         print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
                               f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
-                    if world > 1:
-                        dist.barrier()
-                        dist.destroy_process_group()
-                    return EXIT_OK
-            record = {"epoch": state.epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                    return leave_process_group(EXIT_OK, world, barrier=True)
+            record = {"epoch": state.epoch,
+                      "train_loss": float(torch.stack(losses).mean()) if losses else None,
                       "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3)}
             if device.type == "cuda":
                 record["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
                 record["max_memory_reserved"] = torch.cuda.max_memory_reserved(device)
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            if rank == 0 and (state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]):
-                record.update(_validate(net, val_cases, cfg, device, amp_dtype))
+            if state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]:
+                record.update(validate(net, val_cases, cfg, rule, device, amp_dtype, rank=rank, world=world))
                 improved = record["val_dice_mean"] > state.best_metric
                 if improved:
                     state.best_metric, state.best_epoch, state.bad_validations = record["val_dice_mean"], state.epoch, 0
@@ -187,8 +199,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     state.bad_validations += 1
                 state.history.append(record["val_dice_mean"])
                 if improved:
-                    _save(out / "best.pt", cfg, net, optimizer, scaler, state, rank)
-            _save(out / "last.pt", cfg, net, optimizer, scaler, state, rank)
+                    _save(out / "best.pt", saved, net, optimizer, scaler, state, rank)
+            _save(out / "last.pt", saved, net, optimizer, scaler, state, rank)
             _log(out, rank, record)
             if profiler:
                 profiler.mark(f"epoch {state.epoch}")
@@ -197,9 +209,24 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                 break
     if rank == 0:
         _plot_memory(out)
-    if world > 1:
-        dist.destroy_process_group()
-    return status
+    return leave_process_group(EXIT_OK, world)
+
+
+def build_loss(cfg: Mapping[str, Any], train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
+    """The loss the config asks for: masked or the unmasked baseline, batch Dice, squared_pred, class weights.
+
+    `class_weights: inverse_frequency` weighs each class by 1 / (training crops annotating it).
+    """
+    weights = cfg["class_weights"]
+    if weights == "inverse_frequency":
+        mask = torch.as_tensor(np.stack([c.annotated for c in train_cases])) if train_cases else None
+        weights = inverse_frequency_weights(mask) if mask is not None else None
+    single = PartialAnnotationLoss(
+        num_classes=cfg["num_classes"], batch=cfg["batch_dice"], squared_pred=cfg["squared_pred"],
+        class_weights=weights, lambda_dice=cfg["lambda_dice"], lambda_bce=cfg["lambda_bce"],
+        masked=cfg["loss"] == "partial",
+    )
+    return DeepSupervisionPartialLoss(single)
 
 
 def _steps(loader, batch_size: int):
@@ -210,52 +237,98 @@ def _steps(loader, batch_size: int):
             yield {k: batch[k][i : i + batch_size] for k in ("image", "label", "annotated")}
 
 
-def _step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, guard: NonFiniteGuard) -> float | None:
-    """One optimizer step; None when the loss was not finite (the step is skipped)."""
-    image = patches["image"].to(device, non_blocking=True)
-    label = patches["label"].to(device, non_blocking=True)  # uint8 all the way to the loss
-    annotated = patches["annotated"].to(device)
+def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
+          stop_requested: bool) -> tuple[torch.Tensor | None, bool]:
+    """One optimizer step, agreed by every rank: (detached loss, or None when a rank's loss was not finite; stop).
+
+    The verdict is one all-reduce (MAX) of [loss not finite, stop requested] before backward, so a
+    rank with a NaN never skips the gradient all-reduce its peers enter: all skip together. It is
+    the step's one host sync; the loss stays on the device.
+    """
+    image = _plain(patches["image"]).to(device, non_blocking=True)
+    label = _plain(patches["label"]).to(device, non_blocking=True)  # uint8 all the way to the loss
+    annotated = _plain(patches["annotated"]).to(device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         outputs = outputs_as_list(model(image))
     loss = loss_fn(outputs, label, annotated)  # fp32 inside the loss, whatever the logits' dtype
-    if not guard.check(loss.detach()):
-        return None
+    flags = torch.stack([~torch.isfinite(loss.detach()), torch.tensor(stop_requested, device=device)]).int()
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    nonfinite, stop = (bool(v) for v in flags.tolist())
+    if nonfinite:
+        return None, stop
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return float(loss.detach())
+    return loss.detach(), stop
 
 
-def _validate(net, cases, cfg, device, amp_dtype) -> dict[str, Any]:
-    """Per-class Dice over the annotated classes of each validation crop (sigmoid > 0.5), averaged per class."""
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from MONAI's MetaTensor; why: its Python __torch_function__ on every op slows the
+    network and torch.compile cannot trace it (the patches out of MONAI transforms are MetaTensors)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
+
+
+def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, device: torch.device,
+             amp_dtype: torch.dtype | None = None, *, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """Per-class Dice (sigmoid > 0.5) over the annotated classes of each crop, averaged per class over crops.
+
+    Each rank scores its share of the crops (every world-th); the per-class sums of Dice and crop
+    counts are all-reduced, so every rank returns the same numbers and no rank waits in a
+    collective while another validates alone. Returns {"val_dice": {class: dice}, "val_dice_mean"}.
+    """
+    num_classes = cfg["num_classes"]
+    sums = torch.zeros(2, num_classes, dtype=torch.float64)  # Dice sum, crops counted
     net.eval()
-    per_class: dict[int, list[float]] = {}
     with torch.inference_mode():
-        for case in cases:
-            d = load_validation_case(case)
+        for case in cases[rank::world]:
+            d = load_validation_case(case, rule, num_classes)
             probs = sliding_window_probabilities([net], d["image"], cfg["roi_size"], device=device,
                                                  amp=amp_dtype is not None)
-            label = d["label"].to(probs.device)
-            for c in torch.nonzero(d["annotated"]).flatten().tolist():
-                pred, truth = probs[c] > 0.5, label == c + 1
-                denom = int(pred.sum()) + int(truth.sum())
-                if denom:
-                    per_class.setdefault(c, []).append(2.0 * int((pred & truth).sum()) / denom)
+            dice, counted = case_dice(probs, d["label"], d["annotated"])
+            sums[0] += dice
+            sums[1] += counted
     net.train()
-    dice = {CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c): float(np.mean(v)) for c, v in sorted(per_class.items())}
+    if dist.is_initialized():
+        reduced = sums.to(device)
+        dist.all_reduce(reduced)
+        sums = reduced.cpu()
+    seen = sums[1] > 0
+    names = [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(num_classes)]
+    dice = {names[c]: float(sums[0, c] / sums[1, c]) for c in range(num_classes) if seen[c]}
     return {"val_dice": dice, "val_dice_mean": float(np.mean(list(dice.values()))) if dice else 0.0}
 
 
-def _save(path: Path, cfg, net, optimizer, scaler, state: State, rank: int) -> None:
-    """Atomic checkpoint (rank 0 only): a reader never sees half a file, a crash never loses the last one."""
+def case_dice(probs: torch.Tensor, label: torch.Tensor, annotated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, *sp) probabilities, (*sp) int labels, (C,) bool -> (C,) Dice and (C,) 0/1 "counted", fp64.
+
+    A class counts where it is annotated and predicted or present (Dice is undefined when both are
+    empty). Intersections are summed per label value from the prediction at channel label - 1; no
+    (C, *sp) target is built.
+    """
+    c_size = probs.shape[0]
+    pred = (probs > 0.5).reshape(c_size, -1)
+    lab = label.reshape(-1).long().to(pred.device)
+    at_label = pred.gather(0, (lab - 1).clamp(min=0).unsqueeze(0))[0] & (lab > 0)
+    inter = torch.bincount(lab, weights=at_label.double(), minlength=c_size + 1)[1:c_size + 1]
+    truth = torch.bincount(lab, minlength=c_size + 1)[1:c_size + 1].double()
+    denom = pred.sum(1).double() + truth
+    counted = annotated.to(pred.device) & (denom > 0)
+    dice = torch.where(counted, 2.0 * inter / denom.clamp(min=1), 0.0)
+    return dice.cpu(), counted.double().cpu()
+
+
+def _save(path: Path, saved: Mapping[str, Any], net, optimizer, scaler, state: State, rank: int) -> None:
+    """Atomic checkpoint (rank 0 only): a reader never sees half a file, a crash never loses the last one.
+
+    `saved` holds what inference needs besides the weights: model, config and the intensity rule.
+    """
     if rank != 0:
         return
-    blob = {"model": cfg["model"], "config": cfg, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "state": state.__dict__, "rng": _rng_state()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    blob = {**saved, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "state": state.__dict__, "epoch": state.epoch, "rng": _rng_state()}
+    write_atomic(path, lambda fh: torch.save(blob, fh))
 
 
 def _load_checkpoint(path: Path, net, optimizer, scaler) -> State:
@@ -300,21 +373,36 @@ def _plot_memory(out: Path) -> None:
     plot_samples(read_samples(out / "memory.jsonl"), out / "memory.png", host, gpu, title=f"{out.name}: training")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group under torchrun (gloo on CPU, nccl on GPUs)."""
+def join_process_group(timeout_s: int | None = None) -> tuple[int, int]:
+    """(rank, world size); joins the process group under torchrun (gloo on CPU, nccl on GPUs).
+
+    `timeout_s` bounds how long a rank waits in a collective (default: torch's, 10 min for NCCL).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        timeout = timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timeout)
     return (dist.get_rank() if world > 1 else 0), world
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on any (a signal may reach only rank 0); NCCL wants it on the GPU."""
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+def _timeout_s(config: Path, overrides: Mapping[str, Any] | None) -> int | None:
+    """The config's ddp_timeout_s, read before the process group exists (the gate validates it later)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    try:
+        value = {**read_config(config), **(overrides or {})}.get("ddp_timeout_s")
+    except CellcheckError:
+        return None  # rank 0's gate reports the unreadable config
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def leave_process_group(status: int, world: int, barrier: bool = False) -> int:
+    """Leave the process group (every rank arrives here at the same decision) and return the exit status."""
+    if world > 1 and dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        dist.destroy_process_group()
+    return status
 
 
 def _broadcast(value: Any) -> Any:

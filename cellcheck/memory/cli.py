@@ -7,15 +7,13 @@ memory (--mem) would not hold the run, 0 when it fits.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
 import click
 
-from cellcheck.errors import CellcheckError
+from cellcheck.errors import CellcheckError, one_line_errors
 from cellcheck.memory.gpus import DEFAULT_GPU, GiB, known_gpus
 
 
@@ -29,20 +27,6 @@ def _roi(ctx: click.Context, param: click.Parameter, value: str | None) -> list[
     if len(roi) != 3 or min(roi) < 1:
         raise click.BadParameter(f"{value!r} is not three positive sizes such as 96,96,96")
     return roi
-
-
-def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """One line on stderr and exit 2 for a CellcheckError, as the main group does, also when run standalone."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        try:
-            fn(*args, **kwargs)
-        except CellcheckError as exc:
-            click.echo(f"cellcheck: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
 
 
 def _gib(n: int | None) -> str:
@@ -161,7 +145,7 @@ def render_ram(r: dict) -> list[str]:
               help="Search the largest batch that fits (a few more fake steps).")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default=None,
               help="Output format (default: text on a terminal, json otherwise).")
-@_user_errors
+@one_line_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
                     roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str | None,
                     expansion: str, sigmoid: bool, label_cast: str, loader_batch: int | None, fold: int,
@@ -204,7 +188,7 @@ def profile_command() -> None:
 @click.option("--summary-json", "summary_json", type=click.Path(path_type=Path), default=None,
               help="Also write the summary (peaks) as JSON to this file.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-@_user_errors
+@one_line_errors
 def profile_run(out: Path, interval: float, summary_json: Path | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (after --), sampling RSS, USS and PSS of its process tree, host and GPU memory.
 
@@ -252,7 +236,7 @@ def render_profile_summary(summary: dict, path: Path) -> str:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=Path("memory.png"), show_default=True,
               help="PNG to write.")
-@_user_errors
+@one_line_errors
 def profile_plot(path: Path, out: Path) -> None:
     """Draw memory over time per role (main, worker) and per GPU from a `cellcheck profile` JSON lines file."""
     from cellcheck.memory.plot import plot_samples

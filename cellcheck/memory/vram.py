@@ -5,9 +5,9 @@ parameters and one step runs under `FakeTensorMode` (shapes and dtypes propagate
 allocated) inside `MemTracker`, which follows every storage created - parameters, activations saved
 for backward, temporaries, gradients, optimizer state - and records the peak:
 
-    forward (optionally under bf16/fp16 autocast) -> BCE-with-logits on a target built from integer
-    labels (one term per deep-supervision output) -> backward -> optimizer step (AdamW or SGD with
-    momentum, `foreach=True` as on CUDA) -> zero_grad(set_to_none=True)
+    forward (optionally under bf16/fp16 autocast) -> the trainer's own loss (trainer.losses: the
+    masked sigmoid Dice + BCE from uint8 labels, every deep-supervision output) -> backward ->
+    optimizer step (AdamW or SGD with momentum, `foreach=True` as on CUDA) -> zero_grad(set_to_none=True)
 
 What is *modelled* (a CPU build of torch cannot fake a `cuda` device): the CUDA context, the cuDNN
 workspace, the caching allocator's rounding and fragmentation and, with several GPUs, DDP's gradient
@@ -231,7 +231,8 @@ def _autocast(amp: str | None) -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _optimizer(name: str, params: Any) -> Any:
+def build_optimizer(name: str, params: Any) -> Any:
+    """The optimizer the model tracks ("adamw" or "sgd", `foreach` as on CUDA); the GPU check builds the same."""
     import torch
 
     if name == "adamw":
@@ -277,8 +278,10 @@ def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None =
     (fp32), `optimizer` "adamw" or "sgd" (default: the template's). Costs seconds, not GPU memory.
     """
     import torch
-    import torch.nn.functional as F
     from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+    from trainer.networks import outputs_as_list
 
     if model not in MODELS:
         raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -296,25 +299,19 @@ def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None =
     net.train()
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     tracker = _tracker_class()()
+    loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(out_channels))
     with fake_mode:
-        opt = _optimizer(opt_name, net.parameters())
+        opt = build_optimizer(opt_name, net.parameters())
         image = torch.empty((batch, in_channels, *roi3), dtype=torch.float32)
         labels = torch.empty((batch, 1, *roi3), dtype=torch.uint8)  # integer labels 0..C, as loaded
-        channel_values = torch.arange(1, out_channels + 1, dtype=torch.uint8).view(1, out_channels, 1, 1, 1)
+        annotated = torch.ones((batch, out_channels), dtype=torch.bool)
         _warm_up(net, opt)  # steady state: optimizer state exists before the step, as from step 2 on
-        tracker.track_external(net, opt, image, labels, channel_values)
+        tracker.track_external(net, opt, image, labels, annotated)
         with tracker:
             with _autocast(amp):
                 outputs = net(image)
             tracker.phase = "loss"
-            heads = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            loss = torch.zeros((), dtype=torch.float32)
-            for level, logits in enumerate(heads):  # deep supervision: weights 1, 1/2, 1/4, ...
-                level_labels = labels
-                if tuple(logits.shape[2:]) != roi3:
-                    level_labels = F.interpolate(labels.float(), size=logits.shape[2:], mode="nearest")
-                target = (level_labels == channel_values).float()  # (B, C, *spatial) float32 from (B, 1, ...)
-                loss = loss + 0.5**level * F.binary_cross_entropy_with_logits(logits.float(), target)
+            loss = loss_fn(outputs_as_list(outputs), labels, annotated)  # what the trainer computes
             tracker.phase = "backward"
             loss.backward()
             tracker.phase = "optimizer"

@@ -11,11 +11,11 @@ class annotated so the masked losses do all the work the unmasked one does):
 One-hot conversion is inside the timed region of the first two: ours takes integer labels.
 Extra memory is measured once per implementation outside the timing, with the dispatch-mode
 tracker of tests/trainer/losses_memtrack.py (peak live bytes of tensors created during
-forward+backward, inputs excluded, the gradient included; it follows ours onto its worker
-threads) and stored in ``extra_info``.  Wall-clock numbers are only comparable on an otherwise
-idle machine: other CPU-heavy processes slow all three (the OpenMP-parallel ones most).
+forward+backward, inputs excluded, the gradient included) and stored in ``extra_info``.
+Wall-clock numbers are only comparable on an otherwise idle machine: other CPU-heavy processes
+slow all three, so CI prints the ratios and never fails on them.
 
-Sizes: 96^3 by default (what CI gates on); 64^3 with CELLCHECK_BENCH_QUICK=1.  Run inside the
+Sizes: 96^3 by default (what CI measures); 64^3 with CELLCHECK_BENCH_QUICK=1.  Run inside the
 normal test suite (no --benchmark-only / --benchmark-json, no CELLCHECK_BENCH_QUICK) it only
 smoke-tests the three at 16^3 once, so ``pytest`` stays fast.  CI (scripts/test.sh):
 
@@ -107,7 +107,7 @@ def test_loss_fwd_bwd(benchmark, request, impl: str) -> None:
         large_allocations=len(tracker.large(logits.numel())),
     )
     if measuring:
-        rounds = 20 if impl == "ours" else (5 if size >= 96 else 8)
+        rounds = 10 if impl == "ours" else (5 if size >= 96 else 8)
         benchmark.pedantic(fwd_bwd, rounds=rounds, iterations=1, warmup_rounds=1)
     else:
         benchmark.pedantic(fwd_bwd, rounds=1, iterations=1)

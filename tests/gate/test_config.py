@@ -45,9 +45,33 @@ def test_typo_suggests_the_key():
 
 
 def test_unmasked_loss_on_partial_annotations():
-    cfg, _ = validate_config({**GOOD, "loss": "dicece"})
+    cfg, _ = validate_config({**GOOD, "loss": "dice_bce"})
     assert [f.check for f in loss_masking(cfg, partial=True)] == ["loss-unmasked"]
     assert loss_masking(cfg, partial=False) == []
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("loss", "dicece", "must be 'partial' or 'dice_bce'"),  # was accepted and ignored
+    ("deep_supervision", True, "segresnet only"),  # GOOD is dints: the key would do nothing
+    ("class_weights", [1.0, 2.0], "one weight per class (14), not 2"),
+    ("class_weights", "inverse", "must be 'inverse_frequency' or a valid list"),
+    ("roi_size", [96, 0, 96], "'roi_size[1]' must be greater than 0"),
+    ("ddp_timeout_s", 0, "greater than 0"),
+])
+def test_keys_that_would_do_nothing_or_cannot_work_are_rejected(key, value, fragment):
+    cfg, findings = validate_config({**GOOD, key: value})
+    assert checks(findings) == [("config-invalid", key)]
+    assert fragment in findings[0].message and "\n" not in findings[0].message
+    assert key not in cfg or cfg[key] != value
+
+
+def test_loss_options_are_config_keys():
+    cfg, findings = validate_config({**GOOD, "model": "segresnet", "class_weights": "inverse_frequency",
+                                     "batch_dice": True, "squared_pred": True, "compile": True})
+    assert findings == []
+    assert cfg["class_weights"] == "inverse_frequency" and cfg["batch_dice"] and cfg["squared_pred"] and cfg["compile"]
+    assert cfg["deep_supervision"] is True  # segresnet's default
+    assert validate_config(GOOD)[0]["deep_supervision"] is False  # dints has none
 
 
 def test_read_config_errors_are_one_line(tmp_path):

@@ -7,19 +7,12 @@ tracked live through weakref finalizers on every tensor that refers to them (vie
 and their peak.  Storages that existed before the mode started (the inputs) are never counted,
 so ``peak_bytes`` is the extra memory the code needed.  Allocations made inside a kernel and
 never returned (scratch of a reduction, say) are invisible: this measures tensors, not malloc.
-
-Dispatch modes are thread-local, and ``trainer.losses`` runs its CPU chunks on worker threads.
-``measure_fwd_bwd`` therefore also installs a proxy mode in those workers (by patching the
-module's two private hooks), so their allocations are tracked too and the measurement is of
-the real, parallel code path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +41,7 @@ class AllocationTracker(TorchDispatchMode):
         self.current_bytes = 0
         self.peak_bytes = 0
         self._live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensors]
-        self._lock = threading.RLock()  # worker threads record too; finalizers run anywhere
+        self._lock = threading.RLock()  # finalizers may run on any thread
 
     def _release(self, ptr: int) -> None:
         with self._lock:
@@ -96,46 +89,12 @@ class AllocationTracker(TorchDispatchMode):
             return [a for a in self.allocations if a.numel >= numel]
 
 
-class _WorkerProxy(TorchDispatchMode):
-    """Installed on a worker thread: forwards every op's outputs to the caller's tracker."""
-
-    def __init__(self, tracker: AllocationTracker) -> None:
-        super().__init__()
-        self.tracker = tracker
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self.tracker.record(func, args, kwargs, out)
-        return out
-
-
-@contextlib.contextmanager
-def track_workers(tracker: AllocationTracker) -> Iterator[None]:
-    """Let trainer.losses keep using its worker threads under ``tracker`` and track them too."""
-    try:
-        from trainer.losses import _workers
-    except ImportError:  # pragma: no cover - helper used without the trainer package
-        yield
-        return
-    orig_ok, orig_call = _workers._parallel_ok, _workers._call_in_worker
-
-    def call(fn: Any, item: Any) -> Any:
-        with _WorkerProxy(tracker):
-            return orig_call(fn, item)
-
-    _workers._parallel_ok, _workers._call_in_worker = (lambda: True), call
-    try:
-        yield
-    finally:
-        _workers._parallel_ok, _workers._call_in_worker = orig_ok, orig_call
-
-
 def measure_fwd_bwd(fn: Any, *leaves: torch.Tensor) -> AllocationTracker:
     """Run ``fn()`` (returns a scalar loss) + backward under a tracker; grads of ``leaves`` are cleared after."""
     for leaf in leaves:
         leaf.grad = None
     tracker = AllocationTracker()
-    with track_workers(tracker), tracker:
+    with tracker:
         loss = fn()
         loss.backward()
         del loss

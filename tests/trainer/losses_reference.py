@@ -19,6 +19,7 @@ def reference_partial_loss(
     mask: torch.Tensor,
     *,
     batch: bool = False,
+    squared_pred: bool = False,
     class_weights: torch.Tensor | None = None,
     lambda_dice: float = 1.0,
     lambda_bce: float = 1.0,
@@ -33,7 +34,10 @@ def reference_partial_loss(
     bce = F.binary_cross_entropy_with_logits(x, target, reduction="none")
     w = torch.ones(c_size) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     if not batch:
-        dice = DiceLoss(sigmoid=True, reduction="none", batch=False, smooth_nr=smooth_nr, smooth_dr=smooth_dr)(
+        dice = DiceLoss(
+            sigmoid=True, squared_pred=squared_pred, reduction="none", batch=False, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+        )(
             x, target
         ).reshape(b_size, c_size)
         per = (lambda_dice * dice + lambda_bce * bce.flatten(2).mean(2)) * w
@@ -47,9 +51,10 @@ def reference_partial_loss(
         if not sel.any():
             continue
         xs, ts = x[sel][:, c : c + 1], target[sel][:, c : c + 1]
-        dice = DiceLoss(sigmoid=True, reduction="none", batch=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr)(
-            xs, ts
-        ).reshape(())
+        dice = DiceLoss(
+            sigmoid=True, squared_pred=squared_pred, reduction="none", batch=True, smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+        )(xs, ts).reshape(())
         channel_losses.append(w[c] * (lambda_dice * dice + lambda_bce * bce[sel][:, c].mean()))
     if not channel_losses:
         return (x * 0).sum()

@@ -36,20 +36,21 @@ def _run(tmp_path: Path, payload: object | None, raw: str | None = None) -> subp
     return subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True, check=False)
 
 
-def test_pass_prints_table(tmp_path):
+def test_prints_ratios_and_target_met(tmp_path):
     payload = {"benchmarks": [_bench("reference", 0.3, 5000), _bench("monai", 0.2, 4000), _bench("ours", 0.05, 1200)]}
     result = _run(tmp_path, payload)
     assert result.returncode == 0, result.stderr
-    assert "6.00x faster than the reference" in result.stdout
-    assert "memory reference/ours: 4.17x" in result.stdout
-    assert "monai" in result.stdout and "PASS" in result.stdout
+    assert "speed monai/ours: 4.00x, reference/ours: 6.00x" in result.stdout
+    assert "memory reference/ours: 4.17x" in result.stdout and "memory monai/ours: 3.33x" in result.stdout
+    assert "MONAI one-hot composition: met" in result.stdout
 
 
-def test_too_slow_exits_1(tmp_path):
-    payload = {"benchmarks": [_bench("reference", 0.1, 5000), _bench("monai", 0.2, 4000), _bench("ours", 0.08, 1200)]}
+def test_a_slow_run_is_reported_not_failed(tmp_path):
+    """CI never fails on a wall-clock ratio: a missed target is printed and the exit status stays 0."""
+    payload = {"benchmarks": [_bench("reference", 0.1, 5000), _bench("monai", 0.1, 4000), _bench("ours", 0.08, 1200)]}
     result = _run(tmp_path, payload)
-    assert result.returncode == 1
-    assert "FAIL: ours is 1.25x" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "speed monai/ours: 1.25x" in result.stdout and ": not met" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -171,7 +171,9 @@ def _write_nifti(path: Path, data: np.ndarray) -> np.ndarray:
 def test_predict_to_files_nifti_keeps_affine_and_matches_the_library(tmp_path, ckpts, seg):
     data = _uint8((24, 20, 28))
     affine = _write_nifti(tmp_path / "crop1.nii.gz", data)
-    assert read_image(tmp_path / "crop1.nii.gz").data.dtype == np.uint8
+    volume = read_image(tmp_path / "crop1.nii.gz")
+    assert volume.data.dtype == np.uint8 and np.array_equal(volume.data, data)
+    np.testing.assert_allclose(volume.affine, affine)
     out = predict_to_files([ckpts["seg"]], [tmp_path / "crop1.nii.gz"], tmp_path / "out", fmt="nifti")
     assert out == [tmp_path / "out" / "crop1_probabilities.nii.gz"]
     img = nib.load(str(out[0]))
@@ -201,38 +203,46 @@ def test_predict_to_files_zarr_from_array_and_ome_ngff_group(tmp_path, ckpts):
     np.testing.assert_array_equal(zarr.open_array(str(again[0]), mode="r")[...], second[...])
 
 
-def test_predict_to_files_rejects_clashing_outputs_and_wide_integers(tmp_path, ckpts):
+def test_predict_to_files_rejects_clashing_outputs_and_another_dtype(tmp_path, ckpts):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         _write_nifti(tmp_path / sub / "crop.nii.gz", _uint8((8, 8, 8)))
     with pytest.raises(CellcheckError, match="same output"):
         predict_to_files([ckpts["seg"]], [tmp_path / "a" / "crop.nii.gz", tmp_path / "b" / "crop.nii.gz"], tmp_path)
+    # a checkpoint without a stored rule trained on uint8 / 255: a uint16 image means something else
     _write_nifti(tmp_path / "wide.nii.gz", np.full((8, 8, 8), 4000, dtype=np.uint16))
-    with pytest.raises(CellcheckError, match="uint16 voxels span 4000..4000"):
+    with pytest.raises(CellcheckError, match="voxels are uint16, the model was trained on uint8 images"):
         predict_to_files([ckpts["seg"]], [tmp_path / "wide.nii.gz"], tmp_path / "out")
+    assert not (tmp_path / "out" / "wide_probabilities.nii.gz").exists()
 
 
 # --- command line -----------------------------------------------------------------------------------------
 
 
 def test_cli_in_process(tmp_path, ckpts):
+    """`cellcheck infer` through the group: results on stdout, every error one line through the one edge."""
+    from cellcheck.cli import cli
+
     _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
     runner = CliRunner()
-    ok = runner.invoke(infer_command, ["--checkpoint", str(ckpts["seg"]), "--checkpoint", str(ckpts["seg"]),
-                                       str(tmp_path / "c.nii.gz"), "--output", str(tmp_path / "o"),
-                                       "--format", "zarr", "--overlap", "0.5"])
+    ok = runner.invoke(cli, ["infer", "--checkpoint", str(ckpts["seg"]), "--checkpoint", str(ckpts["seg"]),
+                             str(tmp_path / "c.nii.gz"), "--output", str(tmp_path / "o"),
+                             "--format", "zarr", "--overlap", "0.5"])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.strip() == str(tmp_path / "o" / "c_probabilities.zarr")
     assert zarr.open_array(ok.stdout.strip(), mode="r").shape == (14, 16, 12, 20)
-    missing = runner.invoke(infer_command, ["--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
-                                            "--output", str(tmp_path / "o")])
+    missing = runner.invoke(cli, ["infer", "--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
+                                  "--output", str(tmp_path / "o")])
     assert missing.exit_code == 2
     assert missing.stderr.count("\n") == 1 and "x.pt: checkpoint not found" in missing.stderr
-    usage = runner.invoke(infer_command, ["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz")])
+    usage = runner.invoke(cli, ["infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz")])
     assert usage.exit_code == 2 and usage.stderr.count("\n") == 1 and "'--output'" in usage.stderr
-    bad_format = runner.invoke(infer_command, ["--checkpoint", "a.pt", "x.nii.gz", "--output", "o", "--format", "tiff"])
+    bad_format = runner.invoke(cli, ["infer", "--checkpoint", "a.pt", "x.nii.gz", "--output", "o", "--format", "tiff"])
     assert bad_format.exit_code == 2 and bad_format.stderr.count("\n") == 1 and "tiff" in bad_format.stderr
-    assert runner.invoke(infer_command, ["--help"]).exit_code == 0
+    assert runner.invoke(cli, ["infer", "--help"]).exit_code == 0
+    alone = runner.invoke(infer_command, ["--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
+                                          "--output", str(tmp_path / "o")])  # the command on its own: same line
+    assert alone.exit_code == 2 and alone.stderr == missing.stderr
 
 
 def test_cli_real_subprocess(tmp_path, ckpts):
@@ -247,3 +257,7 @@ def test_cli_real_subprocess(tmp_path, ckpts):
     out = tmp_path / "o" / "c_probabilities.nii.gz"
     assert run.stdout.strip() == str(out)
     assert nib.load(str(out)).shape == (16, 12, 20, 14)
+    usage = subprocess.run([sys.executable, "-m", "trainer.infer", "--checkpoint", str(ckpts["seg"]),
+                            str(tmp_path / "c.nii.gz")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode == 2 and usage.stderr.startswith("cellcheck: ") and usage.stderr.count("\n") == 1

@@ -1,4 +1,4 @@
-"""PartialAnnotationLoss against the one-hot + MONAI oracle: values, gradients, masking, dtypes, errors."""
+"""PartialAnnotationLoss against the one-hot + MONAI oracle: values, gradients, masking, dtypes, errors, tracing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from losses_reference import reference_partial_loss  # noqa: E402
 
-import trainer.losses._stats as stats_mod  # noqa: E402
 from trainer.losses import PartialAnnotationLoss  # noqa: E402
 
 LABEL_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
@@ -68,25 +67,18 @@ def _compare(
     return loss, grad
 
 
-@pytest.fixture(params=[None, 5, 64], ids=["default-block", "block5", "block64"])
-def block(request, monkeypatch):
-    """Run a test with tiny chunks too, so the chunk loop (and its tail) is exercised on small inputs."""
-    if request.param is not None:
-        monkeypatch.setattr(stats_mod, "DEFAULT_BLOCK", request.param)
-    return request.param
-
-
 # --------------------------------------------------------------------------- oracle sweeps
 
 
+@pytest.mark.parametrize("squared_pred", [False, True])
 @pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("spatial", [(7, 5), (4, 5, 3)], ids=["2d", "3d"])
 @pytest.mark.parametrize("label_dtype", LABEL_DTYPES, ids=lambda d: str(d).split(".")[-1])
-def test_matches_reference_seeded(block, batch, spatial, label_dtype):
+def test_matches_reference_seeded(batch, squared_pred, spatial, label_dtype):
     for seed in range(4):
         logits, labels, mask = _case(seed, 3, 5, spatial, label_dtype=label_dtype)
-        _compare(logits, labels, mask, batch=batch)
-        _compare(logits, labels[:, 0], mask, batch=batch)  # (B, *spatial) labels
+        _compare(logits, labels, mask, batch=batch, squared_pred=squared_pred)
+        _compare(logits, labels[:, 0], mask, batch=batch, squared_pred=squared_pred)  # (B, *spatial) labels
 
 
 @given(
@@ -97,41 +89,32 @@ def test_matches_reference_seeded(block, batch, spatial, label_dtype):
     label_dtype=st.sampled_from(LABEL_DTYPES),
     channel_dim=st.booleans(),
     batch=st.booleans(),
+    squared_pred=st.booleans(),
     weighted=st.booleans(),
     lambdas=st.sampled_from([(1.0, 1.0), (0.7, 0.3), (0.0, 1.0), (1.0, 0.0)]),
     p_annot=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
     scale=st.sampled_from([0.1, 2.0, 12.0]),
-    block=st.sampled_from([None, 1, 3, 17]),
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_matches_reference_hypothesis(
-    seed, b, c, spatial, label_dtype, channel_dim, batch, weighted, lambdas, p_annot, scale, block
+    seed, b, c, spatial, label_dtype, channel_dim, batch, squared_pred, weighted, lambdas, p_annot, scale
 ):
     logits, labels, mask = _case(seed, b, c, spatial, label_dtype=label_dtype, scale=scale, p_annot=p_annot)
     if not channel_dim:
         labels = labels[:, 0]
     weights = torch.rand(c, generator=torch.Generator().manual_seed(seed + 1)) * 2 if weighted else None
-    old = stats_mod.DEFAULT_BLOCK
-    stats_mod.DEFAULT_BLOCK = old if block is None else block
-    try:
-        _compare(
-            logits, labels, mask, batch=batch, class_weights=weights, lambda_dice=lambdas[0], lambda_bce=lambdas[1]
-        )
-    finally:
-        stats_mod.DEFAULT_BLOCK = old
+    _compare(
+        logits, labels, mask, batch=batch, squared_pred=squared_pred, class_weights=weights,
+        lambda_dice=lambdas[0], lambda_bce=lambdas[1],
+    )
 
 
+@pytest.mark.parametrize("squared_pred", [False, True])
 @pytest.mark.parametrize("batch", [False, True])
-def test_larger_volume_multi_chunk(batch):
-    """14 classes, 24^3: the default block splits each sample into several chunks plus a tail."""
+def test_larger_volume(batch, squared_pred):
+    """14 classes, 24x24x25: many voxels per label bin, a softplus product group tail (S % 64 != 0)."""
     logits, labels, mask = _case(7, 2, 14, (24, 24, 25), label_dtype=torch.uint8, scale=4.0)
-    old = stats_mod.DEFAULT_BLOCK
-    stats_mod.DEFAULT_BLOCK = 14 * 1000 + 3
-    try:
-        _compare(logits, labels, mask, batch=batch)
-    finally:
-        stats_mod.DEFAULT_BLOCK = old
-    _compare(logits, labels, mask, batch=batch)
+    _compare(logits, labels, mask, batch=batch, squared_pred=squared_pred)
 
 
 @pytest.mark.parametrize("batch", [False, True])
@@ -152,10 +135,10 @@ def test_class_weights_and_custom_smooth(batch):
 
 def test_gradcheck_float64():
     """The hand-written backward against finite differences, independent of the oracle."""
-    for batch in (False, True):
+    for batch, squared_pred in ((False, False), (True, False), (False, True)):
         logits, labels, mask = _case(11, 2, 3, (3, 4))
         mask[0, 1] = False
-        loss = PartialAnnotationLoss(3, batch=batch, class_weights=[1.0, 0.5, 2.0])
+        loss = PartialAnnotationLoss(3, batch=batch, squared_pred=squared_pred, class_weights=[1.0, 0.5, 2.0])
         x = logits.double().requires_grad_(True)
         assert torch.autograd.gradcheck(lambda t: loss(t, labels, mask).double(), (x,), eps=1e-6, atol=1e-6)
 
@@ -250,7 +233,7 @@ def test_no_grad_and_inference_use():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("batch", [False, True])
-def test_reduced_precision_logits(dtype, batch, block):
+def test_reduced_precision_logits(dtype, batch):
     logits, labels, mask = _case(12, 2, 6, (8, 7, 6), scale=3.0)
     low = logits.to(dtype)
     loss_fn = PartialAnnotationLoss(6, batch=batch)
@@ -316,11 +299,76 @@ def test_constructor_validation():
 
 
 @pytest.mark.parametrize("label_dtype", LABEL_DTYPES, ids=lambda d: str(d).split(".")[-1])
-def test_inputs_are_not_modified(label_dtype, monkeypatch):
-    monkeypatch.setattr(stats_mod, "DEFAULT_BLOCK", 40)
+def test_inputs_are_not_modified(label_dtype):
     logits, labels, mask = _case(13, 2, 4, (5, 6, 7), label_dtype=label_dtype)
     copies = logits.clone(), labels.clone(), mask.clone()
     x = logits.requires_grad_(True)
     PartialAnnotationLoss(4)(x, labels, mask).backward()
     assert torch.equal(logits.detach(), copies[0])
     assert torch.equal(labels, copies[1]) and torch.equal(mask, copies[2])
+
+
+# --------------------------------------------------------------------------- the unmasked baseline
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_unmasked_baseline_scores_unannotated_voxels_as_background(batch):
+    """masked=False is the plain sigmoid Dice + BCE on the one-hot target, whatever the mask says."""
+    logits, labels, mask = _case(21, 2, 4, (5, 6, 4), p_annot=0.5)
+    baseline = PartialAnnotationLoss(4, batch=batch, masked=False)
+    loss, grad = _loss_and_grad(lambda x: baseline(x, labels, mask), logits)
+    everything = torch.ones_like(mask)
+    ref, ref_grad = _loss_and_grad(lambda x: reference_partial_loss(x, labels, everything, batch=batch), logits)
+    torch.testing.assert_close(loss, ref, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=ATOL, rtol=1e-4)
+    assert (grad[~mask] != 0).any()  # unannotated channels are trained towards "absent"
+
+
+# --------------------------------------------------------------------------- tracing and compiling
+
+
+def _ds_inputs(seed: int = 0):
+    logits, labels, mask = _case(seed, 2, 5, (8, 8, 8), label_dtype=torch.uint8)
+    low = torch.randn(2, 5, 4, 4, 4, generator=torch.Generator().manual_seed(seed + 1))
+    return [logits.requires_grad_(True), low.requires_grad_(True)], labels, mask
+
+
+@pytest.mark.parametrize("batch, squared_pred", [(False, False), (True, True)])
+def test_no_graph_breaks(batch, squared_pred):
+    from trainer.losses import DeepSupervisionPartialLoss
+
+    outputs, labels, mask = _ds_inputs()
+    loss = PartialAnnotationLoss(5, batch=batch, squared_pred=squared_pred)
+    single = torch._dynamo.explain(loss)(outputs[0], labels, mask)
+    deep = torch._dynamo.explain(DeepSupervisionPartialLoss(loss))(outputs, labels, mask)
+    for explained in (single, deep):
+        assert explained.graph_break_count == 0, explained.break_reasons
+        assert explained.graph_count == 1
+
+
+def test_runs_under_fake_tensor_mode():
+    """What the VRAM model needs: shapes and dtypes through forward and backward, no real storage."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        logits = torch.empty(2, 14, 32, 32, 32, dtype=torch.bfloat16, requires_grad=True)
+        labels = torch.empty(2, 1, 32, 32, 32, dtype=torch.uint8)  # values unknown: no range check
+        loss = PartialAnnotationLoss(14, squared_pred=True)(logits, labels, torch.ones(2, 14, dtype=torch.bool))
+        loss.backward()
+        assert loss.shape == () and loss.dtype == torch.float32
+        assert logits.grad.shape == logits.shape and logits.grad.dtype == torch.bfloat16
+
+
+def test_compiled_equals_eager():
+    from trainer.losses import DeepSupervisionPartialLoss
+
+    outputs, labels, mask = _ds_inputs(3)
+    loss = DeepSupervisionPartialLoss(PartialAnnotationLoss(5, squared_pred=True))
+    eager = loss(outputs, labels, mask)
+    eager_grads = torch.autograd.grad(eager, outputs)
+    compiled = torch.compile(loss, fullgraph=True)(outputs, labels, mask)
+    compiled_grads = torch.autograd.grad(compiled, outputs)
+    torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=1e-5)
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-4)
+        assert (got[~mask] == 0).all()

@@ -5,17 +5,27 @@ Tiny on purpose: SegResNetDS at a 32^3 ROI, two steps an epoch, on the CPU.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from trainer.train import NonFiniteGuard, train
+from cellcheck.classes import NUM_CLASSES
+from cellcheck.config import validate_config
+from trainer.data import LoadCased, intensity_rule, read_cases, split_fold
+from trainer.infer import load_checkpoint_model, network_input, predict_to_files, read_image
+from trainer.infer import sliding_window_probabilities
+from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+from trainer.networks import build_network, outputs_as_list
+from trainer.train import NonFiniteGuard, build_loss, train
 
 BASE = {"model": "segresnet", "datalist": "datalist.json", "roi_size": [32, 32, 32], "batch_size": 2,
         "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
@@ -57,8 +67,6 @@ def test_finished_run_leaves_its_record(trained):
 
 
 def test_checkpoint_is_what_inference_loads(trained):
-    from trainer.infer import load_checkpoint_model
-
     _, out = trained
     model, cfg = load_checkpoint_model(out / "best.pt")
     assert cfg["model"] == "segresnet" and cfg["roi_size"] == [32, 32, 32]
@@ -76,7 +84,8 @@ def test_defective_dataset_is_refused_before_training(defects_all, capsys):
 
 @pytest.mark.parametrize("changes, env, check", [
     ({"smoke_test": False}, {}, "stale-config"),
-    ({"loss": "dicece"}, {}, "loss-unmasked"),
+    ({"loss": "dice_bce"}, {}, "loss-unmasked"),
+    ({"loss": "dicece"}, {}, "config-invalid"),
     ({}, {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments=True"}, "alloc-conf-invalid"),
     ({"mem": "1G", "num_workers": 8}, {}, "ram-exceeds"),
 ])
@@ -152,9 +161,6 @@ def test_ddp_two_ranks_on_cpu(clean):
 @pytest.mark.parametrize("model, roi", [("segresnet", 32), ("dints", 32), ("swinunetr", 64)])
 def test_each_network_learns_a_repeated_batch(model, roi):
     """A few steps on one batch with the masked loss: the loss goes down for all three networks."""
-    from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
-    from trainer.networks import build_network, outputs_as_list
-
     torch.manual_seed(0)
     net = build_network(model, 14, roi_size=(roi,) * 3)
     loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(num_classes=14))
@@ -175,11 +181,72 @@ def test_each_network_learns_a_repeated_batch(model, roi):
 
 def test_nonfinite_guard_skips_then_stops():
     guard = NonFiniteGuard(limit=3)
-    assert guard.check(torch.tensor(1.0))
-    assert not guard.check(torch.tensor(float("nan")))
-    assert not guard.check(torch.tensor(float("inf")))
-    assert not guard.exhausted
-    assert guard.check(torch.tensor(0.5)) and guard.in_a_row == 0
+    guard.record(True)
+    guard.record(False)
+    guard.record(False)
+    assert not guard.exhausted and guard.in_a_row == 2
+    guard.record(True)
+    assert guard.in_a_row == 0
     for _ in range(3):
-        guard.check(torch.tensor(float("nan")))
+        guard.record(False)
     assert guard.exhausted and guard.total == 5
+
+
+def _as_dtype(src: Path, dst: Path, dtype: str) -> Path:
+    """A copy of a dataset whose images hold the same content stored as uint16 (x 257) or int16 (x 256 - 32768)."""
+    shutil.copytree(src, dst)
+    for path in (dst / "imagesTr").glob("*.nii.gz"):
+        img = nib.load(str(path))
+        v = np.asanyarray(img.dataobj).astype(np.int32)
+        data = (v * 257).astype(np.uint16) if dtype == "uint16" else (v * 256 - 32768).astype(np.int16)
+        nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    return dst
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16"])
+def test_training_and_inference_give_the_network_the_same_input(clean, trained, tmp_path, dtype):
+    """One intensity rule: the trainer's loader and inference (with the rule the checkpoint stores) agree."""
+    if dtype == "uint8":
+        root, ckpt = clean, trained[1] / "last.pt"
+    else:
+        root = _as_dtype(clean, tmp_path / "data", dtype)
+        # fold 7 holds no crop: no validation pass, which this test does not need (the other runs cover it)
+        assert train(config(root, "dtype", num_epochs=1, max_steps_per_epoch=1, fold=7), env={}) == 0
+        ckpt = root / "runs" / "dtype" / "last.pt"
+    net, cfg = load_checkpoint_model(ckpt)
+    assert cfg["intensity"].dtype == dtype  # the rule travels with the weights
+    cases = read_cases(root / "datalist.json", None, NUM_CLASSES)
+    case = cases[0]
+    trained_on = LoadCased(intensity_rule(cases), NUM_CLASSES)(case.as_dict())["image"][None]
+    inferred_on = network_input(read_image(case.image), cfg["intensity"])
+    assert torch.equal(trained_on, inferred_on)
+    assert 0.0 <= float(inferred_on.min()) and float(inferred_on.max()) <= 1.0
+    uint8_cases = read_cases(clean / "datalist.json", None, NUM_CLASSES)
+    uint8_input = LoadCased(intensity_rule(uint8_cases), NUM_CLASSES)(uint8_cases[0].as_dict())["image"]
+    np.testing.assert_allclose(inferred_on[0].numpy(), uint8_input.numpy(), atol=0.005)  # same content, same input
+    written = predict_to_files([ckpt], [case.image], tmp_path / "out")
+    expected = sliding_window_probabilities([net], trained_on, cfg["roi_size"])
+    np.testing.assert_allclose(np.asarray(nib.load(str(written[0])).dataobj), np.moveaxis(expected.numpy(), 0, -1),
+                               atol=1e-6)
+
+
+def test_loss_follows_the_config(clean):
+    """Every loss key acts: masking, batch Dice, squared_pred, class weights (a list or inverse frequency)."""
+    cases, _ = split_fold(read_cases(clean / "datalist.json", None, NUM_CLASSES), 0)
+    base, findings = validate_config({**BASE, "output_dir": "x"})
+    assert not [f for f in findings if f.check == "config-invalid"]
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, NUM_CLASSES, 8, 8, 8, generator=gen)
+    labels = torch.randint(0, NUM_CLASSES + 1, (2, 1, 8, 8, 8), generator=gen)
+    mask = torch.zeros(2, NUM_CLASSES, dtype=torch.bool)
+    mask[0, :3], mask[1, 2:6] = True, True
+
+    def value(**changes) -> float:
+        return float(build_loss({**base, **changes}, cases)([logits], labels, mask))
+
+    default = value()
+    for changes in ({"loss": "dice_bce"}, {"batch_dice": True}, {"squared_pred": True},
+                    {"class_weights": "inverse_frequency"}, {"class_weights": [2.0] * NUM_CLASSES},
+                    {"lambda_bce": 0.0}):
+        assert value(**changes) != pytest.approx(default, abs=1e-6), changes
+    assert value(class_weights=[1.0] * NUM_CLASSES) == pytest.approx(default)

@@ -9,14 +9,15 @@ it for SegResNetDS outputs; ``from_annotated_classes`` / ``annotation_mask`` tur
 
 from .annotations import annotation_mask, from_annotated_classes, inverse_frequency_weights
 from .deep_supervision import DeepSupervisionPartialLoss, level_weights, resize_labels_nearest
-from .partial import PartialAnnotationLoss, flatten_labels
-from ._stats import LogitStats, logit_stats
+from .partial import PartialAnnotationLoss, check_label_values, flatten_labels
+from .stats import LogitStats, logit_stats
 
 __all__ = [
     "DeepSupervisionPartialLoss",
     "LogitStats",
     "PartialAnnotationLoss",
     "annotation_mask",
+    "check_label_values",
     "flatten_labels",
     "from_annotated_classes",
     "inverse_frequency_weights",

@@ -90,7 +90,7 @@ class DeepSupervisionPartialLoss(nn.Module):
         if len(outputs) == 0:
             raise ValueError("outputs must be a tensor or a non-empty list of tensors")
         first = outputs[0]
-        mask = self.loss._check(first, annotated)
+        mask = self.loss.check_mask(first, annotated)
         lab = labels if labels.ndim == first.ndim else labels.unsqueeze(1)
         total = torch.zeros((), dtype=torch.float32, device=first.device)
         for weight, out in zip(self.get_weights(len(outputs)), outputs):
