@@ -1,6 +1,6 @@
 """`predict`: from a datalist (or its stats) to what Auto3DSeg would choose, and whether it fits the GPU and the node.
 
-Returns the JSON contract of DESIGN.md ("Memory prediction"), with extra keys for the detail:
+Returns the report users script against (README, "Before a job"), with extra keys for the detail:
 
     {"gpu": {"name", "total_bytes"},
      "auto_scale": {"batch_size", "num_epochs", "roi_size", ...},

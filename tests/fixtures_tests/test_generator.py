@@ -24,7 +24,7 @@ STORES = {"jrc_fix-1": 2, "jrc_fix-2": 3, "jrc_fix-3": 2}
 RAW_S0 = {"jrc_fix-1": [8.0] * 3, "jrc_fix-2": [8.0] * 3, "jrc_fix-3": [5.24, 4.0, 4.0]}
 RAW = "recon-1/em/fibsem-uint8"
 GT = "recon-1/labels/groundtruth"
-INSTANCE = {"nuc", "mito", "ves", "endo", "lyso", "ld", "perox", "np", "mt", "cell"}  # CELLMAP_LAYOUT
+INSTANCE = {"nuc", "mito", "ves", "endo", "lyso", "ld", "perox", "np", "mt", "cell"}  # instance classes, as published (fixtures/README.md)
 SEMANTIC_ENCODING = {"absent": 0, "present": 1, "unknown": 255}
 INSTANCE_ENCODING = {"absent": 0, "unknown": 255}
 
