@@ -160,11 +160,13 @@ def stats(path, dataroot, datalist, fmt, output, datastats_out, jobs, memory_bud
     from cellcheck.stats import summarize
 
     options = _options(None, jobs, memory_budget, resolution, classes)
+    n_cases = None
     if is_by_case_file(path):
         cases = read_by_case(path, datalist, options.classes)
     else:
-        cases = run_audit(path, dataroot=dataroot, options=options).case_stats
-    _emit(render_stats(summarize(cases, options.classes), fmt, str(path)), output)
+        run = run_audit(path, dataroot=dataroot, options=options)
+        cases, n_cases = run.case_stats, run.cases
+    _emit(render_stats(summarize(cases, options.classes, n_cases), fmt, str(path)), output)
     if datastats_out is not None:
         try:
             write_datastats(datastats_out, datastats(cases, options.classes))

@@ -52,6 +52,19 @@ class Datalist:
     entries: list[Entry]
     findings: list[Finding] = field(default_factory=list)
 
+    @property
+    def cases(self) -> dict[str, Entry]:
+        """One entry per case, in datalist order: the unit audit, stats and predict all count.
+
+        A case is an image (its case id, the file name without suffix) in `training` or `validation`;
+        an entry that repeats one (a duplicated entry, a validation array copying fold 0) is the
+        same case again, reported by the audit and counted once.
+        """
+        out: dict[str, Entry] = {}
+        for e in self.entries:
+            out.setdefault(e.case, e)
+        return out
+
     def resolve(self, rel: str) -> Path:
         """An entry path on disk: as written if absolute, else under the data root."""
         p = Path(rel)

@@ -91,7 +91,7 @@ def run_gate(
         memory_plan, found = _memory_plan(job, run.case_stats)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats), strict=strict)
+                    stats=summarize(run.case_stats, n_cases=run.cases), strict=strict)
     report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": cfg}}
     return report
 

@@ -193,7 +193,8 @@ def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("")
     if "shape" in img:
-        lines.append(f"cases: {img['cases']}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
+        unread = f" ({img['unread']} unreadable, not in these statistics)" if img.get("unread") else ""
+        lines.append(f"cases: {img['cases']}{unread}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
                      f"spacing {img.get('spacing')}")
     if "intensity" in img:
         i = img["intensity"]

@@ -139,9 +139,16 @@ def image_summary(cases: Sequence[CaseStats], num_classes: int = len(DEFAULT_CLA
     return out
 
 
-def summarize(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP) -> dict[str, Any]:
-    """The report's `stats`: per-label rows, image summary, and for CellMap crops the resolutions each trains at."""
+def summarize(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP,
+              n_cases: int | None = None) -> dict[str, Any]:
+    """The report's `stats`: per-label rows, image summary, and for CellMap crops the resolutions each trains at.
+
+    `n_cases` is the audit's count of cases; those that could not be read are counted in `unread`
+    (the statistics are over the others), so every command says the same number of cases.
+    """
     out = {"per_label": per_label(cases, classes), "images": image_summary(cases, len(classes))}
+    if n_cases is not None and n_cases > len(cases):
+        out["images"]["cases"], out["images"]["unread"] = n_cases, n_cases - len(cases)
     resolutions = {c.case: c.resolutions for c in cases if c.resolutions is not None}
     if resolutions:
         out["resolutions"] = dict(sorted(resolutions.items()))

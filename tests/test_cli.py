@@ -192,3 +192,20 @@ def test_console_script_in_a_real_subprocess(defects_all, tmp_path):
     assert want <= found
     bad = subprocess.run([str(exe), "audit", str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("cellcheck: ") and bad.stderr.count("\n") == 1
+
+
+def test_audit_stats_and_predict_count_the_same_cases(defects_all, tmp_path):
+    """One case, one count: a duplicated entry and the validation array's copies are counted once by all three;
+    what could not be read is counted too, and said to be left out (of the statistics, of the memory plan)."""
+    datalist = str(defects_all / "datalist.json")
+    audit = json.loads(run(["audit", datalist, "--format", "json"]).stdout)
+    stats = run(["stats", datalist, "--format", "json", "--output", str(tmp_path / "stats.json")])
+    assert stats.exit_code == 0
+    images = json.loads((tmp_path / "stats.json").read_text())["images"]
+    predict = run(["predict", datalist, "--model", "segresnet", "--format", "json", "--no-max-batch"])
+    plan = json.loads(predict.stdout)["dataset"]
+    entries = read_datalist(defects_all)
+    listed = [e["image"] for section in ("training", "validation") for e in entries.get(section, [])]
+    assert len(set(listed)) < len(listed)  # the planted duplicate and the validation copies
+    assert audit["cases"] == images["cases"] == plan["n_cases"] + plan["skipped_unreadable"]
+    assert images["unread"] > 0  # a corrupt crop (unreadable voxels): counted, not in the statistics

@@ -85,7 +85,7 @@ def audit(
         source=str(run.source),
         cases=run.cases,
         findings=select_findings(run.findings, select, ignore),
-        stats=summarize(run.case_stats, options.classes),
+        stats=summarize(run.case_stats, options.classes, run.cases),
         strict=strict,
         notes=run.notes,
     )

@@ -127,5 +127,5 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     if stats_path is not None:
         # DataAnalyzer analyses the `training` array, one record per entry
         findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
-    cases = len({e.case for e in dl.entries})  # distinct cases: a duplicated entry is one case
-    return findings, cases, [r.stats for r in results.values() if r.stats is not None]
+    stats = [results[e.where].stats for e in dl.cases.values() if results[e.where].stats is not None]
+    return findings, len(dl.cases), stats

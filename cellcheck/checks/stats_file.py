@@ -23,7 +23,7 @@ def find_stats_file(datalist: Path) -> Path | None:
 
 
 def stale_stats(stats_path: Path, cases: list[str]) -> Iterator[Finding]:
-    """stale-stats when the stats file's cases are not the datalist's cases (one per datalist entry)."""
+    """stale-stats when the stats file's cases are not the datalist's cases (cases counted once, as everywhere)."""
     try:
         doc = yaml.safe_load(stats_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -34,12 +34,14 @@ def stale_stats(stats_path: Path, cases: list[str]) -> Iterator[Finding]:
         yield finding("stale-stats", None, stats_path, "data stats file has no 'stats_by_cases' list; regenerate it")
         return
     stats_cases = [case_id(str(c.get("image_filepath", ""))) for c in by_case if isinstance(c, dict)]
-    ours = set(cases)
-    extra, missing = sorted(set(stats_cases) - ours), sorted(ours - set(stats_cases))
-    if extra or missing or len(stats_cases) != len(cases):
+    ours, theirs = set(cases), set(stats_cases)
+    extra, missing = sorted(theirs - ours), sorted(ours - theirs)
+    if extra or missing or sorted(stats_cases) != sorted(cases):
+        detail = (f"{len(extra)} not in the datalist, {len(missing)} missing" if extra or missing
+                  else f"the same cases, {len(stats_cases)} records for {len(cases)} entries")
         yield finding(
             "stale-stats", None, stats_path,
-            f"data stats cover {len(stats_cases)} cases, the datalist {len(cases)} "
-            f"({len(extra)} not in the datalist, {len(missing)} missing); rerun the data analyzer",
-            stats_cases=len(stats_cases), datalist_cases=len(cases), extra=extra[:20], missing=missing[:20],
+            f"data stats cover {len(theirs)} cases, the datalist's training {len(ours)} ({detail}); "
+            "rerun the data analyzer",
+            stats_cases=len(theirs), datalist_cases=len(ours), extra=extra[:20], missing=missing[:20],
         )

@@ -33,12 +33,17 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / GiB:.2f} GiB"
 
 
+def _left_out(dataset: dict) -> str:
+    n = dataset.get("skipped_unreadable", 0)
+    return f" (+{n} unreadable, left out)" if n else ""
+
+
 def render_text(result: dict) -> str:
     """A short human table of a prediction."""
     a, v, r, g = result["auto_scale"], result["vram"], result["ram"], result["gpu"]
     lines = [
         f"cellcheck predict: {result['model']} on {g['name']} ({_gib(g['total_bytes'])}), "
-        f"{result['dataset']['n_cases']} cases, mean shape "
+        f"{result['dataset']['n_cases']} cases{_left_out(result['dataset'])}, mean shape "
         + "x".join(f"{s:.0f}" for s in result["dataset"]["mean_shape"]),
         "",
         "Auto3DSeg would choose",

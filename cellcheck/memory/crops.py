@@ -1,7 +1,7 @@
 """The crops a job will load, by size, from their headers only: what the host-RAM model fills its slots with.
 
-A datalist's `training` entries are split as MONAI's `datafold_read` splits them: `fold == k` validates,
-everything else trains. Each image header is read through `cellcheck.sources.open_volume` (NIfTI
+A datalist's cases (`Datalist.cases`: each image once) are split as MONAI's `datafold_read` splits
+them: `fold == k` validates, everything else trains; without fold keys a `validation` array validates. Each image header is read through `cellcheck.sources.open_volume` (NIfTI
 header, zarr metadata; no voxels), so a 6.5e9-voxel crop costs what a small one costs. A case whose
 header cannot be read is a finding naming it, and is counted as left out of the prediction.
 """
@@ -41,16 +41,16 @@ class CropSizes:
 
 
 def read_crop_sizes(path: Path, dataroot: Path | None = None, fold: int | None = 0) -> CropSizes:
-    """Sizes of a datalist's `training` entries from their headers; `fold` validates (None: no split)."""
+    """Sizes of a datalist's cases from their headers; `fold` validates (None: no split)."""
     from cellcheck.datalist import load_datalist
     from cellcheck.sources import open_volume
     from cellcheck.sources.volume import ReadError
 
     dl = load_datalist(Path(path), dataroot)
     out = CropSizes(has_folds=any(e.has_fold for e in dl.entries if e.section == "training"))
-    for entry in dl.entries:
-        if entry.section != "training":
-            continue
+    for entry in dl.cases.values():  # a repeated entry is the same case: sized once, as the audit counts it
+        if entry.section != "training" and out.has_folds:
+            continue  # beside fold keys the validation array is not read (the audit's validation-array)
         if not entry.image:
             out.left_out.append(entry.case)  # the datalist's own finding (datalist-invalid) names it
             continue
@@ -76,7 +76,7 @@ def read_crop_sizes(path: Path, dataroot: Path | None = None, fold: int | None =
             continue
         shape = tuple(int(s) for s in header.shape[:3])
         crop = Crop(entry.case, float(math.prod(shape)) * _channels(header.shape), shape)
-        validates = fold is not None and out.has_folds and entry.fold == fold
+        validates = entry.section == "validation" or (fold is not None and out.has_folds and entry.fold == fold)
         (out.validation if validates else out.train).append(crop)
         out.spacings.append(tuple(header.spacing[:3]))
         out.image_dtypes[str(header.dtype)] += 1
