@@ -8,8 +8,8 @@ the intensity rule stored in the checkpoints (`cellcheck.intensity`), the one th
 Each model slides its own ROI over the image with gaussian blending, its logits become sigmoid
 probabilities (classes are independent), and the ensemble is the mean of those probabilities.
 Outputs, written atomically: `<image>_probabilities.nii.gz` (4D float32, class on the last axis, the
-input's affine) or `<image>_probabilities.zarr` (zarr v3 array (C, Z, Y, X) float32 with attribute
-`class_names`).
+input's affine) or `<image>_probabilities.zarr` (zarr format-2 array (C, Z, Y, X) float32, readable with zarr 2 and 3,
+with attributes `class_names` and xarray's `_ARRAY_DIMENSIONS`).
 """
 
 from __future__ import annotations
@@ -227,16 +227,14 @@ def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path) -> None:
 
 
 def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Path) -> None:
-    """(C, Z, Y, X) -> zarr v3 array, built beside `out` and swapped in (an old output is replaced whole)."""
-    import zarr
+    """(C, Z, Y, X) -> zarr format-2 array (zarr 2 and 3 read it), built beside `out` and swapped in whole."""
+    from cellcheck.sources.zarr_compat import create_array
 
     def fill(tmp: Path) -> None:
         chunks = (1, *(min(n, 128) for n in prob.shape[1:]))
-        arr = zarr.create_array(
-            store=str(tmp), shape=prob.shape, dtype="float32", chunks=chunks, zarr_format=3, overwrite=True,
-            attributes={"class_names": class_names, "source_image": str(source)},
-            dimension_names=["class", "z", "y", "x"],
-        )
+        arr = create_array(tmp, prob.shape, "float32", chunks,
+                           {"class_names": class_names, "source_image": str(source),
+                            "_ARRAY_DIMENSIONS": ["class", "z", "y", "x"]})
         arr[...] = prob
 
     write_folder_atomic(out, fill)

@@ -96,3 +96,15 @@ def chunk_exists_fn(arr: Any) -> Callable[[tuple[int, ...]], bool] | None:
     if root is None or key is None:
         return None
     return lambda idx: (Path(root) / key(idx)).exists()
+
+
+def create_array(path: Path, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
+                 attrs: dict[str, Any]) -> Any:
+    """A new zarr format-2 array at `path` (replacing one there): what zarr 2 and 3, and so CellMap's tools, read."""
+    if ZARR_MAJOR >= 3:
+        arr = zarr.create_array(store=str(path), shape=shape, dtype=dtype, chunks=chunks, zarr_format=2,
+                                overwrite=True)
+    else:
+        arr = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+    arr.attrs.update(attrs)
+    return arr

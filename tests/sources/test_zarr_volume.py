@@ -57,3 +57,16 @@ def test_zarr2_names_a_format_3_store_and_the_fix(tmp_path):
     ome.write_group(store, "", 3)
     with pytest.raises(ReadError, match="format 3.*zarr>=3"):
         open_node(store)
+
+
+def test_arrays_we_write_are_format_2_and_read_back(tmp_path):
+    """What cellcheck writes (infer's probability maps) opens under zarr 2 and 3 alike, attributes included."""
+    from cellcheck.sources.zarr_compat import create_array
+
+    data = np.random.default_rng(1).random((2, 8, 6, 4), dtype=np.float32)
+    arr = create_array(tmp_path / "p.zarr", data.shape, "float32", (1, 8, 6, 4), {"class_names": ["a", "b"]})
+    arr[...] = data
+    assert (tmp_path / "p.zarr" / ".zarray").is_file()
+    again = open_node(tmp_path / "p.zarr")
+    np.testing.assert_array_equal(again[...], data)
+    assert again.attrs["class_names"] == ["a", "b"]

@@ -195,7 +195,7 @@ def test_predict_to_files_zarr_from_array_and_ome_ngff_group(tmp_path, ckpts):
                            fmt="zarr")
     assert [p.name for p in out] == ["plain_probabilities.zarr", "em_probabilities.zarr"]
     first, second = (zarr.open_array(str(p), mode="r") for p in out)
-    assert first.shape == (14, 20, 18, 22) and first.dtype == np.float32 and first.metadata.zarr_format == 3
+    assert first.shape == (14, 20, 18, 22) and first.dtype == np.float32 and first.metadata.zarr_format == 2
     assert first.attrs["class_names"] == list(CLASS_NAMES)
     np.testing.assert_array_equal(first[...], second[...])  # the group's first level is the same voxels
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in out)
