@@ -1,0 +1,173 @@
+"""A planned crop's image and label, box by box: raw voxels as stored, labels composed from class arrays.
+
+The label of an output voxel is the training label value of the class present there (0 elsewhere),
+taken from each class array's own encoding (`present`, or any object id for instance classes);
+`unknown` voxels are counted per class, so the caller can leave a partly unknown class out of the
+crop's annotated classes instead of training its unknown voxels as background. Levels finer than
+the resolution are composed first and then reduced by the most frequent value of each block (never
+averaged: label values are not quantities); coarser ones are repeated (nearest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from cellcheck.cellmap import Crop, Store
+from cellcheck.checks import labels as label_checks
+from cellcheck.classes import ClassMap
+from cellcheck.convert.plan import CropPlan, Refused
+from cellcheck.scan import VolumeScan
+from cellcheck.sources.zarr_volume import ZarrVolume
+
+#: Bytes held per output voxel while rendering a box at the label level's resolution (image, label,
+#: a class array and its masks), times the voxels a mode-reduced block covers.
+_BYTES_PER_VOXEL = 12
+
+
+@dataclass
+class ClassCounts:
+    """What one class holds over the rendered region (label-level voxels)."""
+
+    present: int = 0
+    unknown: int = 0
+    voxels: int = 0
+
+    @property
+    def partly_unknown(self) -> bool:
+        return 0 < self.unknown
+
+    @property
+    def annotated(self) -> bool:
+        return self.unknown < self.voxels
+
+
+@dataclass
+class Rendered:
+    """Totals over every box rendered so far."""
+
+    counts: dict[str, ClassCounts] = field(default_factory=dict)
+    conflicts: int = 0  # label-level voxels where two written classes are both present
+    minimum: float = float("inf")  # of the image
+    maximum: float = float("-inf")
+    voxels: int = 0
+
+    def image_scan(self, shape: tuple[int, ...], dtype) -> VolumeScan:
+        """What the audit's image checks need to know about the rendered image (blank, constant)."""
+        return VolumeScan(shape=shape, dtype=dtype, voxels=self.voxels, minimum=self.minimum, maximum=self.maximum)
+
+
+class Renderer:
+    """Render boxes of a plan's output: slabs along the last axis (NIfTI's slowest), bounded by `max_bytes`."""
+
+    def __init__(self, plan: CropPlan, store: Store, crop: Crop, classes: ClassMap, max_bytes: int) -> None:
+        self.plan, self.store, self.crop, self.classes = plan, store, crop, classes
+        self.max_bytes = max_bytes
+        self.totals = Rendered()
+
+    def slab_planes(self) -> int:
+        """Planes of the last axis per slab: as many as the budget allows, whole raw chunks when it can."""
+        z, y, x = self.plan.shape
+        per_plane = z * y * _BYTES_PER_VOXEL * math.prod(self.plan.down)
+        planes = max(1, self.max_bytes // max(per_plane, 1))
+        chunk_x = int(self.store.raw.group[self.plan.raw_level.path].chunks[-1])
+        if planes >= chunk_x:
+            planes -= planes % chunk_x
+        return int(min(planes, x))
+
+    def slabs(self, write: tuple[str, ...], image: bool = True) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
+        """(x0, image slab or None, label slab) for the whole output, slab after slab."""
+        planes = self.slab_planes()
+        z, y, x = self.plan.shape
+        for x0 in range(0, x, planes):
+            x1 = min(x, x0 + planes)
+            lo, hi = (0, 0, x0), (z, y, x1)
+            yield x0, self.image(lo, hi) if image else None, self.label(lo, hi, write)
+
+    def image(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
+        """Raw voxels of output box [lo, hi), as stored (uint8 for CellMap EM)."""
+        p, raw = self.plan, self.store.raw
+        region = tuple((s + a, s + b) for s, a, b in zip(p.start, lo, hi))
+        data = ZarrVolume.level(raw.group, raw.path, p.raw_level, region).read(self.max_bytes)
+        if data.size:
+            t = self.totals
+            t.minimum, t.maximum = min(t.minimum, float(data.min())), max(t.maximum, float(data.max()))
+            t.voxels += data.size
+        return data
+
+    def label(self, lo: tuple[int, ...], hi: tuple[int, ...], write: tuple[str, ...]) -> np.ndarray:
+        """Training label values of output box [lo, hi), uint8; counts every listed class's voxels into `totals`."""
+        p = self.plan
+        box = p.label_box(lo, hi)
+        shape = tuple(b - a for a, b in box)
+        fine = np.zeros(shape, dtype=np.uint8)
+        taken = np.zeros(shape, dtype=bool)
+        values = self.classes.label_value
+        for name in p.classes:
+            arr = self.crop.classes[name]
+            data = ZarrVolume.level(arr.group, arr.path, p.label_level, box).read(self.max_bytes)
+            present, unknown = self._classify(name, data)
+            counts = self.totals.counts.setdefault(name, ClassCounts())
+            counts.present += int(np.count_nonzero(present))
+            counts.unknown += int(np.count_nonzero(unknown))
+            counts.voxels += data.size
+            if name in write:
+                both = present & taken
+                self.totals.conflicts += int(np.count_nonzero(both))
+                fine[present] = values[name]
+                taken |= present
+        return _to_output(fine, p, lo, hi, box)
+
+    def _classify(self, name: str, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(present, unknown) masks of a class array, by its declared encoding; Refused on values outside it."""
+        arr = self.crop.classes[name]
+        enc = arr.encoding
+        unknown = data == enc["unknown"] if "unknown" in enc else np.zeros(data.shape, dtype=bool)
+        absent = data == enc.get("absent", 0)
+        if arr.kind == "instance":
+            return ~(absent | unknown), unknown
+        present = data == enc.get("present", 1)
+        if not (present | absent | unknown).all():
+            values, counts = np.unique(data, return_counts=True)
+            scan = VolumeScan(shape=data.shape, dtype=data.dtype, voxels=data.size,
+                              counts={int(v): int(c) for v, c in zip(values, counts)})
+            bad = next(iter(label_checks.encoded_values(self.plan.case, arr.path / self.plan.label_level.path, scan,
+                                                        arr.kind, enc)))
+            raise Refused(bad)
+        return present, unknown
+
+
+def _to_output(fine: np.ndarray, plan: CropPlan, lo, hi, box) -> np.ndarray:
+    """The label-level box as output voxels [lo, hi): mode-reduced, repeated, or as is."""
+    if max(plan.down) > 1:
+        return mode_reduce(fine, plan.down)
+    if max(plan.up) > 1:
+        out = fine
+        for axis, u in enumerate(plan.up):
+            out = np.repeat(out, u, axis=axis)
+        # the repeated box starts at the label voxel holding output voxel lo: trim to [lo, hi)
+        rel = [a + s - c for a, s, c in zip(lo, plan.start, plan.crop_start)]
+        first = [r - b[0] * u for r, b, u in zip(rel, box, plan.up)]
+        return out[tuple(slice(f, f + (b - a)) for f, a, b in zip(first, lo, hi))]
+    return fine
+
+
+def mode_reduce(a: np.ndarray, factor: tuple[int, ...]) -> np.ndarray:
+    """Most frequent value of each `factor` block (ties: the smallest value), uint8 in, uint8 out.
+
+    One comparison per distinct value present (a crop holds a handful), never a one-hot of the classes.
+    """
+    fz, fy, fx = factor
+    z, y, x = (n // f for n, f in zip(a.shape, factor))
+    blocks = a[: z * fz, : y * fy, : x * fx].reshape(z, fz, y, fy, x, fx)
+    best = np.zeros((z, y, x), dtype=a.dtype)
+    best_n = np.full((z, y, x), -1, dtype=np.int32)
+    for v in np.unique(blocks):
+        n = (blocks == v).sum(axis=(1, 3, 5), dtype=np.int32)
+        better = n > best_n
+        best[better] = v
+        best_n[better] = n[better]
+    return best
