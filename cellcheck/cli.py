@@ -122,14 +122,18 @@ def cli() -> None:
 @click.option("--memory-budget", callback=_size, default=None, help="Voxel data in flight per worker (default 16M).")
 @click.option("--resolution", help="Voxel size you train at, nm: 8, or z,y,x such as 5.24,4,4 (CellMap stores).")
 @click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
+@click.option("--source", type=click.Path(path_type=Path, readable=False),
+              help="Datalist only: the CellMap stores it was converted from; every entry is checked against its crop.")
 def audit(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget,
-          resolution, classes) -> None:
+          resolution, classes, source) -> None:
     """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
+    from dataclasses import replace
+
     from cellcheck.audit import audit as run_audit
 
     report = run_audit(
         path, dataroot=dataroot, datastats=datastats, select=select, ignore=ignore, strict=strict,
-        options=_options(case_budget, jobs, memory_budget, resolution, classes),
+        options=replace(_options(case_budget, jobs, memory_budget, resolution, classes), source=source),
     )
     _emit(RENDERERS[fmt or _default_format()](report), output)
     sys.exit(report.exit_code)

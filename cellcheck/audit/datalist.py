@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cellcheck.audit.options import AuditOptions
+from cellcheck.audit.source import Sources
 from cellcheck.checks import annotations, folds, geometry, intensity, labels, memory, stats_file
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
@@ -25,8 +26,9 @@ class EntryResult:
     channels: frozenset[int] | None = None
 
 
-def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions()) -> EntryResult:
-    """Every per-case check of one entry: annotations, files, headers (cheap) before voxels."""
+def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions(),
+                sources: Sources | None = None) -> EntryResult:
+    """Every per-case check of one entry: annotations, files, headers (cheap) before voxels; then its source crop."""
     out = EntryResult()
     case, where = entry.case, datalist.path
     channels: frozenset[int] | None = None  # None: the entry says nothing, i.e. fully annotated
@@ -69,6 +71,9 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
             if channels:
                 out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels, opts.classes)
     out.stats = stats
+    if sources is not None and image and label:
+        names = None if out.channels is None else [opts.classes.names[c] for c in sorted(out.channels)]
+        out.findings += sources.check(case, shown, image, label, names, opts.classes, opts.block_bytes)
     return out
 
 
@@ -114,8 +119,10 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     """All findings of a datalist, the number of distinct cases, and per-case statistics."""
     dl = load_datalist(path, dataroot)
     findings = list(dl.findings)
+    sources = Sources.index(opts.source, path) if opts.source is not None else None
     results = dict(zip((e.where for e in dl.entries),
-                       map_cases(partial(audit_entry, datalist=dl, opts=opts), dl.entries, opts.jobs, opts.progress)))
+                       map_cases(partial(audit_entry, datalist=dl, opts=opts, sources=sources), dl.entries, opts.jobs,
+                                 opts.progress)))
     for r in results.values():
         findings += r.findings
     findings += folds.folds(path, dl.entries)

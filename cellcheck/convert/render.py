@@ -16,11 +16,12 @@ from typing import Iterator
 
 import numpy as np
 
-from cellcheck.cellmap import Crop, Store
+from cellcheck.cellmap import ClassArray, Crop, Store
 from cellcheck.checks import labels as label_checks
 from cellcheck.classes import ClassMap
 from cellcheck.convert.plan import CropPlan, Refused
 from cellcheck.scan import VolumeScan
+from cellcheck.sources.ome_ngff import Level
 from cellcheck.sources.zarr_volume import ZarrVolume
 
 #: Bytes held per output voxel while rendering a box at the label level's resolution (image, label,
@@ -102,42 +103,52 @@ class Renderer:
         """Training label values of output box [lo, hi), uint8; counts every listed class's voxels into `totals`."""
         p = self.plan
         box = p.label_box(lo, hi)
-        shape = tuple(b - a for a, b in box)
-        fine = np.zeros(shape, dtype=np.uint8)
-        taken = np.zeros(shape, dtype=bool)
-        values = self.classes.label_value
-        for name in p.classes:
-            arr = self.crop.classes[name]
-            data = ZarrVolume.level(arr.group, arr.path, p.label_level, box).read(self.max_bytes)
-            present, unknown = self._classify(name, data)
-            counts = self.totals.counts.setdefault(name, ClassCounts())
+        fine = compose_label(self.crop, p.classes, write, p.label_level, box, self.classes, self.max_bytes, self.totals,
+                             self.plan.case)
+        return _to_output(fine, p, lo, hi, box)
+
+
+def compose_label(crop: Crop, names: tuple[str, ...], write: tuple[str, ...], level: Level,
+                  box: tuple[tuple[int, int], ...], classes: ClassMap, max_bytes: int,
+                  totals: Rendered | None = None, case: str = "") -> np.ndarray:
+    """Label values (uint8) of the classes in `write` over `box` of one crop level; counts `names` into `totals`.
+
+    Raises Refused (label-values) when a semantic array holds values outside its declared encoding.
+    """
+    shape = tuple(b - a for a, b in box)
+    fine = np.zeros(shape, dtype=np.uint8)
+    taken = np.zeros(shape, dtype=bool)
+    for name in names:
+        arr = crop.classes[name]
+        data = ZarrVolume.level(arr.group, arr.path, level, box).read(max_bytes)
+        present, unknown = _classify(case, arr, level, data)
+        if totals is not None:
+            counts = totals.counts.setdefault(name, ClassCounts())
             counts.present += int(np.count_nonzero(present))
             counts.unknown += int(np.count_nonzero(unknown))
             counts.voxels += data.size
-            if name in write:
-                both = present & taken
-                self.totals.conflicts += int(np.count_nonzero(both))
-                fine[present] = values[name]
-                taken |= present
-        return _to_output(fine, p, lo, hi, box)
+        if name in write:
+            if totals is not None:
+                totals.conflicts += int(np.count_nonzero(present & taken))
+            fine[present] = classes.label_value[name]
+            taken |= present
+    return fine
 
-    def _classify(self, name: str, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(present, unknown) masks of a class array, by its declared encoding; Refused on values outside it."""
-        arr = self.crop.classes[name]
-        enc = arr.encoding
-        unknown = data == enc["unknown"] if "unknown" in enc else np.zeros(data.shape, dtype=bool)
-        absent = data == enc.get("absent", 0)
-        if arr.kind == "instance":
-            return ~(absent | unknown), unknown
-        present = data == enc.get("present", 1)
-        if not (present | absent | unknown).all():
-            values, counts = np.unique(data, return_counts=True)
-            scan = VolumeScan(shape=data.shape, dtype=data.dtype, voxels=data.size,
-                              counts={int(v): int(c) for v, c in zip(values, counts)})
-            bad = next(iter(label_checks.encoded_values(self.plan.case, arr.path / self.plan.label_level.path, scan,
-                                                        arr.kind, enc)))
-            raise Refused(bad)
-        return present, unknown
+
+def _classify(case: str, arr: ClassArray, level: Level, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present, unknown) masks of a class array, by its declared encoding; Refused on values outside it."""
+    enc = arr.encoding
+    unknown = data == enc["unknown"] if "unknown" in enc else np.zeros(data.shape, dtype=bool)
+    absent = data == enc.get("absent", 0)
+    if arr.kind == "instance":
+        return ~(absent | unknown), unknown
+    present = data == enc.get("present", 1)
+    if not (present | absent | unknown).all():
+        values, counts = np.unique(data, return_counts=True)
+        scan = VolumeScan(shape=data.shape, dtype=data.dtype, voxels=data.size,
+                          counts={int(v): int(c) for v, c in zip(values, counts)})
+        raise Refused(next(iter(label_checks.encoded_values(case, arr.path / level.path, scan, arr.kind, enc))))
+    return present, unknown
 
 
 def _to_output(fine: np.ndarray, plan: CropPlan, lo, hi, box) -> np.ndarray:
