@@ -10,7 +10,8 @@ import numpy as np
 
 from cellcheck.audit.options import AuditOptions
 from cellcheck.audit.source import Sources
-from cellcheck.checks import annotations, folds, geometry, intensity, labels, memory, stats_file
+from cellcheck.checks import annotations, contrast, folds, geometry, intensity, labels, memory, stats_file
+from cellcheck.boundaries import PairSteps
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
@@ -54,9 +55,9 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     if image:
         out.findings += memory.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
-    scans, joint = _scan(volumes, opts.block_bytes, case, shown, out.findings)
+    scans, joint, steps = _scan(volumes, opts.block_bytes, case, shown, out.findings)
     stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
-                      label_path=str(datalist.resolve(entry.label)))
+                      label_path=str(datalist.resolve(entry.label)), boundaries=steps)
     if "image" in scans:
         scan = scans["image"]
         out.findings += intensity.image_content(case, shown["image"], scan)
@@ -97,12 +98,12 @@ def _open(role: str, rel: str, datalist: Datalist, entry: Entry, findings: list[
 
 
 def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[str, str],
-          findings: list[Finding]) -> tuple[dict[str, VolumeScan], np.ndarray | None]:
+          findings: list[Finding]) -> tuple[dict[str, VolumeScan], np.ndarray | None, PairSteps | None]:
     """Image and label in one pass when both are readable; each alone (so one bad file hides nothing) otherwise."""
     if len(volumes) == 2:
         try:
-            pair = scan_pair(volumes["image"], volumes["label"], max_bytes=block_bytes)
-            return {"image": pair.image, "label": pair.label}, pair.joint
+            pair = scan_pair(volumes["image"], volumes["label"], max_bytes=block_bytes, boundaries=True)
+            return {"image": pair.image, "label": pair.label}, pair.joint, pair.boundaries
         except ReadError:
             pass  # find out which of the two it was
     scans = {}
@@ -111,7 +112,7 @@ def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[s
             scans[role] = scan_volume(volume, planes=role == "image", max_bytes=block_bytes)
         except ReadError as exc:
             findings.append(finding("unreadable", case, shown[role], f"{role}: {exc.reason}"))
-    return scans, None
+    return scans, None, None
 
 
 def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | None = None,
@@ -128,6 +129,11 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
     findings += folds.validation_array(path, dl.entries, dl.resolve)
+    unique = {}
+    for r in results.values():  # a case listed twice must not vouch for itself
+        if r.stats is not None and r.stats.image_path not in unique:
+            unique[r.stats.image_path] = r.stats
+    findings += contrast.label_contrast(list(unique.values()), path)
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)
     stats_path = datastats or stats_file.find_stats_file(path)

@@ -53,8 +53,8 @@ def against_source(case: str, shown: dict[str, str], image: Volume, label: Volum
         where = _diagnose(image, label, crop, store, None, tuple(names or ()), classes, max_bytes, spacing)
         out.append(finding(
             "source-geometry", case, shown["image"],
-            f"the header says {format_scale(spacing)}, where {crop.id} of {store.name} has no image: "
-            f"{exc.finding.message}" + (f". {where}" if where else ""),
+            f"{crop.id} of {store.name} does not convert at {format_scale(spacing)}, the header's voxel size: "
+            f"{exc.finding.message}" + (f" Found instead: {where}" if where else ""),
             header_spacing=list(spacing), reason=exc.finding.check))
         return out
     out += _geometry(case, shown, hdr, plan, crop)
@@ -98,6 +98,9 @@ def _geometry(case: str, shown: dict[str, str], hdr, plan: CropPlan, crop: Crop)
     if shape != plan.shape:
         ratio = np.asarray(shape) / np.asarray(plan.shape)
         times = f" ({'x'.join(f'{r:.3g}' for r in ratio)} its extent)" if not np.allclose(ratio, 1) else ""
+        full = tuple(b - a for a, b in zip(plan.crop_start, plan.crop_stop))
+        if plan.clipped and shape == full:
+            times += ": the crop's whole box, though it runs past the raw volume; that part was padded, not clipped"
         yield finding(
             "source-geometry", case, shown["image"],
             f"image is {'x'.join(map(str, shape))} voxels where {crop.id} spans {'x'.join(map(str, plan.shape))} at "
