@@ -1,8 +1,8 @@
 """`cellcheck audit DATALIST --source STORES`: each entry checked against the CellMap crop it came from.
 
 An entry maps to its crop through the provenance `cellcheck convert` writes into the datalist (the
-`cellcheck.cases` key: store and crop), else through the crop id in its file name (`crop247.nii.gz`,
-or `<store>_crop247` when crop ids repeat across stores).
+`cellcheck.cases` key: image path, store and crop), else through the crop id in its file name
+(`crop247.nii.gz`, or `<store>_crop247` when crop ids repeat across stores).
 """
 
 from __future__ import annotations
@@ -50,9 +50,14 @@ class Sources:
             raise CellcheckError(f"{root}: no readable CellMap store for --source; pass the folder the crops came from")
         return cls(Path(root), stores, crops, _provenance(datalist))
 
-    def locate(self, case: str) -> tuple[Path, str] | str:
+    def record(self, case: str, image: str) -> dict[str, Any] | None:
+        """The provenance of an entry: by its image path (renamed cases keep theirs), else by its case id."""
+        by_image = next((r for r in self.provenance.values() if r.get("image") == image), None)
+        return by_image or self.provenance.get(case)
+
+    def locate(self, case: str, image: str = "") -> tuple[Path, str] | str:
         """(store, crop id) of an entry, or why it has none."""
-        prov = self.provenance.get(case)
+        prov = self.record(case, image)
         if prov:
             crop, store = prov.get("crop"), prov.get("store")
             if store in self.stores and crop in self.crops and self.stores[store] in self.crops[crop]:
@@ -77,14 +82,14 @@ class Sources:
     def check(self, case: str, shown: dict[str, str], image: Volume, label: Volume, names: list[str] | None,
               classes: ClassMap, max_bytes: int) -> list[Finding]:
         """Every source finding of one entry (source-missing when it maps to no crop)."""
-        where = self.locate(case)
+        where = self.locate(case, shown["image"])
         if isinstance(where, str):
             return [finding("source-missing", case, shown["image"], f"not checked against a source: {where}")]
         store = open_store(where[0])
         crop = store.open_crop(where[1])
         try:
-            return against_source(case, shown, image, label, names, store, crop, self.provenance.get(case), classes,
-                                  max_bytes)
+            return against_source(case, shown, image, label, names, store, crop, self.record(case, shown["image"]),
+                                  classes, max_bytes)
         except ReadError:
             return []  # the entry's own checks report the unreadable file
 

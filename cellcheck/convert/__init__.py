@@ -180,7 +180,8 @@ def _datalist(opts: Options, done: list[Outcome], fold_of: dict[str, int], outco
         # MONAI's datafold_read reads only `training`: this key is provenance for `cellcheck audit --source`
         "cellcheck": {
             "convert": RECORD_VERSION, "resolution": list(opts.resolution), "classes": list(names), "folds": folds,
-            "cases": {o.case: {"store": o.record.store_name, "store_path": o.record.store, "crop": o.record.crop,
+            "cases": {o.case: {"image": o.record.image.path, "label": o.record.label.path,
+                               "store": o.record.store_name, "store_path": o.record.store, "crop": o.record.crop,
                                **o.record.plan, "annotated": o.record.annotated, "dropped": o.record.dropped}
                       for o in done},
             "refused": {o.case: {"check": o.refused.check, "message": o.refused.message} for o in outcomes

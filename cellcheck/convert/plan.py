@@ -134,10 +134,10 @@ def plan_crop(case: str, store: Store, crop: Crop, opts: Options) -> CropPlan:
     pairings = pair_levels(ref, raw)
     _, found = resolution.choose(case, crop.path, pairings, raw, ref, opts.resolution)
     errors = [f for f in found if f.severity.value == "error"]
-    target = at_resolution(pairings, opts.resolution)
-    off_grid = [f for f in errors if f.check == "off-grid"]
-    if off_grid:
-        raise Refused(off_grid[0])
+    target = at_resolution(pairings, opts.resolution)  # (off the grid at another level matters only there)
+    if target is not None and not target.on_grid:
+        off = [f for f in errors if f.check == "off-grid" and f.details.get("level") == target.crop_level.path]
+        raise Refused((off or errors)[0])
     if target is not None and target.trainable:
         level, down, up, raw_level = target.crop_level, (1,) * 3, (1,) * 3, target.raw_level
         crop_start, crop_stop = target.start, target.stop
@@ -156,8 +156,9 @@ def plan_crop(case: str, store: Store, crop: Crop, opts: Options) -> CropPlan:
 
 def _resampled(case: str, crop: Crop, ref: ClassArray, raw: RawPyramid, opts: Options, errors: list[Finding]):
     """A crop without a label level at the resolution: mode-downsample a finer level (or upsample a coarser one)."""
-    first = errors[0] if errors else finding("resolution-mismatch", case, crop.path,
-                                             f"crop cannot train at {format_scale(opts.resolution)}")
+    mismatch = [f for f in errors if f.check == "resolution-mismatch"]  # why not at this resolution, in the audit's words
+    first = (mismatch or errors or [finding("resolution-mismatch", case, crop.path,
+                                            f"crop cannot train at {format_scale(opts.resolution)}")])[0]
     raw_level = raw.level_at(opts.resolution)
     if raw_level is None or any(_ratio(opts.resolution, lv.scale) == (1, 1, 1) for lv in ref.levels):
         raise Refused(first)  # no raw there, or a level there that is off the grid or has no raw chunks
