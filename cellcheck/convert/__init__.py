@@ -83,6 +83,8 @@ def convert(root: Path, out: Path, opts: Options, *, folds: int | None = None, j
     `folds` None: as many (2..5) as the rarest class allows, so every fold can validate every class.
     """
     root, out = Path(root), Path(out)
+    if not root.exists():
+        raise CellcheckError(f"{root}: no such file or directory; pass the folder holding the CellMap stores (*.zarr)")
     _check_classes(opts)
     refs, outcomes = _crops(root)
     _check_out(out, [c for c, _, _ in refs], overwrite)

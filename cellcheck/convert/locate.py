@@ -91,8 +91,9 @@ def _best_offset(region: np.ndarray, probe: np.ndarray) -> tuple[tuple[int, ...]
     """Offset of `probe` inside `region` with the least squared difference, and its mean squared difference."""
     full = region.shape
     fr = np.fft.rfftn(region)
-    fp = np.fft.rfftn(probe, s=full)
-    corr = np.fft.irfftn(fr * np.conj(fp), s=full)
+    axes = tuple(range(region.ndim))
+    fp = np.fft.rfftn(probe, s=full, axes=axes)
+    corr = np.fft.irfftn(fr * np.conj(fp), s=full, axes=axes)
     valid = tuple(n - p + 1 for n, p in zip(full, probe.shape))
     corr = corr[tuple(slice(0, v) for v in valid)]
     sq = _box_sums(region * region, probe.shape)
