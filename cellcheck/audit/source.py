@@ -86,7 +86,7 @@ class Sources:
         if isinstance(where, str):
             return [finding("source-missing", case, shown["image"], f"not checked against a source: {where}")]
         store = open_store(where[0])
-        crop = store.open_crop(where[1])
+        crop = store.open_crop(where[1], only=classes.names)
         try:
             return against_source(case, shown, image, label, names, store, crop, self.record(case, shown["image"]),
                                   classes, max_bytes)

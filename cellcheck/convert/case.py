@@ -55,7 +55,7 @@ def convert_case(job: Job) -> Outcome:
     """Convert one crop (runs in a worker process: it opens what it needs)."""
     try:
         store = open_store(job.store)
-        crop = store.open_crop(job.crop)
+        crop = store.open_crop(job.crop, only=job.opts.classes.names)
         plan = plan_crop(job.case, store, crop, job.opts)
         sig = signature(store, crop, plan)
         previous = load_record(job.out, job.case)

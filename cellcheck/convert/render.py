@@ -20,7 +20,7 @@ from cellcheck.cellmap import ClassArray, Crop, Store
 from cellcheck.checks import labels as label_checks
 from cellcheck.classes import ClassMap
 from cellcheck.convert.plan import CropPlan, Refused
-from cellcheck.scan import VolumeScan
+from cellcheck.scan import VolumeScan, byte_histogram
 from cellcheck.sources.ome_ngff import Level
 from cellcheck.sources.zarr_volume import ZarrVolume
 
@@ -115,40 +115,49 @@ def compose_label(crop: Crop, names: tuple[str, ...], write: tuple[str, ...], le
 
     Raises Refused (label-values) when a semantic array holds values outside its declared encoding.
     """
-    shape = tuple(b - a for a, b in box)
-    fine = np.zeros(shape, dtype=np.uint8)
-    taken = np.zeros(shape, dtype=bool)
+    fine = np.zeros(tuple(b - a for a, b in box), dtype=np.uint8)
     for name in names:
         arr = crop.classes[name]
         data = ZarrVolume.level(arr.group, arr.path, level, box).read(max_bytes)
-        present, unknown = _classify(case, arr, level, data)
+        present, n_present, n_unknown = _classify(case, arr, level, data, need_mask=name in write)
         if totals is not None:
             counts = totals.counts.setdefault(name, ClassCounts())
-            counts.present += int(np.count_nonzero(present))
-            counts.unknown += int(np.count_nonzero(unknown))
+            counts.present += n_present
+            counts.unknown += n_unknown
             counts.voxels += data.size
-        if name in write:
+        if present is not None:
             if totals is not None:
-                totals.conflicts += int(np.count_nonzero(present & taken))
-            fine[present] = classes.label_value[name]
-            taken |= present
+                totals.conflicts += int(np.count_nonzero(fine[present]))  # already claimed by another class
+            np.putmask(fine, present, classes.label_value[name])
     return fine
 
 
-def _classify(case: str, arr: ClassArray, level: Level, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(present, unknown) masks of a class array, by its declared encoding; Refused on values outside it."""
+def _classify(case: str, arr: ClassArray, level: Level, data: np.ndarray,
+              need_mask: bool) -> tuple[np.ndarray | None, int, int]:
+    """(present mask when asked and any, present count, unknown count) of a class array, by its declared encoding.
+
+    Raises Refused when a semantic array holds values outside its encoding (instance ids may be any integer).
+    """
     enc = arr.encoding
-    unknown = data == enc["unknown"] if "unknown" in enc else np.zeros(data.shape, dtype=bool)
-    absent = data == enc.get("absent", 0)
+    absent, unknown = enc.get("absent", 0), enc.get("unknown")
+    if data.dtype == np.uint8:  # one histogram instead of a pass per value
+        hist = byte_histogram(data.ravel(order="K"))
+        count = lambda v: int(hist[v]) if v is not None and 0 <= v < 256 else 0  # noqa: E731
+    else:
+        count = lambda v: int(np.count_nonzero(data == v)) if v is not None else 0  # noqa: E731
+    n_absent, n_unknown = count(absent), count(unknown)
     if arr.kind == "instance":
-        return ~(absent | unknown), unknown
-    present = data == enc.get("present", 1)
-    if not (present | absent | unknown).all():
+        n_present = data.size - n_absent - n_unknown
+        mask = (data != absent) & (data != unknown) if need_mask and n_present else None
+        return mask, n_present, n_unknown
+    value = enc.get("present", 1)
+    n_present = count(value)
+    if n_present + n_absent + n_unknown != data.size:
         values, counts = np.unique(data, return_counts=True)
         scan = VolumeScan(shape=data.shape, dtype=data.dtype, voxels=data.size,
                           counts={int(v): int(c) for v, c in zip(values, counts)})
         raise Refused(next(iter(label_checks.encoded_values(case, arr.path / level.path, scan, arr.kind, enc))))
-    return present, unknown
+    return (data == value if need_mask and n_present else None), n_present, n_unknown
 
 
 def _to_output(fine: np.ndarray, plan: CropPlan, lo, hi, box) -> np.ndarray:
