@@ -133,7 +133,7 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     for r in results.values():  # a case listed twice must not vouch for itself
         if r.stats is not None and r.stats.image_path not in unique:
             unique[r.stats.image_path] = r.stats
-    findings += contrast.label_contrast(list(unique.values()), path)
+    findings += contrast.label_contrast(list(unique.values()), {e.case: e.label for e in dl.entries if e.label})
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)
     stats_path = datastats or stats_file.find_stats_file(path)

@@ -23,8 +23,7 @@ majority.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -77,14 +76,16 @@ def agreements(cases: Sequence[CaseStats]) -> list[Agreement]:
     return out
 
 
-def label_contrast(cases: Sequence[CaseStats], path: Path | str) -> Iterator[Finding]:
-    """label-contrast warnings: crops whose labels separate their intensities far less than the other crops'."""
-    by_case = {s.case: s for s in cases}
+def label_contrast(cases: Sequence[CaseStats], shown: Mapping[str, str]) -> Iterator[Finding]:
+    """label-contrast warnings: crops whose labels separate their intensities far less than the other crops'.
+
+    `shown`: case -> the label path to report (as the datalist writes it).
+    """
     for a in agreements(cases):
         if not a.flagged:
             continue
         yield finding(
-            "label-contrast", a.case, by_case[a.case].label_path or path,
+            "label-contrast", a.case, shown.get(a.case),
             f"intensity steps across this label's boundaries are {a.agreement:.2f}x those of the same boundaries in the "
             f"other crops (an aligned crop would show ~1, and with this much boundary ~{a.evidence:.0f} sigma of it): "
             "the label likely does not follow the image (misaligned, or at another voxel size); check the conversion "
