@@ -190,19 +190,20 @@ def _block_mode(a: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
-def test_a_finer_level_is_mode_downsampled(defects_all, tmp_path):
+def test_a_finer_level_is_mode_downsampled(clean_copy, tmp_path):
+    zarr_root = clean_copy / "zarr"
+    crop_dir = zarr_root / "jrc_fix-1/jrc_fix-1.zarr/recon-1/labels/groundtruth/crop1"  # 4 nm over 8 nm raw
+    _drop_level(crop_dir, "s1")  # no 8 nm level left: 4 nm (s0) is the closest finer one
     out = tmp_path / "out"
-    convert(defects_all / "zarr", out, Options((32.0,) * 3, DEFAULT_CLASS_MAP))
-    cases = read_datalist(out)["cellcheck"]["cases"]
-    moded = {c: r for c, r in cases.items() if r["resample"] == "mode"}
-    assert moded, "no crop without a 32 nm level converted at 32 nm"
-    for case, rec in moded.items():
-        store = zarr.open_group(rec["store_path"], mode="r")
-        crop = store[f"recon-1/labels/groundtruth/{rec['crop']}"]
-        fine = _compose(crop, rec["annotated"], rec["label_level"])
-        lab, aff = load(out / rec["label"])
-        assert np.array_equal(lab, _block_mode(fine, 2)), case
-        assert np.allclose(np.diag(aff)[:3], 32.0)
+    convert(zarr_root, out, Options(EIGHT, DEFAULT_CLASS_MAP))
+    rec = read_datalist(out)["cellcheck"]["cases"]["crop1"]
+    assert rec["resample"] == "mode" and rec["label_level"] == "s0" and rec["factor"] == [2, 2, 2]
+    fine = _compose(zarr.open_group(str(crop_dir), mode="r"), rec["annotated"], "s0")
+    lab, aff = load(out / rec["label"])
+    assert np.array_equal(lab, _block_mode(fine, 2))
+    ref_img, ref_aff = load(clean_copy / "imagesTr/crop1.nii.gz")
+    img, _ = load(out / rec["image"])
+    assert np.array_equal(img, ref_img) and np.allclose(aff, ref_aff)  # the same raw box and grid as from s1
 
 
 def _drop_level(crop_dir: Path, level: str) -> None:
