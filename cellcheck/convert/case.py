@@ -75,7 +75,7 @@ def _current(job: Job, record: Record | None, sig: str) -> bool:
 
 def _write(job: Job, store, crop, plan: CropPlan, sig: str, previous: Record | None) -> Outcome:
     out = job.out
-    img_rel, lab_rel = output_paths(job.case)  # the caller made sure they are ours to replace (foreign_outputs)
+    img_rel, lab_rel = output_paths(job.case)  # the caller made sure they are ours to replace (_check_out)
     stage = out / RECORDS / STAGING
     stage.mkdir(parents=True, exist_ok=True)
     staged = {"image": stage / f"{job.case}.image.nii.gz", "label": stage / f"{job.case}.label.nii.gz"}
@@ -100,14 +100,14 @@ def _write(job: Job, store, crop, plan: CropPlan, sig: str, previous: Record | N
                 "annotate it or drop it", classes=list(plan.classes)))
         if any(counts[n].present for n in dropped):
             # a partly unknown class is not annotated here: its voxels must not be in the label either
-            renderer.totals.counts = {}
+            renderer.totals.counts, renderer.totals.conflicts = {}, 0
             _stream(staged, plan, renderer, aff, tuple(annotated), hashes, image=False)
         record = Record(
             case=job.case, store=str(Path(store.path).resolve()), store_name=store.path.name, crop=crop.id,
             settings=settings_of(job.opts), signature=sig, plan=plan.describe(), annotated=annotated,
             channels=sorted(job.opts.classes.label_value[n] - 1 for n in annotated), dropped=dropped,
-            image=file_of(out, img_rel, hashes["image"], staged["image"]),
-            label=file_of(out, lab_rel, hashes["label"], staged["label"]),
+            image=file_of(img_rel, hashes["image"], staged["image"]),
+            label=file_of(lab_rel, hashes["label"], staged["label"]),
             owned=_owned(previous, hashes), notes=_notes(plan, renderer, dropped),
         )
         write_record(out, record)

@@ -123,7 +123,8 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_of(out: Path, rel: str, sha: str, staged: Path) -> OutputFile:
+def file_of(rel: str, sha: str, staged: Path) -> OutputFile:
+    """The record of a staged file about to be moved to `rel` (a move keeps its size and mtime)."""
     st = staged.stat()
     return OutputFile(rel, sha, st.st_size, st.st_mtime_ns)
 
