@@ -2,7 +2,7 @@
 
 The field format is a string such as "0,1,2,3". MONAI's `datafold_read` joins every string
 field of an entry with the base directory, so it often arrives as "/data/base/0,1,2,3";
-the class list is then the basename (FIELD_NOTES incident 7). A JSON list of ints is accepted
+the class list is then the basename (incident 7 in docs/INCIDENTS.md). A JSON list of ints is accepted
 too; `datafold_read` joins each string item of a list, which only a caller handed its output
 accepts (`path_joined_items=True`: the trainer's loss API). The audit and the trainer's data path
 parse the raw datalist with the defaults, so both read a crop's classes the same way.

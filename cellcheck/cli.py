@@ -1,7 +1,7 @@
 """The `cellcheck` command: a thin click layer over the library; it parses, calls, prints.
 
 User mistakes end as one line on stderr and exit 2; findings exit 1; a clean audit exits 0.
-Nothing here swallows an error into a silent exit 0 (FIELD_NOTES 11).
+Nothing here swallows an error into a silent exit 0 (docs/INCIDENTS.md, incident 11).
 """
 
 from __future__ import annotations

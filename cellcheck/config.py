@@ -1,7 +1,7 @@
 """The training config: one YAML file, validated on load, with every default in one visible place.
 
 Shared by `cellcheck gate` and the trainer, so both refuse the same configs. Every key acts on the
-run or is rejected: unknown keys, missing keys (FIELD_NOTES 12), wrong types and values are
+run or is rejected: unknown keys, missing keys (docs/INCIDENTS.md, incident 12), wrong types and values are
 `config-invalid` findings, all at once; smoke-test leftovers such as `num_epochs: 2` (6) are
 `stale-config`, an unmasked loss on partially annotated data (1) `loss-unmasked`. The schema is a
 strict pydantic model (no coercion: "1e-4" is not a number, `true` is not an int).

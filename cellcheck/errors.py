@@ -2,7 +2,7 @@
 
 Every command, in the `cellcheck` group or run on its own (`python -m trainer`, `python -m
 trainer.infer`, a click test runner), ends an error through `exit_status`, so a user mistake
-reads the same everywhere and nothing swallows an error into a silent exit 0 (FIELD_NOTES 11).
+reads the same everywhere and nothing swallows an error into a silent exit 0 (docs/INCIDENTS.md, incident 11).
 """
 
 from __future__ import annotations

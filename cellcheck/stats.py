@@ -1,4 +1,4 @@
-"""Per-label statistics grouped by label value, never by array position (FIELD_NOTES 13).
+"""Per-label statistics grouped by label value, never by array position (docs/INCIDENTS.md, incident 13).
 
 MONAI's DataAnalyzer summary averaged per-label stats by the label's index in each case's list
 of present labels, so nuc (present in few crops) came out at 0 %; here every number is keyed

@@ -1,6 +1,6 @@
 """`cellcheck submit`: the gate on the login node, then an sbatch job sized from the gate's plan.
 
-Every failed job in FIELD_NOTES waited in the queue and died in seconds; here the gate runs
+Every failed job in docs/INCIDENTS.md waited in the queue and died in seconds; here the gate runs
 before `sbatch`, and again as the job's first step (slurm/train.sbatch). The job script is the
 template filled in with Python's `string.Template`: lowercase `$names` are ours, UPPERCASE
 ones belong to the shell. Resources:
@@ -51,7 +51,7 @@ VALIDATION_OVERLAP = 0.25
 SAFETY = 1.5
 #: Gate, data loading, model build, CUDA start-up; paid again after each requeue.
 STARTUP_S = 15 * 60
-#: The field cluster's walltime limit (FIELD_NOTES, Cluster).
+#: The field cluster's walltime limit (docs/INCIDENTS.md, the cluster).
 MAX_TIME_S = 11 * 24 * 3600
 #: CPUs per GPU: the field's 16 for 2 L40S.
 CPUS_PER_GPU = 8

@@ -14,7 +14,7 @@ from cellcheck.errors import CellcheckError
 
 def test_the_default_map_is_the_fields_and_its_canonical_ids():
     assert DEFAULT_CLASS_MAP.names[0] == "ecs" and DEFAULT_CLASS_MAP.names[-1] == "nuc"
-    # CELLMAP_LAYOUT's table: ecs 1 ... er_lum 17, nuc 37 (a group of 20-29)
+    # the challenge's classes.csv: ecs 1 ... er_lum 17, nuc 37 (a group of 20-29)
     assert DEFAULT_CLASS_MAP.canonical_ids == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 37)
     assert canonical_classes()["nuc"].members == frozenset(range(20, 30))
     assert DEFAULT_CLASS_MAP.overlapping() == []

@@ -3,7 +3,7 @@
 Volumes are read by the audit's readers (`cellcheck.sources.read_volume`) and images become
 network input by the run's one intensity rule (`cellcheck.intensity`), the rule inference applies
 too. Labels stay integers (uint8) from disk to the loss, checked against 0..C as they are loaded:
-no float32 copy from LoadImaged and no 14-channel one-hot anywhere (FIELD_NOTES 5: that expansion
+no float32 copy from LoadImaged and no 14-channel one-hot anywhere (docs/INCIDENTS.md, incident 5: that expansion
 cost +4.2 GB RSS per sample and OOM-killed the job at --mem=200G). Every sample carries its (C,)
 annotation mask, parsed from `annotated_classes` with the same parser the audit uses.
 """

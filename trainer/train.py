@@ -62,7 +62,7 @@ class State:
 
 
 class NonFiniteGuard:
-    """Count skipped steps (a NaN/Inf loss on any rank); give up after `limit` in a row (FIELD_NOTES 15)."""
+    """Count skipped steps (a NaN/Inf loss on any rank); give up after `limit` in a row (docs/INCIDENTS.md, incident 15)."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.in_a_row, self.total = limit, 0, 0

@@ -1,6 +1,6 @@
 """Partial annotation: which classes each case is annotated for, and whether the voxels agree.
 
-Getting this wrong trains "unannotated = absent" (FIELD_NOTES 1); an empty list makes a case
+Getting this wrong trains "unannotated = absent" (docs/INCIDENTS.md, incident 1); an empty list makes a case
 useless (4); MONAI's datafold_read path-joins the list (7); CellMap metadata can go stale (13).
 """
 

@@ -1,4 +1,4 @@
-"""The job's environment: settings that only fail once the job runs (FIELD_NOTES 8).
+"""The job's environment: settings that only fail once the job runs (docs/INCIDENTS.md, incident 8).
 
 `PYTORCH_CUDA_ALLOC_CONF=expandable_segments=True` looks right and is rejected by the
 caching allocator at the first CUDA allocation, minutes into a queued job: its syntax is

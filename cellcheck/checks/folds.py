@@ -2,7 +2,7 @@
 
 MONAI's `datafold_read(fold=k)` takes the training entries whose `fold == k` as validation and
 the rest as training; an entry without `fold` is always training. No validation case means
-`ZeroDivisionError` 70 s into the job (FIELD_NOTES 2).
+`ZeroDivisionError` 70 s into the job (docs/INCIDENTS.md, incident 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image content: blank downloads, constant crops, zero slabs from clip + pad (FIELD_NOTES 3, 9)."""
+"""Image content: blank downloads, constant crops, zero slabs from clip + pad (docs/INCIDENTS.md, incidents 3 and 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cases too large for host memory once the DataLoader has loaded them (FIELD_NOTES 4, 5: crop247)."""
+"""Cases too large for host memory once the DataLoader has loaded them (docs/INCIDENTS.md, incidents 4 and 5: crop 247)."""
 
 from __future__ import annotations
 

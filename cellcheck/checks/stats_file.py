@@ -1,4 +1,4 @@
-"""Stale Auto3DSeg data statistics: computed on another set of cases than the datalist (FIELD_NOTES 14)."""
+"""Stale Auto3DSeg data statistics: computed on another set of cases than the datalist (docs/INCIDENTS.md, incident 14)."""
 
 from __future__ import annotations
 

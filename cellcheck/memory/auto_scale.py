@@ -1,7 +1,7 @@
 """What Auto3DSeg's DiNTS, SwinUNETR and SegResNet templates would choose for a dataset on a given GPU.
 
 The rules are those of the MONAI Auto3DSeg algorithm templates (research-contributions,
-`auto3dseg/algorithm_templates/*/scripts`), restated in /work/shared/AUTO_SCALE.md; they are
+`auto3dseg/algorithm_templates/*/scripts`), restated in docs/INCIDENTS.md ("What Auto3DSeg computes"); they are
 reproduced here, formula by formula, so that cellcheck can (a) say what a run will use on the target
 card and (b) flag a generated bundle whose YAML still carries values from another card or from a
 smoke test (`stale-config`). They size GPU memory from two reference points and know nothing of the

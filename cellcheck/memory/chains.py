@@ -3,7 +3,7 @@
 A chain is followed one transform at a time over the arrays of one sample (image, label, and any
 copies such as a crop label), each as bytes per voxel of the crop. Three chains are known:
 
-- `template`: the field's measured pipeline (FIELD_NOTES 5): MONAI's `LoadImaged` defaults (float32
+- `template`: the field's measured pipeline (docs/INCIDENTS.md, incident 5): MONAI's `LoadImaged` defaults (float32
   image and label), an optional C-channel float32 one-hot, whole crops collated;
 - `trainer`: cellcheck's own trainer (trainer/data.py): float32 image, uint8 label, patches out;
 - `auto3dseg`: a generated DiNTS or SwinUNETR bundle's `transforms_train`, as the templates write it
@@ -16,7 +16,7 @@ host RAM of a CellMap job:
 
 - the label expansion `Lambdad` of the templates, `sum` over `x == value` masks per output channel:
   Python's `sum` starts from the int 0 and promotes each bool mask to int64, so C int64 channels
-  exist in a list and again in `torch.cat`'s result: 16 C bytes per voxel (224 for C = 14; FIELD_NOTES
+  exist in a list and again in `torch.cat`'s result: 16 C bytes per voxel (224 for C = 14; incident
   17's ~107 GB for one 800^3 crop is 224 x 512M bytes = 106.8 GiB). The fixed form
   `(x == c[0]).to(x.dtype)` needs 2 C (uint8 list + result);
 - `RandCropByLabelClassesd`: int64 indices of every voxel of every class (8 bytes per voxel once each
@@ -146,7 +146,7 @@ def transform_stages(image_dtype: str = "uint8", label_dtype: str = "uint8", one
 
 
 def template_chain(image_dtype: str = "uint8", label_dtype: str = "uint8", one_hot_channels: int = 0) -> Chain:
-    """The field's measured pipeline (FIELD_NOTES 5): whole crops loaded as float32 (and one-hot), collated whole."""
+    """The field's measured pipeline (docs/INCIDENTS.md, incident 5): whole crops loaded as float32 (and one-hot), collated whole."""
     stages = transform_stages(image_dtype, label_dtype, one_hot_channels)
     held = stages[-1].held
     return Chain("template", stages, held, max(s.peak for s in stages if s.name != "collate"), held)

@@ -33,7 +33,7 @@ class GpuProfile:
 
 
 #: memory.total as nvidia-smi reports it for each card (MiB). L40S is the field's measured value
-#: (FIELD_NOTES: "46068 MiB usable"); the others are the driver-reported totals of the common SXM/PCIe
+#: (docs/INCIDENTS.md: "46068 MiB usable"); the others are the driver-reported totals of the common SXM/PCIe
 #: boards. They are not calibrated on this project's machines: check with `nvidia-smi` and pass
 #: `--gpu-mem MiB` when a card differs (MIG slices, ECC on/off, driver reservations).
 _PROFILES_MIB: dict[str, tuple[int, str]] = {

@@ -414,7 +414,7 @@ loaded = proc.memory_info().rss
 out = {"load_bytes": loaded - before, "image_dtype": str(sample["image"].dtype),
        "label_dtype": str(sample["label"].dtype), "shape": list(sample["image"].shape)}
 if channels:
-    expanded = one_hot(sample["label"][None], channels, dim=1)[0]  # float label kept, as in FIELD_NOTES 5
+    expanded = one_hot(sample["label"][None], channels, dim=1)[0]  # float label kept, as in docs/INCIDENTS.md, incident 5
     gc.collect()
     out["one_hot_bytes"] = proc.memory_info().rss - loaded
     out["one_hot_dtype"] = str(expanded.dtype)

@@ -12,7 +12,7 @@ datalist makes `algo.py` write:
   a datalist without `class_names`, the label stays one channel);
 - `sigmoid: true` -> a `crop_label` copy with a background channel drives `RandCropByLabelClassesd`
   and is dropped afterwards;
-- modality CT (the field's: `CropForegroundd` crashed on constant crops, FIELD_NOTES 9) ->
+- modality CT (the field's: `CropForegroundd` crashed on constant crops, docs/INCIDENTS.md, incident 9) ->
   `ScaleIntensityRanged` + `CropForegroundd`; MR -> `NormalizeIntensityd`.
 
 DiNTS loads the image as float32 and the label as uint8; SwinUNETR loads both with MONAI's default
@@ -20,7 +20,7 @@ DiNTS loads the image as float32 and the label as uint8; SwinUNETR loads both wi
 
 The expansion came with research-contributions 03fe864 (2023-06-06), whose training `CastToTyped`
 made the label float32, so the expanded channels were float32 too (4 bytes each: the team's "15 float32
-channels", FIELD_NOTES 16); 9abc902 (2023-06-23) casts it to uint8, as today (`label_cast`).
+channels", docs/INCIDENTS.md, incident 16); 9abc902 (2023-06-23) casts it to uint8, as today (`label_cast`).
 """
 
 from __future__ import annotations

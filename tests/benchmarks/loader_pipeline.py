@@ -4,7 +4,7 @@
 
 A real torch DataLoader (MONAI's) over the datalist's training cases with the template's loading
 chain: LoadImaged (image and label to float32, MONAI's default), EnsureChannelFirstd and, with
---one-hot C, AsDiscreted to C float32 channels (the field's expansion, FIELD_NOTES 5); or, with
+--one-hot C, AsDiscreted to C float32 channels (the field's expansion, docs/INCIDENTS.md, incident 5); or, with
 --chain trainer, cellcheck's trainer transforms (float32 image, uint8 label, --patches patches of
 --roi^3 per crop drawn by RandCropByPosNegLabeld, flips). The main process takes `--batches`
 batches, touches each as a training step would and holds it for `--step-s` seconds; --shuffle-seed

@@ -1,4 +1,4 @@
-"""PYTORCH_CUDA_ALLOC_CONF syntax (FIELD_NOTES 8), checked against the allocator's documented options."""
+"""PYTORCH_CUDA_ALLOC_CONF syntax (docs/INCIDENTS.md, incident 8), checked against the allocator's documented options."""
 
 import pytest
 

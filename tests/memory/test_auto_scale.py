@@ -14,7 +14,7 @@ FIELD = a.DatasetStats(198, (393.0, 402.0, 418.0), (8.0, 8.0, 8.0), (1796, 1500,
 
 def test_dints_on_l40s_gives_the_field_batch():
     got = a.dints(FIELD, L40S, output_classes=15)
-    assert got.batch_size == 13 and got.num_patches_per_image == 26  # FIELD_NOTES: 13 and 26
+    assert got.batch_size == 13 and got.num_patches_per_image == 26  # docs/INCIDENTS.md: 13 and 26
     assert got.roi_size == [96, 96, 96]
 
 
@@ -103,7 +103,7 @@ def test_swinunetr_bundle_from_a_small_gpu_is_stale_on_l40s(tmp_path):
 
 
 def test_segresnet_smoke_test_epochs_are_stale(tmp_path):
-    # FIELD_NOTES incident 6: num_epochs 2 left from a smoke test; batch_size refers to num_images_per_batch
+    # incident 6 in docs/INCIDENTS.md: num_epochs 2 left from a smoke test; batch_size refers to num_images_per_batch
     root = _bundle(tmp_path, "segresnet_0", {"roi_size": [224, 224, 144], "num_images_per_batch": 1,
                                               "batch_size": "@num_images_per_batch", "num_epochs": 2,
                                               "auto_scale_allowed": True, "auto_scale_batch": True})

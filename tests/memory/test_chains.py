@@ -46,7 +46,7 @@ def test_each_stage_matches_monai(crop, expansion, sigmoid):
 
 
 def test_the_field_notes_figures():
-    """FIELD_NOTES 17: ~107 GB of int64 for one 800^3 crop; the fixed expansion's 33 B/voxel."""
+    """docs/INCIDENTS.md, incident 17: ~107 GB of int64 for one 800^3 crop; the fixed expansion's 33 B/voxel."""
     sums = interpret(train_transforms("dints", 14, [96] * 3, 26, "int64"), ChainContext())
     stage = next(s for s in sums.stages if s.name == "Lambdad")
     before = sums.stages[sums.stages.index(stage) - 1].held

@@ -1,4 +1,4 @@
-"""The field's OOM replayed: 234 crops shaped as FIELD_NOTES records them, the bundles of incidents 16 and 17.
+"""The field's OOM replayed: 234 crops shaped as docs/INCIDENTS.md records them, the bundles of incidents 16 and 17.
 
 The crops are header-only NIfTI files with sparse data (tests/memory/field_replay.py says how each
 recorded number shaped them); the bundles are DiNTS bundles as the template generates them for a

@@ -17,7 +17,7 @@ def test_lookup_is_case_insensitive_and_knows_short_names(name, expected):
 
 def test_l40s_is_the_default_and_has_the_field_memory():
     assert gpu_profile().name == DEFAULT_GPU == "L40S"
-    assert gpu_profile("l40s").total_bytes == 46068 * MiB == 48305799168  # DESIGN.md's example
+    assert gpu_profile("l40s").total_bytes == 46068 * MiB == 48305799168  # the field's L40S (docs/INCIDENTS.md)
 
 
 def test_profiles_grow_with_the_card():

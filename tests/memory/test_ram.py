@@ -1,4 +1,4 @@
-"""The host RAM model against the field's OOM (FIELD_NOTES 5), and against a real LoadImaged measurement."""
+"""The host RAM model against the field's OOM (docs/INCIDENTS.md, incident 5), and against a real LoadImaged measurement."""
 
 import pytest
 
@@ -14,7 +14,7 @@ def test_loadimaged_float32_copies_are_eight_bytes_per_voxel():
     stages = ram.transform_stages("uint8", "uint8", one_hot_channels=0)
     assert stages[0].name == "LoadImaged" and stages[0].held == 8
     voxels = 393 * 402 * 418
-    assert stages[0].held * voxels / GB == pytest.approx(0.53, abs=0.01)  # FIELD_NOTES: +0.53 GB RSS
+    assert stages[0].held * voxels / GB == pytest.approx(0.53, abs=0.01)  # docs/INCIDENTS.md: +0.53 GB RSS
 
 
 def test_one_hot_expansion_is_four_times_the_team_estimate():

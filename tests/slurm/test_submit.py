@@ -18,7 +18,7 @@ from cellcheck.submit import (DEFAULT_TEMPLATE, MAX_TIME_S, format_time, parse_t
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "slurm" / "configs").glob("*-l40s.yaml"))
-FIELD = {"n_train": 198, "n_val": 36, "mean_voxels": 393 * 402 * 418}  # FIELD_NOTES: the data
+FIELD = {"n_train": 198, "n_val": 36, "mean_voxels": 393 * 402 * 418}  # docs/INCIDENTS.md: the data
 
 
 def stub_report(cfg: dict, slurm_mem: str = "227G") -> Report:

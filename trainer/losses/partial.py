@@ -105,7 +105,7 @@ class PartialAnnotationLoss(nn.Module):
     unannotated channels get exactly zero gradient.  No one-hot / (B, C, *spatial) target is
     built; see ``stats`` for the forward/backward and its memory.
 
-    ``masked=False`` is the unmasked baseline (what the field trained first, FIELD_NOTES 1): every
+    ``masked=False`` is the unmasked baseline (what the field trained first, docs/INCIDENTS.md, incident 1): every
     channel counts as annotated in every sample, so a voxel of an unannotated class is scored as
     background.  It exists to measure what the mask buys, not to train with.
     """
