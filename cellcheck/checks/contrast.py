@@ -1,5 +1,5 @@
 """Labels that do not follow their image: a crop whose label boundaries show far less contrast than the
-same boundaries in the dataset's other crops (FIELD_NOTES 19: misaligned pairs, labels at the wrong scale).
+same boundaries in the dataset's other crops (docs/INCIDENTS.md, incident 19: misaligned pairs, labels at the wrong scale).
 
 Statistic, per crop k and label pair p (neighbouring voxels labelled a < b): the mean intensity step
 across the boundary, in units of the crop's intensity std, c[k, p]. The reference R[p] is the mean of

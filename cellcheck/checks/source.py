@@ -1,6 +1,6 @@
 """A converted case against the CellMap crop it came from: extent, spacing, origin and every voxel.
 
-The field's converter (FIELD_NOTES 19) paired label s0 with raw s0 whatever their voxel sizes and
+The field's converter (docs/INCIDENTS.md, incident 19) paired label s0 with raw s0 whatever their voxel sizes and
 wrote an 8 nm header on everything: no error anywhere, and the content checks pass wherever the wrong
 read was not blank. Here the crop is converted again at the voxel size the header declares (the
 converter's own plan and renderer), and the entry must match it: its box, its origin, the raw voxels
