@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -119,9 +119,12 @@ class Store:
     def name(self) -> str:
         return self.path.name.removesuffix(".zarr")
 
-    def open_crop(self, crop_id: str) -> Crop:
-        """Read one crop's metadata (class groups, scales, annotation attributes); no voxels."""
-        return _open_crop(self.root, self.path, self.crop_paths[crop_id], crop_id)
+    def open_crop(self, crop_id: str, only: Collection[str] | None = None) -> Crop:
+        """Read one crop's metadata (class groups, scales, annotation attributes); no voxels.
+
+        `only`: open just these class groups (a full crop lists ~60; a conversion needs its training classes).
+        """
+        return _open_crop(self.root, self.path, self.crop_paths[crop_id], crop_id, only)
 
 
 def find_stores(root: Path) -> list[Path]:
@@ -219,7 +222,7 @@ def _order_finding(case: str | None, path: Path, attrs: dict, groups: list[str] 
     ]
 
 
-def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
+def _open_crop(root: Any, store_path: Path, rel: str, name: str, only: Collection[str] | None = None) -> Crop:
     path = store_path / rel
     try:
         group = root[rel]
@@ -238,7 +241,7 @@ def _open_crop(root: Any, store_path: Path, rel: str, name: str) -> Crop:
         )
     crop.findings += _foreign_children(store_path, rel, members, node_formats(path))
     disordered: dict[str, dict] = {}
-    for cls in members:
+    for cls in members if only is None else [m for m in members if m in only]:
         try:
             arr, class_attrs = _open_class(group, path, cls)
         except (MetadataError, ReadError, *ZARR_ERRORS) as exc:

@@ -21,7 +21,7 @@ class Check:
     severity: Severity
     catches: str
     incident: str
-    stage: str = "audit"  # "audit": data; "gate": config, environment and memory plan
+    stage: str = "audit"  # "audit": data; "source": data against its CellMap source (audit --source); "gate": config, environment and memory plan
 
 
 _ERROR, _WARN, _INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
@@ -57,6 +57,16 @@ CHECKS: dict[str, Check] = {
         Check("off-grid", _ERROR, "crop translation off the raw voxel grid by a fraction of a voxel", "19"),
         Check("multiscale-metadata", _WARN, "OME-NGFF datasets not listed finest first", "19"),
         Check("mixed-zarr-format", _ERROR, "a zarr format 3 node inside a format 2 store (or the reverse)", "3"),
+        Check("source-geometry", _ERROR, "`audit --source`: an entry's extent, voxel size or origin differ from its "
+              "source crop's at that resolution, or the crop has no image there (levels paired by name, spacing lost, "
+              "origin shifted)", "19", "source"),
+        Check("source-content", _ERROR, "`audit --source`: image voxels differ from the raw, or label voxels from the "
+              "class arrays, at the declared grid (misaligned, wrong scale, shifted read); says how far off", "19", "source"),
+        Check("source-annotation", _ERROR, "`audit --source`: annotated_classes lists a class the source crop does not "
+              "annotate, or marks partly unknown (its unknown voxels train as background)", "1, 19", "source"),
+        Check("label-contrast", _WARN, "labels that do not follow the image: intensity steps across a crop's label "
+              "boundaries far below the same boundaries in the other crops (misaligned, or at another voxel size)", "19"),
+        Check("source-missing", _WARN, "`audit --source`: an entry whose source crop cannot be found", "19", "source"),
         Check("validation-array", _INFO, "a `validation` array, which datafold_read ignores (training trains on "
               "the fold keys)", "18"),
         # gate: config, environment and memory plan

@@ -12,9 +12,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def map_cases(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, progress: bool = False, what: str = "cases") -> Iterator[R]:
+def map_cases(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, progress: bool = False, what: str = "cases",
+              verb: str = "auditing") -> Iterator[R]:
     """`fn` over `items` on `jobs` processes (in this process when jobs == 1 or there is one item)."""
-    bar = _progress(len(items), what) if progress else nullcontext(None)
+    bar = _progress(len(items), f"{verb} {what}") if progress else nullcontext(None)
     with bar as advance:
         if jobs <= 1 or len(items) <= 1:
             for item in items:
@@ -35,8 +36,8 @@ def map_cases(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, progress:
 class _progress:
     """A rich progress bar on stderr; a no-op when stderr is not a terminal."""
 
-    def __init__(self, total: int, what: str) -> None:
-        self.total, self.what, self._bar = total, what, None
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self._bar = total, description, None
 
     def __enter__(self):
         if not sys.stderr.isatty():
@@ -48,7 +49,7 @@ class _progress:
         self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                              TimeRemainingColumn(), console=Console(stderr=True), transient=True)
         self._bar.__enter__()
-        task = self._bar.add_task(f"auditing {self.what}", total=self.total)
+        task = self._bar.add_task(self.description, total=self.total)
         return lambda: self._bar.advance(task)
 
     def __exit__(self, *exc) -> None:

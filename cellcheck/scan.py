@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellcheck.boundaries import BoundaryStats, PairSteps
 from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Volume
 
 #: Integer volumes whose value range fits this many bins are counted exactly with bincount.
@@ -180,24 +181,29 @@ class PairScan:
     image: VolumeScan
     label: VolumeScan
     joint: np.ndarray | None = None
+    boundaries: PairSteps | None = None  # intensity steps across label boundaries (uint8 pairs read together)
 
 
 class _Misaligned(Exception):
     pass
 
 
-def scan_pair(image: Volume, label: Volume, *, max_bytes: int = DEFAULT_BLOCK_BYTES) -> PairScan:
-    """One pass over a uint8 image and uint8 label together when their blocks align; two passes otherwise."""
+def scan_pair(image: Volume, label: Volume, *, max_bytes: int = DEFAULT_BLOCK_BYTES, boundaries: bool = False) -> PairScan:
+    """One pass over a uint8 image and uint8 label together when their blocks align; two passes otherwise.
+
+    `boundaries`: also collect the intensity steps across label boundaries (joint pass only).
+    """
     if image.header.dtype == np.uint8 and label.header.dtype == np.uint8:
         try:
-            return _joint_scan(image, label, max_bytes // 2)
+            return _joint_scan(image, label, max_bytes // 2, boundaries)
         except _Misaligned:
             pass
     return PairScan(scan_volume(image, planes=True, max_bytes=max_bytes), scan_volume(label, max_bytes=max_bytes))
 
 
-def _joint_scan(image: Volume, label: Volume, max_bytes: int) -> PairScan:
+def _joint_scan(image: Volume, label: Volume, max_bytes: int, boundaries: bool = False) -> PairScan:
     ih, lh = image.header, label.header
+    steps = BoundaryStats.for_volume(ih.voxels) if boundaries else None
     img = VolumeScan(shape=ih.shape, dtype=ih.dtype, counts={}, nonzero_planes=[np.zeros(n, dtype=bool) for n in ih.shape])
     lab = VolumeScan(shape=lh.shape, dtype=lh.dtype, counts={})
     joint = np.zeros((256, 256), dtype=np.int64)
@@ -220,6 +226,8 @@ def _joint_scan(image: Volume, label: Volume, max_bytes: int) -> PairScan:
                 np.left_shift(lab_flat[i : i + k.size], 8, out=k, dtype=np.uint16)
                 k |= img_flat[i : i + k.size]
                 joint += np.bincount(k, minlength=1 << 16).reshape(256, 256)
+            if steps is not None:
+                steps.add(ib.data, lb.data, ib.start)
         zeros_here = ib.data is not None and not np.all(ib.data.ravel(order="K"))
         if ib.data is None:
             if ib.fill != 0:
@@ -233,4 +241,4 @@ def _joint_scan(image: Volume, label: Volume, max_bytes: int) -> PairScan:
         full = np.zeros(_MAX_BINS, dtype=np.int64)
         full[:256] = hist
         _finish_counts(scan, full)
-    return PairScan(img, lab, joint)
+    return PairScan(img, lab, joint, steps.compact() if steps is not None else None)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cellcheck.boundaries import PairSteps
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 
 
@@ -31,6 +32,7 @@ class CaseStats:
     image_path: str | None = None
     label_path: str | None = None
     resolutions: list[list[float]] | None = None  # CellMap crops: voxel sizes it can train at (nm, z y x)
+    boundaries: PairSteps | None = None  # intensity steps across label boundaries (the label-contrast check)
 
 
 def per_label(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP) -> list[dict[str, Any]]:

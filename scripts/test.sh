@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up from scratch, run the whole test suite, then the benchmarks; the check scripts print the
-# ratios and fail on unbounded audit memory. The loss runs at its full 96^3 size and its speed
-# and memory ratios are printed, never enforced (wall clock on a shared machine). The GPU check
-# runs last: without a GPU it says so and exits 0. JSON lands in .ci-artifacts/.
+# ratios and fail on unbounded audit memory. The loss runs at its full 96^3 size; its speed and
+# memory ratios, like convert's throughput against reading its chunks once, are printed, never
+# enforced (wall clock on a shared machine). The GPU check runs last: without a GPU it says so and
+# exits 0. JSON lands in .ci-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -19,4 +20,7 @@ CELLCHECK_BENCH=1 .venv/bin/python -m pytest tests/benchmarks/test_loss_benchmar
     --benchmark-json=.ci-artifacts/loss_benchmarks.json
 .venv/bin/python tests/benchmarks/check_loss_ratio.py .ci-artifacts/loss_benchmarks.json
 .venv/bin/python tests/benchmarks/check_audit_ratios.py .ci-artifacts/audit_benchmarks.json
+CELLCHECK_BENCH_QUICK=1 .venv/bin/python -m pytest tests/benchmarks/test_convert_benchmark.py --benchmark-only \
+    --benchmark-json=.ci-artifacts/convert_benchmarks.json
+.venv/bin/python tests/benchmarks/check_convert_ratio.py .ci-artifacts/convert_benchmarks.json
 bash scripts/gpu_check.sh .ci-artifacts/gpu_check.json

@@ -61,6 +61,8 @@ def run_audit(
     notes = []
     if detect_kind(path) == "datalist":
         findings, cases, stats = audit_datalist(path, dataroot, datastats, options)
+    elif options.source is not None:
+        raise CellcheckError(f"{path}: --source checks a converted datalist against its stores; pass the datalist JSON")
     else:
         findings, cases, stats = audit_cellmap(path, options)
         for dl in datalists_beside_stores(path):

@@ -37,8 +37,8 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
         if not crop.class_names and not any(f.check == "unreadable" for f in out):
             out.append(finding("empty-annotation", case, crop.path, "crop has no annotated class; annotate it or drop it"))
         return out, None
-    ref = _reference(arrays)
-    out += _class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
+    ref = reference_array(arrays)
+    out += class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
     out += memory.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), opts.case_budget)
     stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)),
                       image_path=str(store.raw.path) if store.raw else None, label_path=str(crop.path))
@@ -120,7 +120,7 @@ def _class_voxels(case: str, crop: Crop, arrays: list[ClassArray], stats: CaseSt
     return annotated
 
 
-def _reference(arrays: list[ClassArray]) -> ClassArray:
+def reference_array(arrays: list[ClassArray]) -> ClassArray:
     """The array whose grid (shape, scale, translation) most classes share: the odd one out is the defect."""
     def grid(a: ClassArray):
         lv = a.finest
@@ -131,7 +131,7 @@ def _reference(arrays: list[ClassArray]) -> ClassArray:
     return next(a for a in arrays if votes[grid(a)] == best)
 
 
-def _class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):
+def class_geometry(case: str, ref: ClassArray, others: list[ClassArray]):
     """Every class array of a crop on the grid of the reference one (finest levels compared)."""
     for arr in others:
         if arr.shape != ref.shape:

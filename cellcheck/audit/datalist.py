@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from cellcheck.audit.options import AuditOptions
-from cellcheck.checks import annotations, folds, geometry, intensity, labels, memory, stats_file
+from cellcheck.audit.source import Sources
+from cellcheck.checks import annotations, contrast, folds, geometry, intensity, labels, memory, stats_file
+from cellcheck.boundaries import PairSteps
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
@@ -25,8 +27,9 @@ class EntryResult:
     channels: frozenset[int] | None = None
 
 
-def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions()) -> EntryResult:
-    """Every per-case check of one entry: annotations, files, headers (cheap) before voxels."""
+def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions(),
+                sources: Sources | None = None) -> EntryResult:
+    """Every per-case check of one entry: annotations, files, headers (cheap) before voxels; then its source crop."""
     out = EntryResult()
     case, where = entry.case, datalist.path
     channels: frozenset[int] | None = None  # None: the entry says nothing, i.e. fully annotated
@@ -52,9 +55,9 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     if image:
         out.findings += memory.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
-    scans, joint = _scan(volumes, opts.block_bytes, case, shown, out.findings)
+    scans, joint, steps = _scan(volumes, opts.block_bytes, case, shown, out.findings)
     stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
-                      label_path=str(datalist.resolve(entry.label)))
+                      label_path=str(datalist.resolve(entry.label)), boundaries=steps)
     if "image" in scans:
         scan = scans["image"]
         out.findings += intensity.image_content(case, shown["image"], scan)
@@ -69,6 +72,9 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
             if channels:
                 out.findings += annotations.unannotated_present(case, shown["label"], scan.counts, channels, opts.classes)
     out.stats = stats
+    if sources is not None and image and label:
+        names = None if out.channels is None else [opts.classes.names[c] for c in sorted(out.channels)]
+        out.findings += sources.check(case, shown, image, label, names, opts.classes, opts.block_bytes)
     return out
 
 
@@ -92,12 +98,12 @@ def _open(role: str, rel: str, datalist: Datalist, entry: Entry, findings: list[
 
 
 def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[str, str],
-          findings: list[Finding]) -> tuple[dict[str, VolumeScan], np.ndarray | None]:
+          findings: list[Finding]) -> tuple[dict[str, VolumeScan], np.ndarray | None, PairSteps | None]:
     """Image and label in one pass when both are readable; each alone (so one bad file hides nothing) otherwise."""
     if len(volumes) == 2:
         try:
-            pair = scan_pair(volumes["image"], volumes["label"], max_bytes=block_bytes)
-            return {"image": pair.image, "label": pair.label}, pair.joint
+            pair = scan_pair(volumes["image"], volumes["label"], max_bytes=block_bytes, boundaries=True)
+            return {"image": pair.image, "label": pair.label}, pair.joint, pair.boundaries
         except ReadError:
             pass  # find out which of the two it was
     scans = {}
@@ -106,7 +112,7 @@ def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[s
             scans[role] = scan_volume(volume, planes=role == "image", max_bytes=block_bytes)
         except ReadError as exc:
             findings.append(finding("unreadable", case, shown[role], f"{role}: {exc.reason}"))
-    return scans, None
+    return scans, None, None
 
 
 def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | None = None,
@@ -114,13 +120,20 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     """All findings of a datalist, the number of distinct cases, and per-case statistics."""
     dl = load_datalist(path, dataroot)
     findings = list(dl.findings)
+    sources = Sources.index(opts.source, path) if opts.source is not None else None
     results = dict(zip((e.where for e in dl.entries),
-                       map_cases(partial(audit_entry, datalist=dl, opts=opts), dl.entries, opts.jobs, opts.progress)))
+                       map_cases(partial(audit_entry, datalist=dl, opts=opts, sources=sources), dl.entries, opts.jobs,
+                                 opts.progress)))
     for r in results.values():
         findings += r.findings
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
     findings += folds.validation_array(path, dl.entries, dl.resolve)
+    unique = {}
+    for r in results.values():  # a case listed twice must not vouch for itself
+        if r.stats is not None and r.stats.image_path not in unique:
+            unique[r.stats.image_path] = r.stats
+    findings += contrast.label_contrast(list(unique.values()), {e.case: e.label for e in dl.entries if e.label})
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)
     stats_path = datastats or stats_file.find_stats_file(path)

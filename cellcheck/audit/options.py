@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
@@ -23,7 +24,8 @@ class AuditOptions:
     """`block_bytes` bounds voxel data in flight per worker; `case_budget` is host memory per loaded sample.
 
     `resolution` is the voxel size (nm, z y x) training runs at, None when not given; `classes` the
-    training classes (label values and `annotated_classes` channels follow it).
+    training classes (label values and `annotated_classes` channels follow it); `source` the folder of
+    CellMap stores a datalist's entries are checked against.
     """
 
     case_budget: int = DEFAULT_CASE_BUDGET_BYTES
@@ -32,3 +34,4 @@ class AuditOptions:
     progress: bool = False
     resolution: tuple[float, ...] | None = None
     classes: ClassMap = DEFAULT_CLASS_MAP
+    source: Path | None = None  # CellMap stores a datalist was converted from (`audit --source`)

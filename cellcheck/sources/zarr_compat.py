@@ -84,18 +84,24 @@ def chunk_exists_fn(arr: Any) -> Callable[[tuple[int, ...]], bool] | None:
     A CellMap download holds only the chunks `csc fetch-data` copied; the others read as fill value,
     so "is this chunk on disk" is how the audit tells raw data from metadata alone.
     """
+    path = chunk_path_fn(arr)
+    return None if path is None else (lambda idx: path(idx).exists())
+
+
+def chunk_path_fn(arr: Any) -> Callable[[tuple[int, ...]], Path] | None:
+    """`path(chunk_index)`: the file holding a chunk, for arrays in a local folder store (else None)."""
     if ZARR_MAJOR >= 3:
         root = getattr(arr.store, "root", None)
         if root is None:
             return None
         base = Path(root) / arr.path if arr.path else Path(root)
         encode = arr.metadata.encode_chunk_key
-        return lambda idx: (base / encode(idx)).exists()
+        return lambda idx: base / encode(idx)
     root = getattr(arr.store, "path", None)
     key = getattr(arr, "_chunk_key", None)  # zarr 2: prefix + dimension_separator-joined index, stable since 2.0
     if root is None or key is None:
         return None
-    return lambda idx: (Path(root) / key(idx)).exists()
+    return lambda idx: Path(root) / key(idx)
 
 
 def create_array(path: Path, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],

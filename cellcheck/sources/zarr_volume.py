@@ -92,6 +92,23 @@ class ZarrVolume:
                 else:
                     yield Block(start=self._start(box), shape=tuple(b - a for a, b in box), data=None, fill=fill)
 
+    def read(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
+        """The whole region as one array (unwritten chunks as the fill value); for boxes the caller sized."""
+        out = np.empty(self.header.shape, dtype=self.header.dtype)
+        for block in self.blocks(max_bytes):
+            box = tuple(slice(s, s + n) for s, n in zip(block.start, block.shape))
+            out[box] = block.fill if block.data is None else block.data
+        return out
+
+    def missing_chunks(self) -> int:
+        """How many storage chunks under the region were never written (0 when the store cannot tell)."""
+        exists = chunk_exists_fn(self.array)
+        if exists is None:
+            return 0
+        chunk = storage_chunks(self.array)
+        ranges = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(self.region, chunk)]
+        return sum(1 for idx in itertools.product(*ranges) if not exists(idx))
+
     def _box(self, first, last, chunk) -> tuple[tuple[int, int], ...]:
         return tuple((max(lo, f * c), min(hi, (l + 1) * c)) for f, l, c, (lo, hi) in zip(first, last, chunk, self.region))
 

@@ -1,0 +1,148 @@
+"""label-contrast: labels that do not follow their image, found without the source stores.
+
+Measured on the fixtures converted right (the generator's own conversion: no crop may be flagged),
+wrong (the field-style converter: crops it broke should be), and mixed (two wrong crops among right
+ones). tests/benchmarks/label_contrast_rates.py measures the same on more seeds and larger datasets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cellcheck.audit import audit, run_audit
+from cellcheck.audit.options import AuditOptions
+from cellcheck.boundaries import BoundaryStats
+from cellcheck.checks.contrast import agreements
+from datasets import V3, read_datalist
+from fixtures import make_dataset
+from fixtures.field_convert import field_convert
+
+
+def explicit_steps(image: np.ndarray, label: np.ndarray) -> tuple[dict[int, int], dict[int, float], float]:
+    """Neighbour steps across label boundaries along the first two axes, one pair at a time."""
+    count: dict[int, int] = {}
+    total: dict[int, float] = {}
+    squares = 0.0
+    for axis in (0, 1):
+        for idx in np.ndindex(label.shape):
+            nxt = list(idx)
+            nxt[axis] += 1
+            if nxt[axis] >= label.shape[axis]:
+                continue
+            a, b = int(label[idx]), int(label[tuple(nxt)])
+            if a == b:
+                continue
+            step = float(image[idx]) - float(image[tuple(nxt)])
+            if a > b:
+                a, b, step = b, a, -step
+            key = a * 256 + b
+            count[key] = count.get(key, 0) + 1
+            total[key] = total.get(key, 0.0) + step
+            squares += step * step
+    return count, total, squares
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_boundary_steps_match_an_explicit_count(order):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, (6, 7, 5)).astype(np.uint8)
+    image = rng.integers(0, 256, (6, 7, 5)).astype(np.uint8)
+    stats = BoundaryStats()
+    stats.add(np.asarray(image, order=order), np.asarray(label, order=order), (0, 0, 0))
+    count, total, squares = explicit_steps(image, label)
+    steps = stats.compact()
+    assert dict(zip(steps.keys.tolist(), steps.count.tolist())) == count
+    assert dict(zip(steps.keys.tolist(), steps.total.tolist())) == pytest.approx(total)
+    assert steps.squares == pytest.approx(squares)
+
+
+def test_large_crops_are_sampled_on_whole_planes():
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 3, (8, 8, 12)).astype(np.uint8)
+    image = rng.integers(0, 256, (8, 8, 12)).astype(np.uint8)
+    stats = BoundaryStats(stride=3)
+    stats.add(image[:, :, :7], label[:, :, :7], (0, 0, 0))  # two slabs, as a reader hands them over
+    stats.add(image[:, :, 7:], label[:, :, 7:], (0, 0, 7))
+    count, _, _ = explicit_steps(image[:, :, ::3], label[:, :, ::3])
+    steps = stats.compact()
+    assert dict(zip(steps.keys.tolist(), steps.count.tolist())) == count
+
+
+@pytest.fixture(scope="module")
+def seed0(tmp_path_factory) -> Path:
+    """The README's dataset: `python -m fixtures make DIR --defects none` (seed 0)."""
+    root = tmp_path_factory.mktemp("seed0") / "data"
+    make_dataset(root, seed=0, defects="none", v3=V3)
+    field_convert(root / "zarr", root / "field")  # beside the correct conversion, for the mixed datalists
+    return root
+
+
+def _broken(root: Path, field: Path) -> set[str]:
+    """Field-converted cases whose image or label differ from the correct conversion (store 3: all but crop302)."""
+    ref = {Path(e["image"]).name: e for e in read_datalist(root)["training"]}
+    out = set()
+    for e in read_datalist(field)["training"]:
+        name = Path(e["image"]).name
+        if name not in ref:
+            if name != "crop302.nii.gz":
+                out.add(name.split(".")[0])
+            continue
+        pairs = [(np.asarray(nib.load(str(root / ref[name][k])).dataobj),
+                  np.asarray(nib.load(str(field / e[k])).dataobj)) for k in ("image", "label")]
+        if any(a.shape != b.shape or (a != b).any() for a, b in pairs):
+            out.add(name.split(".")[0])
+    return out
+
+
+def _flagged(path: Path) -> set[str]:
+    return {f.case for f in audit(path).findings if f.check == "label-contrast"}
+
+
+def test_silent_on_correct_conversions(seed0, clean):
+    for root in (seed0, clean):  # seeds 0 and 1
+        report = audit(root / "datalist.json")
+        assert report.summary == {"error": 0, "warning": 0, "info": 0}, report.findings
+        assert agreements(run_audit(root / "datalist.json").case_stats), "the statistic was not computed at all"
+
+
+@pytest.mark.parametrize("name", ["seed0", "clean"])
+def test_hits_and_false_alarms_on_the_field_conversion(name, request, tmp_path):
+    root = request.getfixturevalue(name)
+    field = tmp_path / "field"
+    field_convert(root / "zarr", field)
+    broken = _broken(root, field)
+    flagged = _flagged(field / "datalist.json")
+    cases = {Path(e["image"]).name.split(".")[0] for e in read_datalist(field)["training"]}
+    hits, false_alarms = flagged & broken, flagged - broken
+    print(f"{name}: hits {len(hits)}/{len(broken)}, false alarms {len(false_alarms)}/{len(cases - broken)}")
+    assert false_alarms == set()
+    assert len(hits) >= len(broken) / 2
+
+
+def test_two_misaligned_crops_among_correct_ones(seed0, tmp_path):
+    dl = read_datalist(seed0)
+    broken = sorted(_broken(seed0, seed0 / "field") & {Path(e["image"]).name.split(".")[0] for e in dl["training"]})
+    swap = set(broken[:2])
+    entries = [{**e, "image": f"field/{e['image']}", "label": f"field/{e['label']}"}
+               if Path(e["image"]).name.split(".")[0] in swap else e for e in dl["training"]]
+    path = seed0 / "mixed.json"
+    path.write_text(json.dumps({"training": entries}))
+    flagged = _flagged(path)
+    assert flagged <= swap and flagged, (flagged, swap)
+
+
+def test_too_few_crops_or_no_boundary_is_no_finding(seed0, tmp_path):
+    dl = read_datalist(seed0)
+    few = seed0 / "few.json"
+    few.write_text(json.dumps({"training": [{**e, "image": f"field/{e['image']}", "label": f"field/{e['label']}"}
+                                            for e in dl["training"][:2]]}))
+    assert _flagged(few) == set()  # two crops: no reference to compare with
+    scores = {a.case: a for a in agreements(run_audit(seed0 / "datalist.json", options=AuditOptions()).case_stats)}
+    constant = [Path(e["image"]).name.split(".")[0] for e in dl["training"]
+                if np.unique(np.asarray(nib.load(str(seed0 / e["label"])).dataobj)).size == 1]
+    assert constant and all(c not in scores or not scores[c].flagged for c in constant)

@@ -1,0 +1,32 @@
+"""The converted datalist trains: `cellcheck train` (gate, then SegResNetDS on the CPU) on convert's output.
+
+The smallest run the trainer takes: one epoch of one step at a 32^3 ROI, then validation on fold 0.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+
+@pytest.mark.slow
+def test_cellcheck_train_on_the_converted_datalist(converted, tmp_path):
+    out, _ = converted
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": "segresnet", "datalist": str(out / "datalist.json"), "output_dir": str(tmp_path / "run"),
+        "roi_size": [32, 32, 32], "batch_size": 1, "num_patches_per_image": 1, "num_epochs": 1, "smoke_test": True,
+        "max_steps_per_epoch": 1, "num_workers": 0, "mem": "64G", "gpu": "l40s", "seed": 3,
+    }))
+    run = subprocess.run([sys.executable, "-m", "cellcheck", "train", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    gate = json.loads((tmp_path / "run/gate.json").read_text())
+    assert gate["passed"] and gate["summary"]["error"] == 0
+    [epoch] = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert epoch["steps"] == 1 and epoch["nonfinite_skipped"] == 0 and epoch["val_dice"]
+    assert (tmp_path / "run/best.pt").is_file()
