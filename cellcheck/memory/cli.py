@@ -145,22 +145,25 @@ def render_ram(r: dict) -> list[str]:
               help="Search the largest batch that fits (a few more fake steps).")
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default=None,
               help="Output format (default: text on a terminal, json otherwise).")
+@click.option("--classes", type=click.Path(path_type=Path), default=None,
+              help="Training classes, one name per line (CSV) or a YAML list (default: the field's 14): "
+                   "the network's output channels and the label expansion's.")
 @one_line_errors
 def predict_command(path: Path, model: str, gpu: str, gpu_mem: float | None, gpus: int, workers: int, prefetch: int,
                     roi: list[int] | None, batch: int | None, no_amp: bool, one_hot: bool, chain: str | None,
                     expansion: str, sigmoid: bool, label_cast: str, loader_batch: int | None, fold: int,
                     epochs: int, patches: int,
                     bundle: Path | None, mem: str | None, rank_base: str | None, worker_base: str | None,
-                    max_batch: bool, fmt: str | None) -> None:
+                    max_batch: bool, fmt: str | None, classes: Path | None) -> None:
     """Predict Auto3DSeg's batch/epochs, peak GPU memory and host RAM for training on PATH (a datalist)."""
+    from cellcheck.classes import load_class_map
     from cellcheck.memory.predict import predict
 
     result = predict(path, model, gpu=gpu, gpus=gpus, workers=workers, prefetch=prefetch, roi=roi, batch=batch,
                      amp=not no_amp, one_hot=one_hot, bundle=bundle, mem=mem, gpu_mem_mib=gpu_mem,
                      search_max_batch=max_batch, rank_base=rank_base, worker_base=worker_base, chain=chain,
                      num_patches=patches, expansion=expansion, sigmoid=sigmoid, loader_batch=loader_batch, fold=fold,
-                     label_cast=label_cast,
-                     epochs=epochs)
+                     label_cast=label_cast, epochs=epochs, classes=load_class_map(classes))
     fmt = fmt or ("text" if sys.stdout.isatty() else "json")
     click.echo(json.dumps(result, indent=2) if fmt == "json" else render_text(result), nl=fmt == "json")
     if not result["fits"]:

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from cellcheck.classes import NUM_CLASSES
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 from cellcheck.errors import CellcheckError
 from cellcheck.memory import auto_scale as autoscale
 from cellcheck.memory.auto_scale import DatasetStats
@@ -24,9 +24,6 @@ from cellcheck.memory.crops import CropSizes, read_crop_sizes
 from cellcheck.memory.gpus import GpuProfile, gpu_profile
 from cellcheck.memory.ram import SIMULATED_EPOCHS, Crop, Loader, predict_ram_over, resolve_chain
 from cellcheck.units import parse_bytes
-
-#: Our network outputs: one sigmoid channel per class of the class map; the templates count one more (background).
-OUT_CHANNELS = NUM_CLASSES
 
 #: Loading chains `predict` knows: the field's measured pipeline, cellcheck's trainer, the Auto3DSeg template's.
 CHAINS = ("template", "trainer", "auto3dseg")
@@ -102,7 +99,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             loader_batch: int | None = None, search_max_batch: bool = True, rank_base: int | str | None = None,
             worker_base: int | str | None = None, chain: str | None = None, num_patches: int = 1,
             expansion: str = "int64", sigmoid: bool = False, label_cast: str = "uint8", fold: int | None = 0,
-            epochs: int = SIMULATED_EPOCHS, seed: int = 0) -> dict[str, Any]:
+            epochs: int = SIMULATED_EPOCHS, seed: int = 0, classes: ClassMap = DEFAULT_CLASS_MAP) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels: every crop's size) or a
@@ -124,6 +121,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
     size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
     `epochs` simulated epochs of the sampler's order give the typical case and the chance to cross `mem`.
+    `classes`: the training classes (the network's output channels and the label expansion's).
     """
     from cellcheck.memory import vram as vram_model
 
@@ -157,13 +155,13 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
 
     runs: dict[int, vram_model.VramEstimate] = {}
     if search_max_batch:
-        search = vram_model.max_batch_size(model, roi_used, profile, gpus, amp_dtype, out_channels=OUT_CHANNELS)
+        search = vram_model.max_batch_size(model, roi_used, profile, gpus, amp_dtype, out_channels=len(classes))
         runs = search.estimates
         max_batch: int | None = search.max_batch_size
     else:
         max_batch = None
     at_batch = runs.get(batch_used) or vram_model.estimate(
-        vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=OUT_CHANNELS), profile, gpus)
+        vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=len(classes)), profile, gpus)
 
     findings = [] if crops is None else list(crops.findings)
     data = None
@@ -175,13 +173,13 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         data = read_bundle_data(Path(bundle), model)
     plan = _loader_plan(model, chain, one_hot, data, workers, prefetch, loader_batch, batch_used, num_patches,
                         chosen, bool(batch))
-    model_chain = _chain(plan, model, roi_used, expansion, sigmoid, label_cast, one_hot, extra, data)
+    model_chain = _chain(plan, model, roi_used, expansion, sigmoid, label_cast, one_hot, extra, data, len(classes))
     pad = roi_used if plan["chain"] in ("trainer", "auto3dseg") else None  # SpatialPadd brings a crop up to the ROI
     train, validation = _crop_pool(stats, crops, pad)
     loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], **bases)
     ram = predict_ram_over(train, model_chain, loader, validation, mem_bytes=mem_bytes, epochs=epochs, seed=seed,
                            left_out=extra.get("left_out", ()))
-    ram.config.update({"one_hot_channels": OUT_CHANNELS if one_hot else 0, "crop_shape": list(stats.mean_shape),
+    ram.config.update({"one_hot_channels": len(classes) if one_hot else 0, "crop_shape": list(stats.mean_shape),
                        "image_dtype": extra.get("image_dtype", "uint8"),
                        "label_dtype": extra.get("label_dtype", "uint8"),
                        "chain": plan["chain"], "chain_detail": model_chain.name, "from_bundle": plan["from_bundle"],
@@ -202,7 +200,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             "tracked": {"peak_bytes": step.peak_bytes, "phase_at_peak": step.phase_at_peak,
                         "n_params": step.n_params, "optimizer": step.optimizer,
                         "breakdown_at_peak": step.breakdown_at_peak, "seconds": step.seconds},
-            "network": vram_model.network_spec(model, OUT_CHANNELS),
+            "network": vram_model.network_spec(model, len(classes)),
             "roi_note": roi_note,
             "calibrated": False,
         },
@@ -255,8 +253,8 @@ def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, worker
 
 
 def _chain(plan: dict[str, Any], model: str, roi: list[int], expansion: str, sigmoid: bool, label_cast: str,
-           one_hot: bool, extra: dict[str, Any], data: Any) -> Any:
-    """The loading chain in bytes per voxel (`cellcheck.memory.chains.Chain`)."""
+           one_hot: bool, extra: dict[str, Any], data: Any, num_classes: int) -> Any:
+    """The loading chain in bytes per voxel (`cellcheck.memory.chains.Chain`); one output channel per class."""
     from cellcheck.memory.chains import ChainContext, interpret
     from cellcheck.memory.templates import train_transforms
 
@@ -268,11 +266,11 @@ def _chain(plan: dict[str, Any], model: str, roi: list[int], expansion: str, sig
             found = bundle_chain(data, roi, plan["crops_per_image"], image_dtype, label_dtype)
             if found is not None:
                 return found
-        steps = train_transforms(model, OUT_CHANNELS, roi, plan["crops_per_image"], expansion, sigmoid,
+        steps = train_transforms(model, num_classes, roi, plan["crops_per_image"], expansion, sigmoid,
                                  label_cast=label_cast)
         return interpret(steps, ChainContext(image_dtype, label_dtype), name=f"auto3dseg {model}")
     patches = plan["crops_per_image"] * math.prod(roi) if plan["chain"] == "trainer" else None
-    return resolve_chain(plan["chain"], image_dtype, label_dtype, OUT_CHANNELS if one_hot else 0, patches)
+    return resolve_chain(plan["chain"], image_dtype, label_dtype, num_classes if one_hot else 0, patches)
 
 
 def _crop_pool(stats: DatasetStats, crops: CropSizes | None,

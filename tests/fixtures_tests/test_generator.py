@@ -181,17 +181,32 @@ def test_fetch_data_writes_raw_chunks_only_under_crops(ds_all):
     crop = g[GT][f"crop{DEFECTS['resolution-mismatch'].crop}"]
     (scale, t), shape = levels(crop["all"].attrs)["s0"], crop["all"]["s0"].shape
     assert np.allclose(scale, raw["s2"][0]) and on_grid(t, raw["s2"][1], scale)
-    corner = np.asarray(t) - np.asarray(scale) / 2
     for level, present in (("s0", False), ("s2", True)):
-        s, tr = raw[level]
-        start = np.floor((corner - (np.asarray(tr) - np.asarray(s) / 2)) / s).astype(int)
-        stop = start + np.ceil(np.asarray(shape) * np.asarray(scale) / s).astype(int)
-        chunks = {tuple(i) for i in np.ndindex(*(np.ceil(stop / (64, 128, 128)).astype(int)))
-                  if all(a * c < b and (a + 1) * c > lo for a, c, lo, b in zip(i, (64, 128, 128), start, stop))}
-        files = [store_path(root, "jrc_fix-1") / RAW / level / "/".join(map(str, c)) for c in chunks]
+        files = [store_path(root, "jrc_fix-1") / RAW / level / "/".join(map(str, c))
+                 for c in _raw_chunks_under(t, scale, shape, *raw[level])]
         assert any(f.exists() for f in files) == present, level
-    s0_chunks = [p for p in (store_path(root, "jrc_fix-1") / RAW / "s0").rglob("*") if p.is_file() and p.name[0] != "."]
-    assert 0 < len(s0_chunks) < 4  # only where crops are: the rest of the (128, 256, 512) volume is metadata
+    # s0 holds chunk files exactly under the crops fetch-data copies it for (raw/crop voxel size > 0.8)
+    s0_scale, s0_t = raw["s0"]
+    expected = set()
+    for folder in (p for p in (store_path(root, "jrc_fix-1") / GT).iterdir() if p.is_dir()):  # one crop is v3
+        crop = zarr.open_group(folder, mode="r")
+        (c_scale, c_t), c_shape = levels(crop["all"].attrs)["s0"], crop["all"]["s0"].shape
+        if np.all(np.asarray(s0_scale) / np.asarray(c_scale) > 0.8):
+            expected |= _raw_chunks_under(c_t, c_scale, c_shape, s0_scale, s0_t)
+    s0_dir = store_path(root, "jrc_fix-1") / RAW / "s0"
+    found = {tuple(int(x) for x in p.relative_to(s0_dir).parts)
+             for p in s0_dir.rglob("*") if p.is_file() and p.name[0] != "."}
+    total = np.prod(np.ceil(np.asarray(g[RAW]["s0"].shape) / (64, 128, 128)))
+    assert expected and found == expected and len(found) < total
+
+
+def _raw_chunks_under(t, scale, shape, raw_scale, raw_t) -> set[tuple[int, ...]]:
+    """Indices of the raw chunks (64x128x128) a crop's box touches at one raw level."""
+    corner = np.asarray(t) - np.asarray(scale) / 2
+    start = np.floor((corner - (np.asarray(raw_t) - np.asarray(raw_scale) / 2)) / raw_scale + 1e-6).astype(int)
+    stop = start + np.ceil(np.asarray(shape) * np.asarray(scale) / raw_scale - 1e-6).astype(int)
+    return {tuple(i) for i in np.ndindex(*(np.ceil(stop / (64, 128, 128)).astype(int)))
+            if all(a * c < b and (a + 1) * c > lo for a, c, lo, b in zip(i, (64, 128, 128), start, stop))}
 
 
 # --------------------------------------------------------------------------- labels

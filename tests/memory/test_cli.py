@@ -182,3 +182,14 @@ def test_a_bundle_gives_the_loader_settings_unless_a_flag_does(datalist, tmp_pat
 def test_one_hot_belongs_to_the_template_chain(datalist):
     res = run(datalist, *DINTS, "--chain", "auto3dseg", "--one-hot")
     assert res.exit_code == 2 and "--expansion" in res.stderr and "Traceback" not in res.output
+
+
+def test_class_map_sets_the_output_channels(datalist, tmp_path):
+    """Another class map trains more channels: the network's output and the VRAM it costs follow it."""
+    (tmp_path / "classes.yaml").write_text("[ecs, pm, mito_mem, mito_lum, mito_ribo, golgi_mem, golgi_lum, ves_mem, "
+                                           "ves_lum, endo_mem, endo_lum, lyso_mem, lyso_lum, ld_mem, ld_lum, er_mem, "
+                                           "er_lum, eres_mem, eres_lum, ne_mem, ne_lum, np_out, np_in, hchrom, nuc]\n")
+    default = json.loads(run(datalist, *FAST, "--no-max-batch").stdout)["vram"]
+    wide = json.loads(run(datalist, *FAST, "--no-max-batch", "--classes", tmp_path / "classes.yaml").stdout)["vram"]
+    assert default["network"]["out_channels"] == 14 and wide["network"]["out_channels"] == 25
+    assert wide["peak_bytes"] > default["peak_bytes"]
