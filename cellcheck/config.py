@@ -40,7 +40,8 @@ class TrainConfig(BaseModel):
     model: Literal["segresnet", "swinunetr", "dints"] = Field(description="network")
     datalist: str = Field(description="MONAI datalist JSON (or a folder of CellMap zarr stores)")
     dataroot: str | None = Field(None, description="folder datalist paths are relative to (default: the datalist's)")
-    output_dir: str = Field(description="run folder: checkpoints, metrics.jsonl, memory.jsonl, gate report")
+    output_dir: str = Field(description="run folder: checkpoints, metrics.jsonl, progress.png, memory.jsonl, gate "
+                                        "report; one run per folder (continue it with --resume)")
     fold: Annotated[int, Field(ge=0)] = Field(0, description="validation fold for datafold_read")
     num_classes: Positive = Field(NUM_CLASSES, description="sigmoid output channels")
     roi_size: Annotated[list[Positive], Field(min_length=3, max_length=3)] = Field(
@@ -74,6 +75,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="random seed")
     smoke_test: bool = Field(False, description="a deliberately short run: allows few epochs")
     max_steps_per_epoch: Positive | None = Field(None, description="cap on steps per epoch (tests, smoke runs)")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to OUTPUT_DIR/tensorboard "
+                                                 "(needs pip install 'cellcheck[tensorboard]')")
 
     @field_validator("deep_supervision")
     @classmethod

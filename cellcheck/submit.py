@@ -14,7 +14,8 @@ ones belong to the shell. Resources:
   resumes).
 
 The rendered script is written to OUTPUT_DIR/job.sbatch (atomically); `sbatch` runs only when the
-gate passes. Nothing heavy is imported until a command runs (the gate loads numpy, pandas, torch).
+gate passes. An output_dir that already holds a run is refused before the gate, as the trainer refuses
+it (exit 1), unless `--resume` says the job continues that run; a requeued job always resumes its own. Nothing heavy is imported until a command runs (the gate loads numpy, pandas, torch).
 """
 
 from __future__ import annotations
@@ -289,8 +290,11 @@ def render_job(config_path: Path, template: Path | None = None, *, overrides: Ma
 def prepare_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
                 partition: str | None = None, time: str | None = None, mem: str | None = None,
                 cpus: int | None = None, gres: str | None = None, python: str = "python3",
-                report=None, env: Mapping[str, str] | None = None) -> Job:
-    """Gate (unless `report` is given), resources and the rendered script, nothing written."""
+                report=None, env: Mapping[str, str] | None = None, resume: bool = False) -> Job:
+    """Gate (unless `report` is given), resources and the rendered script, nothing written.
+
+    `resume`: the job's first start continues the run in output_dir (`--resume`); requeues always do.
+    """
     config = Path(config_path).resolve()
     if report is None:
         report = run_gate_for_job(config, overrides, mem, env)
@@ -306,7 +310,7 @@ def prepare_job(config_path: Path, template: Path | None = None, *, overrides: M
         "job_name": res.job_name, "partition": res.partition or "", "gres": res.gres, "cpus": str(res.cpus),
         "mem": res.mem, "time": res.time, "output_dir": _sbatch_safe(out), "config": shlex.quote(str(config)),
         "python": shlex.quote(python), "set_args": set_args, "gpus": str(res.gpus),
-        "model": report.extra["gate"]["config"]["model"],
+        "model": report.extra["gate"]["config"]["model"], "resume": "--resume" if resume else "",
     }
     return Job(report=report, resources=res, script=render(text, values, str(template)), path=out / "job.sbatch")
 
@@ -329,10 +333,11 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
            overrides: Mapping[str, Any] | None = None, partition: str | None = None, time: str | None = None,
            mem: str | None = None, cpus: int | None = None, gres: str | None = None, python: str = "python3",
            env: Mapping[str, str] | None = None, say: Callable[[str], None] | None = None,
-           show: Callable[[str], None] | None = None) -> int:
+           show: Callable[[str], None] | None = None, resume: bool = False) -> int:
     """Gate, size, write OUTPUT_DIR/job.sbatch and `sbatch` it (print it instead with `dry_run`).
 
-    Returns the exit status: 0 submitted (or printed), 1 refused by the gate. Raises CellcheckError
+    Returns the exit status: 0 submitted (or printed), 1 refused (by the gate, or because output_dir
+    holds a run and `resume` is not set: nothing is written then). Raises CellcheckError
     (exit 2) when sbatch is missing, the memory is more than a node has, or sbatch refuses.
     `say` gets progress lines (default: stderr), `show` the script on a dry run (default: stdout).
     """
@@ -345,13 +350,17 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
         raise CellcheckError("sbatch not found on PATH: this machine is not a SLURM submit host; run cellcheck submit "
                              "on the cluster's login node, or --dry-run to write the job script only")
     _check_arguments(time, mem, template)  # before the gate's seconds, not after
+    refusal = None if resume else _rerun_refusal(Path(config_path), overrides)
+    if refusal:
+        say(f"cellcheck submit: {refusal}; nothing submitted")
+        return 1
     report = run_gate_for_job(Path(config_path).resolve(), overrides, mem, env)
     if not report.passed:
         say(render_text(report).rstrip("\n"))
         say(f"cellcheck submit: refused by the gate (exit {report.exit_code}); nothing submitted")
         return report.exit_code
     job = prepare_job(config_path, template, overrides=overrides, partition=partition, time=time, mem=mem, cpus=cpus,
-                      gres=gres, python=python, report=report, env=env)
+                      gres=gres, python=python, report=report, env=env, resume=resume)
     res = job.resources
     predicted = ((report.extra["gate"]["memory"] or {}).get("ram") or {}).get("slurm_mem")
     check_node_memory(res.mem, predicted, partition, env)
@@ -373,6 +382,22 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
     return 0
 
 
+def _rerun_refusal(config: Path, overrides: Mapping[str, Any] | None) -> str | None:
+    """The trainer's refusal of a new run in an output_dir holding one, asked before sbatch; None if none.
+
+    An unreadable config is the gate's to report.
+    """
+    from cellcheck.config import read_config
+    from trainer.run_folder import output_dir_of, rerun_refusal
+
+    try:
+        raw = {**read_config(config), **(overrides or {})}
+    except CellcheckError:
+        return None
+    out = output_dir_of(raw, config.resolve())
+    return rerun_refusal(out, "cellcheck submit --resume") if out is not None else None
+
+
 @click.command("submit")
 @click.argument("config", type=click.Path(path_type=Path, readable=False))
 @click.option("--dry-run", is_flag=True, help="Gate and print the job script (also written to OUTPUT_DIR/job.sbatch); do not submit.")
@@ -385,12 +410,14 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
 @click.option("--python", "python", default="python3", show_default=True,
               help="Python on the compute node with cellcheck and torch installed, e.g. /path/.venv/bin/python.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable); the job gets it too.")
-def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, template, python, overrides) -> None:
+@click.option("--resume", is_flag=True, help="The job continues the run already in OUTPUT_DIR (from its last.pt).")
+def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, template, python, overrides,
+                   resume) -> None:
     """Gate a training config, then sbatch a job sized from the gate's plan (slurm/train.sbatch)."""
     from cellcheck.config import parse_overrides
 
     sys.exit(submit(config, dry_run, template=template, overrides=parse_overrides(list(overrides)), partition=partition,
-                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python))
+                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python, resume=resume))
 
 
 if __name__ == "__main__":  # python -m cellcheck.submit, until the command is registered on `cellcheck`

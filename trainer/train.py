@@ -1,10 +1,14 @@
 """The training run, top to bottom: gate, data, model, loss, step, checkpoint, record.
 
 Nothing touches a GPU before the gate passes; the gate's report is saved in the run folder
-either way. A run leaves `gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`,
-`memory.png`, `last.pt` and `best.pt`, every file written atomically. SIGTERM / SIGUSR1 (SLURM
-pre-emption) save `last.pt` at the next step and exit; `--resume` continues from it exactly
-where it stopped.
+either way. Before the gate, the run folder is checked: one that already holds a run is never
+overwritten (`trainer/run_folder.py`): without `--resume` the run is refused (exit 1) and nothing
+is written; `--resume` continues it from `last.pt` exactly where it stopped. A run leaves
+`gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`, `memory.png`, `progress.png`,
+`last.pt` (everything `--resume` needs) and `best.pt` (what inference needs: weights, network
+config, class names, intensity rule; no optimizer), every file written atomically. It says what it
+does (`trainer/progress.py`): a first line (what runs where), one line per epoch, a last line (where
+everything is). SIGTERM / SIGUSR1 (SLURM pre-emption) save `last.pt` at the next step and exit.
 
 Under DDP every decision is taken by all ranks together, so no rank can wait alone in a
 collective: one all-reduce per step says whether any rank's loss was non-finite (then every
@@ -38,14 +42,18 @@ from cellcheck.gate import run_gate
 from cellcheck.intensity import IntensityRule
 from cellcheck.memory.profiler import MemoryProfiler
 from cellcheck.report import render_json, render_text, write_atomic
+from trainer.curves import TensorBoardLog, epoch_records, plot_progress, tensorboard_missing
 from trainer.data import Case, intensity_rule, load_validation_case, read_cases, split_fold, train_loader
 from trainer.infer import sliding_window_probabilities
 from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss, inverse_frequency_weights
 from trainer.networks import build_network, outputs_as_list
+from trainer.progress import Console, epoch_line, files_line, human_seconds
+from trainer.run_folder import RUN_FILES, output_dir_of, rerun_refusal
 
-#: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused by the gate,
+#: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused (by the gate, or because
+#: output_dir already holds a run and --resume was not given), 2 a usage error (the CLI's error edge),
 #: 3 stopped on repeated non-finite losses.
-EXIT_OK, EXIT_GATE, EXIT_NONFINITE = 0, 1, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NONFINITE = 0, 1, 2, 3
 
 
 @dataclass
@@ -94,10 +102,18 @@ class StopSignal:
 
 def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: bool = False,
           mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run (or resume) one training run; returns the exit status."""
+    """Run (or, with `resume`, continue) one training run; returns the exit status."""
     env = os.environ if env is None else env
     rank, world = join_process_group(_timeout_s(config, overrides))
-    out: Path | None = None
+    console = Console(rank)
+
+    # 0. before anything is written: a run already in output_dir, an optional package the config needs
+    early = _refusal_before_the_gate(config, overrides, resume) if rank == 0 else None
+    early = _broadcast(early)
+    if early is not None:
+        if rank == 0:
+            print(f"cellcheck train: {early[1]}", file=sys.stderr)
+        return leave_process_group(early[0], world)
 
     # 1. the gate: refuse before any GPU memory is touched
     plan = {"mem": mem or _slurm_mem(env), "gpus": world if world > 1 else None}
@@ -105,7 +121,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     verdict = _broadcast(report.passed if report else None)
     cfg = _broadcast(report.extra["gate"]["config"] if report else None)
     if rank == 0:
-        out = _output_dir(cfg, config) if cfg.get("output_dir") else None
+        out = output_dir_of(cfg, config) if cfg else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             write_atomic(out / "gate.json", render_json(report))
@@ -114,11 +130,11 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
             print(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):", file=sys.stderr)
             print(render_text(report), file=sys.stderr, end="")
-            return leave_process_group(EXIT_GATE, world)
+            return leave_process_group(EXIT_REFUSED, world)
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
     if not verdict:
-        return leave_process_group(EXIT_GATE, world)
-    out = _output_dir(cfg, config)
+        return leave_process_group(EXIT_REFUSED, world)
+    out = output_dir_of(cfg, config)
     device = _device(rank)
     if device.type == "cuda":
         _check_device_memory(cfg, device)
@@ -141,57 +157,72 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = State()
-    if resume:
+    resumed = resume and (out / "last.pt").is_file()
+    if resumed:
         state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
-    saved = {"model": cfg["model"], "config": cfg, "intensity": rule.to_json()}
+    saved = {"model": cfg["model"], "config": cfg, "intensity": rule.to_json(),
+             "class_names": class_names(cfg["num_classes"])}
+    console.line(_first_line(cfg, net, device, world, amp_dtype, len(train_cases), len(val_cases), out, state,
+                             resume, resumed))
 
-    # 4. the loop, recorded
+    # 4. the loop, recorded and shown
+    history = epoch_records(out / "metrics.jsonl") if rank == 0 else []
+    board = TensorBoardLog(out / "tensorboard") if cfg["tensorboard"] and rank == 0 else None
     stop, guard = StopSignal(), NonFiniteGuard(cfg["max_nan_steps"])
-    profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0) if rank == 0 else None
+    status, ending, signalled = EXIT_OK, None, False
+    started, first_epoch = time.time(), state.epoch
+    profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0, keep_records=False) if rank == 0 else None
     with profiler or nullcontext():
-        while state.epoch < cfg["num_epochs"]:
+        while state.epoch < cfg["num_epochs"] and ending is None:
             t0 = time.time()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             losses, skip = [], state.step_in_epoch
             model.train()
             loader = train_loader(train_cases, cfg, rule, rank=rank, world=world, epoch=state.epoch)
-            for step_index, patches in enumerate(_steps(loader, cfg["batch_size"])):
-                if step_index < skip:
-                    continue  # resumed mid-epoch: these steps were already taken
-                if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
-                    break
-                loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
-                                       stop.received is not None)
-                state.step_in_epoch = step_index + 1
-                guard.record(loss is not None)
-                if loss is not None:
-                    state.global_step += 1
-                    losses.append(loss)
-                elif guard.exhausted:
-                    _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
-                    if rank == 0:
-                        print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); stopping "
-                              "(check for rare classes, the learning rate, AMP)", file=sys.stderr)
-                    return leave_process_group(EXIT_NONFINITE, world)
-                if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
-                    name = stop.received or "signal on another rank"
-                    _save(out / "last.pt", saved, net, optimizer, scaler, state, rank)
-                    _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
-                                     "step_in_epoch": state.step_in_epoch})
-                    if rank == 0:
-                        print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
-                              f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
-                    return leave_process_group(EXIT_OK, world, barrier=True)
+            title = f"epoch {state.epoch + 1}/{cfg['num_epochs']}"
+            with console.steps(title, max(0, steps_per_epoch(len(loader), cfg) - skip)) as advance:
+                for step_index, patches in enumerate(_steps(loader, cfg["batch_size"])):
+                    if step_index < skip:
+                        continue  # resumed mid-epoch: these steps were already taken
+                    if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
+                        break
+                    loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
+                                                stop.received is not None)
+                    advance()
+                    state.step_in_epoch = step_index + 1
+                    guard.record(loss is not None)
+                    if loss is not None:
+                        state.global_step += 1
+                        losses.append(loss)
+                    elif guard.exhausted:
+                        _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
+                        if rank == 0:
+                            print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); "
+                                  "stopping (check for rare classes, the learning rate, AMP)", file=sys.stderr)
+                        status, ending = EXIT_NONFINITE, f"stopped in epoch {state.epoch + 1} on non-finite losses"
+                        break
+                    if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
+                        name = stop.received or "signal on another rank"
+                        _save(out / "last.pt", saved, net, state, rank, optimizer, scaler)
+                        _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
+                                         "step_in_epoch": state.step_in_epoch})
+                        if rank == 0:
+                            print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
+                                  f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
+                        ending, signalled = f"stopped by {name} in epoch {state.epoch + 1} (resumable)", True
+                        break
+            if ending is not None:
+                break
             record = {"epoch": state.epoch,
                       "train_loss": float(torch.stack(losses).mean()) if losses else None,
-                      "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3)}
-            if device.type == "cuda":
-                record["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
-                record["max_memory_reserved"] = torch.cuda.max_memory_reserved(device)
+                      "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3),
+                      "learning_rate": optimizer.param_groups[0]["lr"]}
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
             if state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]:
+                t_val = time.time()
                 record.update(validate(net, val_cases, cfg, rule, device, amp_dtype, rank=rank, world=world))
+                record["val_seconds"] = round(time.time() - t_val, 3)
                 improved = record["val_dice_mean"] > state.best_metric
                 if improved:
                     state.best_metric, state.best_epoch, state.bad_validations = record["val_dice_mean"], state.epoch, 0
@@ -199,17 +230,97 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     state.bad_validations += 1
                 state.history.append(record["val_dice_mean"])
                 if improved:
-                    _save(out / "best.pt", saved, net, optimizer, scaler, state, rank)
-            _save(out / "last.pt", saved, net, optimizer, scaler, state, rank)
+                    _save(out / "best.pt", saved, net, state, rank)
+            if device.type == "cuda":
+                record["max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
+                record["max_memory_reserved"] = torch.cuda.max_memory_reserved(device)
+            if profiler:
+                record["host_peak_bytes"] = (profiler.summary()["peak"] or {}).get("pss_bytes")
+            _save(out / "last.pt", saved, net, state, rank, optimizer, scaler)
             _log(out, rank, record)
+            if rank == 0:
+                history.append(record)
+                plot_progress(history, out / "progress.png", title=f"{out.name}: {cfg['model']}, loss {cfg['loss']}")
+                if board:
+                    board.add(record, state.global_step)
+                console.line(epoch_line(record, cfg["num_epochs"]))
             if profiler:
                 profiler.mark(f"epoch {state.epoch}")
             if state.bad_validations >= cfg["early_stopping_patience"]:
                 _log(out, rank, {"event": "early-stop", "epoch": state.epoch, "best_epoch": state.best_epoch})
-                break
+                ending = (f"stopped early after epoch {state.epoch}: no better validation Dice in "
+                          f"{state.bad_validations} validations")
     if rank == 0:
+        if board:
+            board.close()
         _plot_memory(out)
-    return leave_process_group(EXIT_OK, world)
+        console.line(_last_line(ending, state, cfg, first_epoch, time.time() - started, out))
+    return leave_process_group(status, world, barrier=signalled)
+
+
+def _refusal_before_the_gate(config: Path, overrides: Mapping[str, Any] | None,
+                             resume: bool) -> tuple[int, str] | None:
+    """(exit status, one line) when the run must not start, checked before anything is written; else None.
+
+    An unreadable or invalid config is the gate's to report: this returns None for it.
+    """
+    try:
+        raw = {**read_config(config), **(overrides or {})}
+    except CellcheckError:
+        return None
+    out = output_dir_of(raw, config)
+    if out is not None and not resume:
+        refusal = rerun_refusal(out)
+        if refusal:
+            return EXIT_REFUSED, refusal
+    if raw.get("tensorboard") is True:
+        missing = tensorboard_missing()
+        if missing:
+            return EXIT_USAGE, missing
+    return None
+
+
+def class_names(num_classes: int) -> list[str]:
+    """Channel c's class name (the training class map's order), or its index past the 14 known classes."""
+    return [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(num_classes)]
+
+
+def steps_per_epoch(batches: int, cfg: Mapping[str, Any]) -> int:
+    """Optimizer steps an epoch of `batches` loader batches takes (the last batch may take fewer)."""
+    patches = max(1, cfg["batch_size"] // cfg["num_patches_per_image"]) * cfg["num_patches_per_image"]
+    steps = batches * -(-patches // cfg["batch_size"])
+    return min(steps, cfg["max_steps_per_epoch"]) if cfg["max_steps_per_epoch"] else steps
+
+
+def _first_line(cfg: Mapping[str, Any], net: torch.nn.Module, device: torch.device, world: int,
+                amp_dtype: torch.dtype | None, n_train: int, n_val: int, out: Path, state: State, resume: bool,
+                resumed: bool) -> str:
+    """What will run where: network, device and ranks, data, schedule, loss, start point, run folder."""
+    params = sum(p.numel() for p in net.parameters())
+    where = f"{device.type}" + (f" x {world} ranks (DDP)" if world > 1 else ", 1 rank")
+    amp = f", {str(amp_dtype).removeprefix('torch.')} AMP" if amp_dtype else ""
+    cap = f" of at most {cfg['max_steps_per_epoch']} steps" if cfg["max_steps_per_epoch"] else ""
+    if resumed:
+        start = f"resuming after epoch {state.epoch}" + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
+    elif resume:
+        start = "--resume: no checkpoint yet, starting at epoch 1"
+    else:
+        start = "new run"
+    roi = "x".join(str(r) for r in cfg["roi_size"])
+    return (f"cellcheck train: {cfg['model']} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
+            f"{n_train} training / {n_val} validation crops; {cfg['num_epochs']} epochs{cap}, batch {cfg['batch_size']} "
+            f"of {roi}, loss {cfg['loss']}; {start}; writing to {out}")
+
+
+def _last_line(ending: str | None, state: State, cfg: Mapping[str, Any], first_epoch: int, seconds: float,
+               out: Path) -> str:
+    """Where everything is: how the run ended, its best validation, the files with checkpoint sizes."""
+    if ending is None:
+        ending = (f"finished epoch {state.epoch} of {cfg['num_epochs']}" if state.epoch > first_epoch else
+                  f"nothing to do: the run is already at epoch {state.epoch} of {cfg['num_epochs']} "
+                  "(raise num_epochs to train on)")
+    best = f" (best val Dice {state.best_metric:.3f} after epoch {state.best_epoch})" if state.best_epoch >= 0 else ""
+    return f"cellcheck train: {ending} in {human_seconds(seconds)}{best}; {files_line(out, RUN_FILES)}"
 
 
 def build_loss(cfg: Mapping[str, Any], train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
@@ -319,15 +430,19 @@ def case_dice(probs: torch.Tensor, label: torch.Tensor, annotated: torch.Tensor)
     return dice.cpu(), counted.double().cpu()
 
 
-def _save(path: Path, saved: Mapping[str, Any], net, optimizer, scaler, state: State, rank: int) -> None:
+def _save(path: Path, saved: Mapping[str, Any], net, state: State, rank: int, optimizer=None, scaler=None) -> None:
     """Atomic checkpoint (rank 0 only): a reader never sees half a file, a crash never loses the last one.
 
-    `saved` holds what inference needs besides the weights: model, config and the intensity rule.
+    `saved` holds what inference needs besides the weights: model, config, class names, intensity rule.
+    With `optimizer` and `scaler` (last.pt) it also holds everything `--resume` needs: their states, the
+    loop's State and the RNGs; without them (best.pt) it stays the size of the weights.
     """
     if rank != 0:
         return
-    blob = {**saved, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "state": state.__dict__, "epoch": state.epoch, "rng": _rng_state()}
+    blob = {**saved, "state_dict": net.state_dict(), "epoch": state.epoch, "best_metric": state.best_metric}
+    if optimizer is not None:
+        blob.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), state=state.__dict__,
+                    rng=_rng_state())
     write_atomic(path, lambda fh: torch.save(blob, fh))
 
 
@@ -442,8 +557,3 @@ def _slurm_mem(env: Mapping[str, str]) -> str | None:
     """SLURM exports --mem in MiB as SLURM_MEM_PER_NODE."""
     value = env.get("SLURM_MEM_PER_NODE")
     return f"{value}M" if value and value.isdigit() else None
-
-
-def _output_dir(cfg: Mapping[str, Any], config: Path) -> Path:
-    p = Path(cfg["output_dir"])
-    return p if p.is_absolute() else config.parent / p

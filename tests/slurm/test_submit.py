@@ -121,7 +121,7 @@ def test_default_template_uses_only_known_names():
 
     names = JobTemplate(DEFAULT_TEMPLATE.read_text()).names()
     assert names == {"job_name", "partition", "gres", "cpus", "mem", "time", "output_dir", "config", "python",
-                     "set_args"}
+                     "set_args", "resume"}
 
 
 def test_audit_template_is_valid_bash(tmp_path):
@@ -205,3 +205,29 @@ def test_node_memory_per_partition_from_sinfo(tmp_path):
         check_node_memory("600G", "227G", None, env)
     with pytest.raises(CellcheckError, match="predicts 600G.*larger nodes"):
         check_node_memory("600G", "600G", None, env)
+
+
+def test_output_dir_holding_a_run_is_refused_before_the_gate(tmp_path):
+    """A second run into a run folder is refused as the trainer refuses it: exit 1, one line, nothing written."""
+    out = tmp_path / "runs" / "x"
+    out.mkdir(parents=True)
+    (out / "last.pt").write_bytes(b"a checkpoint")
+    (out / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0}\n')
+    cfg = tmp_path / "c.yaml"  # its datalist does not exist: the refusal comes before the gate would say so
+    cfg.write_text(yaml.safe_dump({"model": "segresnet", "datalist": "missing.json", "output_dir": "runs/x"}))
+    said = []
+    assert submit(cfg, dry_run=True, env={}, say=said.append) == 1
+    assert len(said) == 1 and "already holds a run (last.pt, metrics.jsonl)" in said[0]
+    assert "cellcheck submit --resume" in said[0] and "new output_dir" in said[0] and "nothing submitted" in said[0]
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.jsonl"]
+
+
+def test_resume_reaches_the_job_and_requeues_always_resume(tmp_path):
+    """`--resume` makes the job's first start continue the run; a requeued job resumes either way."""
+    path, cfg = example("segresnet")
+    plain = prepare_job(path, report=stub_report(cfg), time="1:00:00").script
+    resumed = prepare_job(path, report=stub_report(cfg), time="1:00:00", resume=True).script
+    assert "RESUME=()" in plain and "RESUME=(--resume)" in resumed
+    for script in (plain, resumed):
+        assert 'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then\n    RESUME=(--resume)' in script
+        bash_syntax_ok(script, tmp_path)

@@ -1,10 +1,14 @@
-"""The gated trainer end to end on generated data: refuses bad runs, trains, records, resumes exactly.
+"""The gated trainer end to end on generated data: refuses bad runs, trains, says so, records, resumes exactly.
 
 Tiny on purpose: SegResNetDS at a 32^3 ROI, two steps an epoch, on the CPU.
 """
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,14 +22,18 @@ import pytest
 import torch
 import yaml
 
-from cellcheck.classes import NUM_CLASSES
+from cellcheck.classes import CLASS_NAMES, NUM_CLASSES
 from cellcheck.config import validate_config
 from trainer.data import LoadCased, intensity_rule, read_cases, split_fold
 from trainer.infer import load_checkpoint_model, network_input, predict_to_files, read_image
 from trainer.infer import sliding_window_probabilities
 from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
 from trainer.networks import build_network, outputs_as_list
+from trainer.curves import epoch_records
 from trainer.train import NonFiniteGuard, build_loss, train
+
+#: TensorBoard is an optional extra (the dev install has it): the resume test checks its events when present.
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 BASE = {"model": "segresnet", "datalist": "datalist.json", "roi_size": [32, 32, 32], "batch_size": 2,
         "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
@@ -38,39 +46,97 @@ def config(root: Path, run: str, **changes) -> Path:
     return p
 
 
-def lines(path: Path) -> list[dict]:
+def lines_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def trained(clean):
-    """One finished run, shared by the tests that only read what it left."""
-    status = train(config(clean, "trained"), env={})
-    return status, clean / "runs" / "trained"
+    """One finished run, shared by the tests that only read what it left (and what it said, on stdout)."""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        status = train(config(clean, "trained"), env={})
+    return status, clean / "runs" / "trained", said.getvalue()
 
 
 def test_finished_run_leaves_its_record(trained):
-    status, out = trained
+    status, out, _ = trained
     assert status == 0
-    for name in ("gate.json", "memory_plan.json", "metrics.jsonl", "memory.jsonl", "memory.png", "last.pt", "best.pt"):
+    for name in ("gate.json", "memory_plan.json", "metrics.jsonl", "memory.jsonl", "memory.png", "progress.png",
+                 "last.pt", "best.pt"):
         assert (out / name).is_file(), name
-    epochs = [r for r in lines(out / "metrics.jsonl") if "epoch" in r and "train_loss" in r]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # every file renamed into place
+    epochs = [r for r in lines_of(out / "metrics.jsonl") if "epoch" in r and "train_loss" in r]
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert all(r["steps"] == 2 and r["train_loss"] > 0 for r in epochs)
     dice = epochs[-1]["val_dice"]
     assert dice and all(0.0 <= v <= 1.0 for v in dice.values())
     assert json.loads((out / "gate.json").read_text())["passed"] is True
-    samples = lines(out / "memory.jsonl")
+    samples = lines_of(out / "memory.jsonl")
     assert samples[0]["event"] == "start" and all(s["total"]["pss_bytes"] > 0 for s in samples)
     plan = json.loads((out / "memory_plan.json").read_text())
     assert plan["vram"]["peak_bytes"] > 0 and plan["ram"]["peak_bytes"] > 0
 
 
-def test_checkpoint_is_what_inference_loads(trained):
-    _, out = trained
+def test_run_says_what_it_does(trained):
+    """A first line (what runs where), one line per epoch, a last line (where everything is, with sizes)."""
+    _, out, said = trained
+    lines = said.splitlines()
+    assert len(lines) == 4, said
+    first, epochs, last = lines[0], lines[1:3], lines[3]
+    assert first.startswith("cellcheck train: segresnet (") and "M parameters) on cpu, 1 rank" in first
+    assert "7 training / 3 validation crops" in first and "2 epochs of at most 2 steps, batch 2 of 32x32x32" in first
+    assert "loss partial; new run" in first and first.endswith(f"writing to {out}")
+    records = [r for r in lines_of(out / "metrics.jsonl") if "train_loss" in r]
+    for i, (line, record) in enumerate(zip(epochs, records)):
+        assert line.startswith(f"epoch {i + 1}/2  loss {record['train_loss']:.4f}  skipped 0  "
+                               f"val Dice {record['val_dice_mean']:.3f} (worst "), line
+        assert re.search(r"  \d+\.\d s \+ \d+\.\d s validation  host \d+\.\d GiB$", line), line
+    assert last.startswith("cellcheck train: finished epoch 2 of 2 in ") and "best val Dice" in last
+    sizes = dict(re.findall(r"(best\.pt|last\.pt) (\d+\.\d [kMG]B)", last))
+    assert set(sizes) == {"best.pt", "last.pt"}, last
+    assert f"{out}: best.pt " in last and all(n in last for n in ("metrics.jsonl", "progress.png", "memory.png"))
+
+
+def test_best_holds_what_inference_needs_and_last_what_resuming_needs(trained):
+    """best.pt: weights, network config, class names, intensity rule, no optimizer; last.pt: all of it."""
+    _, out, _ = trained
+    best = torch.load(out / "best.pt", weights_only=False)
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert {"model", "config", "class_names", "intensity", "state_dict", "epoch"} <= set(best)
+    assert not {"optimizer", "scaler", "state", "rng"} & set(best)
+    assert {"optimizer", "scaler", "state", "rng"} <= set(last)
+    assert best["class_names"] == list(CLASS_NAMES) and best["intensity"]["dtype"] == "uint8"
+    # AdamW keeps two moments per weight: the resume state is about three times the weights alone
+    assert (out / "last.pt").stat().st_size > 2.5 * (out / "best.pt").stat().st_size
     model, cfg = load_checkpoint_model(out / "best.pt")
     assert cfg["model"] == "segresnet" and cfg["roi_size"] == [32, 32, 32]
     assert sum(p.numel() for p in model.parameters()) > 1e5
+
+
+def test_progress_png_shows_the_whole_run(trained):
+    """progress.png: a PNG of three panels (loss, Dice per class and mean, learning rate), redrawn each epoch."""
+    import matplotlib.image as mpimg
+
+    _, out, _ = trained
+    image = mpimg.imread(out / "progress.png")
+    assert image.shape[0] >= 800 and image.shape[1] >= 800  # 9 x 9 inches at 100 dpi
+    history = epoch_records(out / "metrics.jsonl")
+    assert [r["epoch"] for r in history] == [0, 1] and all(r["learning_rate"] == 2e-4 for r in history)
+
+
+def test_second_run_is_refused_and_changes_nothing(trained, capsys):
+    """The same config again without --resume: exit 1, one line naming --resume and a new output_dir."""
+    _, out, _ = trained
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir()}
+    metrics = (out / "metrics.jsonl").read_bytes()
+    assert train(out.parent.parent / "trained.yaml", env={}) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "already holds a run" in captured.err, captured.err
+    assert "--resume" in captured.err and "new output_dir" in captured.err
+    assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    assert (out / "metrics.jsonl").read_bytes() == metrics
 
 
 def test_defective_dataset_is_refused_before_training(defects_all, capsys):
@@ -105,15 +171,44 @@ def test_missing_key_refused_without_output_dir(clean, capsys):
     assert "missing key 'roi_size'" in err and "missing key 'output_dir'" in err
 
 
-def test_resume_continues_exactly(clean, trained):
-    """Two epochs in one go (the shared run), or one epoch then --resume: the same weights."""
-    assert train(config(clean, "split"), {"num_epochs": 1}, env={}) == 0
-    assert train(config(clean, "split"), {"num_epochs": 2}, resume=True, env={}) == 0
+def test_resume_continues_exactly_and_loses_nothing(clean, trained, capsys):
+    """Two epochs in one go (the shared run), or one epoch, a refused restart, then --resume: the same
+    weights, one record per epoch, the curves of the whole run (and TensorBoard's, when installed)."""
+    cfg = config(clean, "split", tensorboard=TENSORBOARD)
+    out = clean / "runs" / "split"
+    assert train(cfg, {"num_epochs": 1}, resume=True, env={}) == 0  # --resume with nothing to resume: a new run
+    assert "--resume: no checkpoint yet, starting at epoch 1" in capsys.readouterr().out
+    first = (out / "metrics.jsonl").read_text()
+    assert train(cfg, {"num_epochs": 2}, env={}) == 1  # no --resume: refused, nothing changed
+    assert "already holds a run" in capsys.readouterr().err
+    assert train(cfg, {"num_epochs": 2}, resume=True, env={}) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert "resuming after epoch 1;" in said[0] and said[1].startswith("epoch 2/2  loss") and len(said) == 3
+    assert (out / "metrics.jsonl").read_text().startswith(first)  # appended to, never rewritten
+    assert [r["epoch"] for r in epoch_records(out / "metrics.jsonl")] == [0, 1]
     a = torch.load(trained[1] / "last.pt", weights_only=False)
-    b = torch.load(clean / "runs/split/last.pt", weights_only=False)
+    b = torch.load(out / "last.pt", weights_only=False)
     assert a["state"]["epoch"] == b["state"]["epoch"] == 2
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+    if TENSORBOARD:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        steps = []
+        for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):  # one file per start
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            steps += [e.step for e in acc.Scalars("train/loss")]
+            assert "val/dice_mean" in acc.Tags()["scalars"]
+        assert sorted(steps) == [1, 2]
+
+
+def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(clean, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as in an install without the extra
+    assert train(config(clean, "tb-missing", tensorboard=True), env={}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'cellcheck[tensorboard]'" in err, err
+    assert not (clean / "runs" / "tb-missing").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGUSR1 (SLURM's warning) is the same handler: tests/slurm
@@ -134,7 +229,7 @@ def test_signal_checkpoints_and_resume_equals_uninterrupted(clean, sig):
     assert f"{sig.name}: checkpoint saved" in err
     state = torch.load(out / "last.pt", weights_only=False)["state"]
     assert state["epoch"] == 0 and state["step_in_epoch"] >= 1
-    assert any(r.get("event") == "signal" for r in lines(out / "metrics.jsonl"))
+    assert any(r.get("event") == "signal" for r in lines_of(out / "metrics.jsonl"))
     resumed = subprocess.run([sys.executable, "-m", "trainer", "--config", str(cfg), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
