@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from cellcheck.classes import NUM_CLASSES
+from cellcheck.classes import DEFAULT_CLASS_MAP, NUM_CLASSES, ClassMap, load_class_map
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
 
@@ -43,7 +43,9 @@ class TrainConfig(BaseModel):
     output_dir: str = Field(description="run folder: checkpoints, metrics.jsonl, progress.png, memory.jsonl, gate "
                                         "report; one run per folder (continue it with --resume)")
     fold: Annotated[int, Field(ge=0)] = Field(0, description="validation fold for datafold_read")
-    num_classes: Positive = Field(NUM_CLASSES, description="sigmoid output channels")
+    classes: str | None = Field(None, description="class map: a YAML list or CSV of CellMap class names, relative "
+                                "to this file (default: the field's 14); sets num_classes and the channel order")
+    num_classes: Positive = Field(NUM_CLASSES, description="sigmoid output channels (default: the class map's size)")
     roi_size: Annotated[list[Positive], Field(min_length=3, max_length=3)] = Field(
         description="patch size in voxels (z, y, x)")
     batch_size: Positive = Field(description="patches per GPU step")
@@ -148,6 +150,19 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> tuple[dic
         findings += [finding("config-invalid", None, source, _message(key, errs), key=key) for key, errs in errors.items()]
         cfg = {name: raw[name] if name in raw else field.default for name, field in KEYS.items()
                if name not in errors and (name in raw or not field.is_required())}
+    if cfg.get("classes") and "classes" not in errors:
+        try:
+            classes = class_map_of(cfg, source)
+        except CellcheckError as exc:
+            findings.append(finding("config-invalid", None, source, f"classes: {exc}", key="classes"))
+        else:
+            if "num_classes" not in raw:
+                cfg["num_classes"] = len(classes)
+            elif cfg.get("num_classes") != len(classes):
+                findings.append(finding(
+                    "config-invalid", None, source, f"num_classes: {cfg.get('num_classes')} but the class map "
+                    f"{classes.source} lists {len(classes)} classes; drop num_classes (the map sets it)",
+                    key="num_classes"))
     if cfg.get("deep_supervision") is None and "deep_supervision" not in errors:
         cfg["deep_supervision"] = cfg.get("model") == "segresnet"
     epochs = cfg.get("num_epochs")
@@ -158,6 +173,14 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> tuple[dic
                     "(or smoke_test: true if this run is meant to be short)", key="num_epochs", value=epochs)
         )
     return cfg, findings
+
+
+def class_map_of(cfg: Mapping[str, Any], config: Path | str) -> ClassMap:
+    """The classes a config trains: its `classes` file (relative to the config), else the field's 14."""
+    if not cfg.get("classes"):
+        return DEFAULT_CLASS_MAP
+    path = Path(cfg["classes"])
+    return load_class_map(path if path.is_absolute() else Path(config).parent / path)
 
 
 def _message(key: str, errors: list[Mapping[str, Any]]) -> str:

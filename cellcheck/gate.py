@@ -9,7 +9,7 @@ dataset is known to carry).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,7 +19,7 @@ from cellcheck.audit import run_audit
 from cellcheck.audit.options import AuditOptions
 from cellcheck.checks.environment import alloc_conf
 from cellcheck.classes import NUM_CLASSES
-from cellcheck.config import loss_masking, read_config, validate_config
+from cellcheck.config import class_map_of, loss_masking, read_config, validate_config
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
 from cellcheck.report import Report, select_findings
@@ -80,6 +80,8 @@ def run_gate(
     job = plan_from(cfg, **(plan or {}))
     data = Path(path) if path is not None else _datalist_of(cfg, config)
     dataroot = _path_in(cfg.get("dataroot"), config) if cfg and cfg.get("dataroot") else None
+    if cfg and cfg.get("classes") and not any(f.details.get("key") == "classes" for f in findings):
+        options = replace(options, classes=class_map_of(cfg, config))  # audit the labels the run will train
     run = run_audit(data, dataroot=dataroot, options=options)
     findings += run.findings
     num_classes = cfg.get("num_classes", NUM_CLASSES) if cfg else NUM_CLASSES

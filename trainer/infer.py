@@ -165,6 +165,8 @@ def load_checkpoint_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     except (KeyError, TypeError, ValueError):
         raise CellcheckError(f"{path}: the checkpoint's intensity rule is malformed; {fix}") from None
     config = {**config, "model": model, "epoch": epoch, "intensity": rule}
+    if isinstance(ckpt.get("class_names"), (list, tuple)):  # the run's class map, in channel order
+        config["class_names"] = list(ckpt["class_names"])
     config.setdefault("num_classes", len(CLASS_NAMES))
     try:
         net = build_network(

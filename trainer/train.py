@@ -35,8 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cellcheck.classes import CLASS_NAMES
-from cellcheck.config import read_config
+from cellcheck.config import class_map_of, read_config
 from cellcheck.errors import CellcheckError
 from cellcheck.gate import run_gate
 from cellcheck.intensity import IntensityRule
@@ -161,7 +160,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     if resumed:
         state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
     saved = {"model": cfg["model"], "config": cfg, "intensity": rule.to_json(),
-             "class_names": class_names(cfg["num_classes"])}
+             "class_names": class_names(cfg, config)}
     console.line(_first_line(cfg, net, device, world, amp_dtype, len(train_cases), len(val_cases), out, state,
                              resume, resumed))
 
@@ -221,7 +220,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
             if state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]:
                 t_val = time.time()
-                record.update(validate(net, val_cases, cfg, rule, device, amp_dtype, rank=rank, world=world))
+                record.update(validate(net, val_cases, cfg, rule, device, amp_dtype, rank=rank, world=world,
+                                       names=saved["class_names"]))
                 record["val_seconds"] = round(time.time() - t_val, 3)
                 improved = record["val_dice_mean"] > state.best_metric
                 if improved:
@@ -280,9 +280,10 @@ def _refusal_before_the_gate(config: Path, overrides: Mapping[str, Any] | None,
     return None
 
 
-def class_names(num_classes: int) -> list[str]:
-    """Channel c's class name (the training class map's order), or its index past the 14 known classes."""
-    return [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(num_classes)]
+def class_names(cfg: Mapping[str, Any], config: Path | str = "config") -> list[str]:
+    """Channel c's class name in the config's class map (`classes`, else the field's 14), or its index past it."""
+    names = class_map_of(cfg, config).names
+    return [names[c] if c < len(names) else str(c) for c in range(cfg["num_classes"])]
 
 
 def steps_per_epoch(batches: int, cfg: Mapping[str, Any]) -> int:
@@ -382,7 +383,8 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, device: torch.device,
-             amp_dtype: torch.dtype | None = None, *, rank: int = 0, world: int = 1) -> dict[str, Any]:
+             amp_dtype: torch.dtype | None = None, *, rank: int = 0, world: int = 1,
+             names: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-class Dice (sigmoid > 0.5) over the annotated classes of each crop, averaged per class over crops.
 
     Each rank scores its share of the crops (every world-th); the per-class sums of Dice and crop
@@ -406,7 +408,7 @@ def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: Intensity
         dist.all_reduce(reduced)
         sums = reduced.cpu()
     seen = sums[1] > 0
-    names = [CLASS_NAMES[c] if c < len(CLASS_NAMES) else str(c) for c in range(num_classes)]
+    names = names or class_names(cfg)
     dice = {names[c]: float(sums[0, c] / sums[1, c]) for c in range(num_classes) if seen[c]}
     return {"val_dice": dice, "val_dice_mean": float(np.mean(list(dice.values()))) if dice else 0.0}
 

@@ -91,3 +91,18 @@ def test_overrides_parse_yaml_values():
         "roi_size": [64, 64, 64], "amp": False, "model": "segresnet"}
     with pytest.raises(CellcheckError):
         parse_overrides(["roi_size"])
+
+
+def test_class_map_sets_num_classes_and_is_checked(tmp_path):
+    """`classes:` (relative to the config) sets num_classes; a disagreeing num_classes or a bad map is one finding."""
+    (tmp_path / "five.csv").write_text("name\necs\npm\nmito_mem\nmito_lum\nnuc\n")
+    source = str(tmp_path / "train.yaml")
+    cfg, findings = validate_config({**GOOD, "classes": "five.csv"}, source)
+    assert findings == [] and cfg["num_classes"] == 5
+    _, findings = validate_config({**GOOD, "classes": "five.csv", "num_classes": 14}, source)
+    assert checks(findings) == [("config-invalid", "num_classes")] and "lists 5 classes" in findings[0].message
+    (tmp_path / "bad.yaml").write_text("[ecs, mitochondria]\n")
+    _, findings = validate_config({**GOOD, "classes": "bad.yaml"}, source)
+    assert checks(findings) == [("config-invalid", "classes")] and "'mitochondria'" in findings[0].message
+    _, findings = validate_config({**GOOD, "classes": "missing.yaml"}, source)
+    assert checks(findings) == [("config-invalid", "classes")]
