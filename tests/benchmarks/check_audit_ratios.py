@@ -12,9 +12,10 @@ Exits 2 (one line) when the file is missing or holds no audit benchmark.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from bench_json import BadInput, read_benchmarks
 
 TARGET_SPEEDUP, TARGET_FLOOR, MAX_RSS_RATIO, MAX_RSS = 10.0, 0.70, 1.20, 512 * 2**20
 
@@ -24,9 +25,9 @@ def main(argv: list[str]) -> int:
         print("usage: check_audit_ratios.py BENCH.json", file=sys.stderr)
         return 2
     try:
-        benches = json.loads(Path(argv[1]).read_text())["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"check_audit_ratios: cannot read {argv[1]}: {exc}", file=sys.stderr)
+        benches = read_benchmarks(Path(argv[1]))
+    except BadInput as exc:
+        print(f"check_audit_ratios: {exc}", file=sys.stderr)
         return 2
     groups: dict[str, dict[str, list[dict]]] = {}
     for b in benches:

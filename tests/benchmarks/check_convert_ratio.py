@@ -7,9 +7,10 @@ machine makes timing ratios noisy, so they are reported, never a reason to fail.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from bench_json import BadInput, read_benchmarks
 
 
 def main(argv: list[str]) -> int:
@@ -17,9 +18,9 @@ def main(argv: list[str]) -> int:
         print("usage: check_convert_ratio.py BENCH.json", file=sys.stderr)
         return 2
     try:
-        benches = json.loads(Path(argv[1]).read_text())["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"check_convert_ratio: cannot read {argv[1]}: {exc}", file=sys.stderr)
+        benches = read_benchmarks(Path(argv[1]))
+    except BadInput as exc:
+        print(f"check_convert_ratio: {exc}", file=sys.stderr)
         return 2
     by = {(b.get("extra_info") or {}).get("impl"): b for b in benches if b.get("group") == "convert vs floor"}
     if "cellcheck" not in by or "floor" not in by:

@@ -12,30 +12,19 @@ stderr) if the file is missing, unreadable or lacks the three implementations.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from bench_json import BadInput, read_benchmarks
 
 TARGET_SPEEDUP = 1.5  # over the MONAI one-hot composition (issue 14), reported, not enforced
 IMPLS = ("reference", "monai", "ours")
 
 
-class BadInput(Exception):
-    """The JSON is missing or not what test_loss_benchmark.py writes."""
-
-
 def load_groups(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """{group: {impl: {"median": s, "extra": extra_info}}} from a pytest-benchmark JSON file."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"benchmark JSON not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"cannot read benchmark JSON {path}: {exc}") from None
-    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
-    if not isinstance(benchmarks, list):
-        raise BadInput(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON?)")
+    benchmarks = read_benchmarks(path)
     groups: dict[str, dict[str, dict[str, Any]]] = {}
     for bench in benchmarks:
         try:

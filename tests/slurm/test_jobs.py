@@ -20,6 +20,9 @@ import yaml
 
 from cellcheck.submit import prepare_job
 
+#: One SLURM cluster per test session: under xdist these tests share a worker (scripts/test.sh).
+pytestmark = pytest.mark.xdist_group("slurm")
+
 REPO = Path(__file__).resolve().parents[2]
 #: tiny on purpose: SegResNetDS at 32^3 on the CPU, a few steps an epoch
 TINY = {"model": "segresnet", "datalist": "datalist.json", "roi_size": [32, 32, 32], "batch_size": 2,

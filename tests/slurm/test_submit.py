@@ -16,6 +16,9 @@ from cellcheck.report import Report
 from cellcheck.submit import (DEFAULT_TEMPLATE, MAX_TIME_S, format_time, parse_time, prepare_job, render, submit,
                               time_limit)
 
+#: One SLURM cluster per test session: under xdist these tests share a worker (scripts/test.sh).
+pytestmark = pytest.mark.xdist_group("slurm")
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "slurm" / "configs").glob("*-l40s.yaml"))
 FIELD = {"n_train": 198, "n_val": 36, "mean_voxels": 393 * 402 * 418}  # docs/INCIDENTS.md: the data
