@@ -1,8 +1,9 @@
 """The crops a job will load, by size, from their headers only: what the host-RAM model fills its slots with.
 
 A datalist's cases (`Datalist.cases`: each image once) are split as MONAI's `datafold_read` splits
-them: `fold == k` validates, everything else trains; without fold keys a `validation` array validates. Each image header is read through `cellcheck.sources.open_volume` (NIfTI
-header, zarr metadata; no voxels), so a 6.5e9-voxel crop costs what a small one costs. A case whose
+them: `fold == k` validates, everything else trains; without fold keys a `validation` array
+validates. Each image header is read through `cellcheck.sources.open_volume` (NIfTI header, zarr
+metadata; no voxels), so a 6.5e9-voxel crop costs what a small one costs. A case whose
 header cannot be read is a finding naming it, and is counted as left out of the prediction.
 """
 

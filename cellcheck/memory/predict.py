@@ -33,7 +33,7 @@ def dataset_stats(path: Path, dataroot: Path | None = None,
                   fold: int | None = 0) -> tuple[DatasetStats, dict[str, Any], CropSizes]:
     """Case count, image shape (mean, median, max per axis), spacing and dtypes from headers only, and the crops.
 
-    Reads the `training` entries of a datalist through `open_volume` (no voxels). Entries whose image
+    Reads the datalist's cases (each image once) through `open_volume` (no voxels). Entries whose image
     cannot be opened are findings, left out and counted (`skipped_unreadable`, `left_out`).
     """
     crops = read_crop_sizes(Path(path), dataroot, fold)
