@@ -3,10 +3,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
-import zarr
-
 from cellcheck.sources.arrays import read_volume
 from cellcheck.sources.volume import ReadError
+from cellcheck.sources.zarr_compat import ZARR_MAJOR
+from fixtures import ome
 
 
 def test_nifti_voxels_dtype_and_affine(tmp_path):
@@ -18,16 +18,15 @@ def test_nifti_voxels_dtype_and_affine(tmp_path):
     np.testing.assert_allclose(volume.affine, affine)
 
 
-def test_ome_ngff_group_finest_level_with_unwritten_chunks(tmp_path):
-    group = zarr.open_group(str(tmp_path / "em.zarr"), mode="w", zarr_format=3)
-    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-        "datasets": [{"path": p, "coordinateTransformations": [{"type": "scale", "scale": [s] * 3},
-                                                                {"type": "translation", "translation": [t, 0, 0]}]}
-                     for p, s, t in (("s1", 16.0, 4.0), ("s0", 8.0, 0.0))]}]}
-    s0 = group.create_array("s0", shape=(20, 16, 12), chunks=(8, 8, 8), dtype="uint8", fill_value=3)
-    s0[0:8, 0:8, 0:8] = 200
-    group.create_array("s1", shape=(10, 8, 6), chunks=(8, 8, 8), dtype="uint8", fill_value=0)
+@pytest.mark.parametrize("fmt", [2, pytest.param(3, marks=pytest.mark.skipif(ZARR_MAJOR < 3, reason="zarr 2"))])
+def test_ome_ngff_group_finest_level_with_unwritten_chunks(tmp_path, fmt):
+    """Written with the fixtures' writer (the bytes zarr writes), so zarr 2 and 3 both run it."""
+    store = tmp_path / "em.zarr"
+    levels = [("s1", [16.0] * 3, [4.0, 0.0, 0.0]), ("s0", [8.0] * 3, [0.0, 0.0, 0.0])]  # not finest first
+    ome.write_group(store, "", fmt, ome.multiscale_attrs(fmt, "em", levels))
+    ome.write_array(store, "s0", fmt, (20, 16, 12), (8, 8, 8), [((0, 0, 0), np.full((8, 8, 8), 200, np.uint8))],
+                    fill_value=3)
+    ome.write_array(store, "s1", fmt, (10, 8, 6), (8, 8, 8))
     volume = read_volume(tmp_path / "em.zarr")
     expected = np.full((20, 16, 12), 3, np.uint8)
     expected[:8, :8, :8] = 200
