@@ -129,16 +129,13 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
     findings += folds.validation_array(path, dl.entries, dl.resolve)
-    unique = {}
-    for r in results.values():  # a case listed twice must not vouch for itself
-        if r.stats is not None and r.stats.image_path not in unique:
-            unique[r.stats.image_path] = r.stats
-    findings += contrast.label_contrast(list(unique.values()), {e.case: e.label for e in dl.entries if e.label})
+    # one record per case (Datalist.cases): a case listed twice must not vouch for itself
+    stats = [results[e.where].stats for e in dl.cases.values() if results[e.where].stats is not None]
+    findings += contrast.label_contrast(stats, {e.case: e.label for e in dl.cases.values() if e.label})
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)
     stats_path = datastats or stats_file.find_stats_file(path)
     if stats_path is not None:
         # DataAnalyzer analyses the `training` array, one record per entry
         findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
-    stats = [results[e.where].stats for e in dl.cases.values() if results[e.where].stats is not None]
     return findings, len(dl.cases), stats
