@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from cellcheck.classes import NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ def _basename(text: str) -> str:
     return _SEPARATORS.split(text)[-1]
 
 
-def parse_annotated_classes(raw: object, num_classes: int = NUM_CLASSES, *,
+def parse_annotated_classes(raw: object, num_classes: int, *,
                             path_joined_items: bool = False) -> AnnotatedClasses:
     """Parse "0,1,2" (or a list of ints, or a path-joined "/base/0,1,2") into channel ids 0..num_classes-1.
 

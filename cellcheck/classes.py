@@ -120,11 +120,6 @@ NUM_CLASSES = len(CLASS_NAMES)
 LABEL_VALUE: dict[str, int] = DEFAULT_CLASS_MAP.label_value
 
 
-def channel_of(label_value: int) -> int:
-    """Network output channel of a label value (value k -> channel k - 1)."""
-    return label_value - 1
-
-
 def load_class_map(path: Path | str | None) -> ClassMap:
     """The class map in `path` (YAML list or CSV of names), or the default map when `path` is None."""
     if path is None:

@@ -1,29 +1,28 @@
-"""The training config: one YAML file, validated on load, with every default in one visible place.
+"""The training config: one YAML file, validated on load into a typed object, with every default in one place.
 
-Shared by `cellcheck gate` and the trainer, so both refuse the same configs. Every key acts on the
-run or is rejected: unknown keys, missing keys (docs/INCIDENTS.md, incident 12), wrong types and values are
-`config-invalid` findings, all at once; smoke-test leftovers such as `num_epochs: 2` (6) are
-`stale-config`, an unmasked loss on partially annotated data (1) `loss-unmasked`. The schema is a
-strict pydantic model (no coercion: "1e-4" is not a number, `true` is not an int).
+Shared by `cellcheck gate`, `cellcheck submit` and the trainer, so all refuse the same configs. Every key
+acts on the run or is rejected: unknown keys, missing keys (docs/INCIDENTS.md, incident 12), wrong
+types and values are `config-invalid` findings, all at once; smoke-test leftovers such as
+`num_epochs: 2` (6) are `stale-config`, an unmasked loss on partially annotated data (1)
+`loss-unmasked`. The schema is a strict pydantic model (no coercion: "1e-4" is not a number, `true`
+is not an int). Paths are resolved against the config file's folder and the class map is loaded once,
+here: the rest of cellcheck reads `config.datalist`, `config.output_dir` and `config.classes` as they are.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
-from cellcheck.classes import DEFAULT_CLASS_MAP, NUM_CLASSES, ClassMap, load_class_map
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap, load_class_map
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
 
-MODELS = ("segresnet", "swinunetr", "dints")
-#: Losses the trainer knows: "partial" masks unannotated channels; "dice_bce" is the unmasked
-#: baseline (every channel supervised, unannotated voxels scored as background), for comparison.
-LOSSES = ("partial", "dice_bce")
 #: Fewer epochs than this, without `smoke_test: true`, is a smoke-test value left in the config.
 MIN_EPOCHS = 10
 
@@ -35,17 +34,19 @@ NonNegative = Annotated[float, Field(ge=0)]
 class TrainConfig(BaseModel):
     """Every key of a training config, its type, default and meaning (the description)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     model: Literal["segresnet", "swinunetr", "dints"] = Field(description="network")
-    datalist: str = Field(description="MONAI datalist JSON (or a folder of CellMap zarr stores)")
-    dataroot: str | None = Field(None, description="folder datalist paths are relative to (default: the datalist's)")
-    output_dir: str = Field(description="run folder: checkpoints, metrics.jsonl, progress.png, memory.jsonl, gate "
+    datalist: Path = Field(description="MONAI datalist JSON (or a folder of CellMap zarr stores), relative to this file")
+    dataroot: Path | None = Field(None, description="folder datalist paths are relative to (default: the datalist's)")
+    output_dir: Path = Field(description="run folder: checkpoints, metrics.jsonl, progress.png, memory.jsonl, gate "
                                         "report; one run per folder (continue it with --resume)")
     fold: Annotated[int, Field(ge=0)] = Field(0, description="validation fold for datafold_read")
-    classes: str | None = Field(None, description="class map: a YAML list or CSV of CellMap class names, relative "
-                                "to this file (default: the field's 14); sets num_classes and the channel order")
-    num_classes: Positive = Field(NUM_CLASSES, description="sigmoid output channels (default: the class map's size)")
+    classes: ClassMap = Field(DEFAULT_CLASS_MAP, validate_default=True,
+                              description="class map: a list of CellMap class names, or a YAML list or CSV of them "
+                              "relative to this file (default: the field's 14); sets num_classes and the channel order")
+    num_classes: Positive | None = Field(None, validate_default=True,
+                                         description="sigmoid output channels: the class map's size (may be omitted)")
     roi_size: Annotated[list[Positive], Field(min_length=3, max_length=3)] = Field(
         description="patch size in voxels (z, y, x)")
     batch_size: Positive = Field(description="patches per GPU step")
@@ -59,7 +60,11 @@ class TrainConfig(BaseModel):
     prefetch_factor: Positive = Field(2, description="batches each worker prepares ahead")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
     compile: bool = Field(False, description="torch.compile the network and the loss")
-    deep_supervision: bool | None = Field(None, description="SegResNetDS deep supervision (segresnet only; default on)")
+    deep_supervision: bool | None = Field(None, validate_default=True,
+                                          description="SegResNetDS deep supervision (segresnet only; default on)")
+    network_width: Annotated[float, Field(gt=0, le=4)] = Field(
+        1.0, description="feature widths of the Auto3DSeg template network times this: 1 trains the template "
+        "(SegResNetDS 32 filters, 87 M parameters); 0.25 is a smoke run's (8 filters, seconds per step on a CPU)")
     loss: Literal["partial", "dice_bce"] = Field(
         "partial", description="partial (masked sigmoid Dice+BCE) or dice_bce (the unmasked baseline)")
     lambda_dice: NonNegative = Field(1.0, description="Dice weight")
@@ -80,10 +85,51 @@ class TrainConfig(BaseModel):
     tensorboard: bool = Field(False, description="also write TensorBoard event files to OUTPUT_DIR/tensorboard "
                                                  "(needs pip install 'cellcheck[tensorboard]')")
 
+    @field_validator("datalist", "dataroot", "output_dir", mode="before")
+    @classmethod
+    def _relative_to_the_config(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or isinstance(value, Path):
+            return value
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a path (a string)")
+        path = Path(value)
+        return path if path.is_absolute() else _base(info) / path
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_map(cls, value: Any, info: ValidationInfo) -> ClassMap:
+        if isinstance(value, ClassMap):
+            return value
+        try:
+            if value is None:
+                return DEFAULT_CLASS_MAP
+            if isinstance(value, str):
+                path = Path(value)
+                return load_class_map(path if path.is_absolute() else _base(info) / path)
+            if isinstance(value, list) and all(isinstance(n, str) for n in value):
+                return ClassMap(tuple(value), source="the config's classes list")
+        except CellcheckError as exc:
+            raise ValueError(str(exc)) from None
+        raise ValueError("must be a class map file or a list of CellMap class names")
+
+    @field_validator("num_classes")
+    @classmethod
+    def _the_map_sets_it(cls, value: int | None, info: ValidationInfo) -> int | None:
+        classes = info.data.get("classes")
+        if classes is None:
+            return value  # the class map itself is invalid: reported there
+        if value is not None and value != len(classes):
+            raise ValueError(f"{value} but the class map {classes.source} lists {len(classes)} classes; drop "
+                             "num_classes (the map sets it)")
+        return len(classes)
+
     @field_validator("deep_supervision")
     @classmethod
     def _segresnet_only(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        if value is not None and info.data.get("model", "segresnet") != "segresnet":
+        model = info.data.get("model", "segresnet")
+        if value is None:
+            return model == "segresnet"
+        if value and model != "segresnet":
             raise ValueError("applies to segresnet only; remove it")
         return value
 
@@ -95,8 +141,56 @@ class TrainConfig(BaseModel):
             raise ValueError(f"needs one weight per class ({n}), not {len(value)}")
         return value
 
+    @field_serializer("classes")
+    def _names(self, classes: ClassMap) -> list[str]:
+        return list(classes.names)
+
+    @field_serializer("datalist", "dataroot", "output_dir")
+    def _path(self, path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every key with its value (paths absolute, classes as names): what a run records and a checkpoint keeps."""
+        return self.model_dump(mode="json")
+
 
 KEYS = TrainConfig.model_fields
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a validator reads of its ValidationInfo, for validating one key outside the model."""
+
+    base: Path | None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {"base": self.base or Path(".")}
+
+
+def _base(info: ValidationInfo) -> Path:
+    """The folder config paths are relative to: the config file's (validation context), else the working folder."""
+    return Path((info.context or {}).get("base", "."))
+
+
+@dataclass
+class LoadedConfig:
+    """A config as read: the typed config when every key is valid, and every finding about it.
+
+    `usable` holds the keys that are valid (with defaults for the others): what the gate can still
+    check and plan from when some key is not.
+    """
+
+    source: str
+    config: TrainConfig | None
+    findings: list[Finding] = field(default_factory=list)
+    usable: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedConfig:
+    """Read, override (`--set`) and validate the config file at `path`. Raises CellcheckError if it cannot be read."""
+    path = Path(path)
+    return validate_config({**read_config(path), **(overrides or {})}, str(path), base=path.parent)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -134,53 +228,38 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def validate_config(raw: Mapping[str, Any], source: str = "config") -> tuple[dict[str, Any], list[Finding]]:
+def validate_config(raw: Mapping[str, Any], source: str = "config", base: Path | None = None) -> LoadedConfig:
     """Defaults filled in, plus every problem at once: config-invalid and stale-config findings.
 
-    The config holds every key whose value is valid (defaults for the rest), so the gate can still
-    plan from a config with errors.
+    Relative paths are resolved against `base` (the config file's folder; default: the working folder).
     """
-    findings: list[Finding] = []
-    errors: dict[str, list[Mapping[str, Any]]] = {}
+    loaded = LoadedConfig(source, None)
     try:
-        cfg = TrainConfig.model_validate(dict(raw)).model_dump()
+        loaded.config = TrainConfig.model_validate(dict(raw), context={"base": base or Path(".")})
+        loaded.usable = dict(loaded.config)
     except ValidationError as exc:
+        errors: dict[str, list[Mapping[str, Any]]] = {}
         for err in exc.errors(include_url=False):
             errors.setdefault(str(err["loc"][0]) if err["loc"] else "", []).append(err)
-        findings += [finding("config-invalid", None, source, _message(key, errs), key=key) for key, errs in errors.items()]
-        cfg = {name: raw[name] if name in raw else field.default for name, field in KEYS.items()
-               if name not in errors and (name in raw or not field.is_required())}
-    if cfg.get("classes") and "classes" not in errors:
-        try:
-            classes = class_map_of(cfg, source)
-        except CellcheckError as exc:
-            findings.append(finding("config-invalid", None, source, f"classes: {exc}", key="classes"))
-        else:
-            if "num_classes" not in raw:
-                cfg["num_classes"] = len(classes)
-            elif cfg.get("num_classes") != len(classes):
-                findings.append(finding(
-                    "config-invalid", None, source, f"num_classes: {cfg.get('num_classes')} but the class map "
-                    f"{classes.source} lists {len(classes)} classes; drop num_classes (the map sets it)",
-                    key="num_classes"))
-    if cfg.get("deep_supervision") is None and "deep_supervision" not in errors:
-        cfg["deep_supervision"] = cfg.get("model") == "segresnet"
-    epochs = cfg.get("num_epochs")
-    if isinstance(epochs, int) and epochs < MIN_EPOCHS and not cfg.get("smoke_test"):
-        findings.append(
+        loaded.findings += [finding("config-invalid", None, source, _message(key, errs), key=key)
+                            for key, errs in errors.items()]
+        loaded.usable = {name: raw[name] if name in raw else f.default for name, f in KEYS.items()
+                         if name not in errors and (name in raw or not f.is_required())}
+        context = _Context(base)  # resolve what the valid keys point to, as the model does
+        for key in ("datalist", "dataroot", "output_dir"):
+            if key in loaded.usable:
+                loaded.usable[key] = TrainConfig._relative_to_the_config(loaded.usable[key], context)
+        if "classes" not in errors:
+            classes = TrainConfig._class_map(raw.get("classes"), context)
+            loaded.usable.update(classes=classes, num_classes=len(classes))
+    epochs = loaded.usable.get("num_epochs")
+    if isinstance(epochs, int) and epochs < MIN_EPOCHS and not loaded.usable.get("smoke_test"):
+        loaded.findings.append(
             finding("stale-config", None, source,
                     f"num_epochs: {epochs} looks like a smoke-test value left in the config; set the real count "
                     "(or smoke_test: true if this run is meant to be short)", key="num_epochs", value=epochs)
         )
-    return cfg, findings
-
-
-def class_map_of(cfg: Mapping[str, Any], config: Path | str) -> ClassMap:
-    """The classes a config trains: its `classes` file (relative to the config), else the field's 14."""
-    if not cfg.get("classes"):
-        return DEFAULT_CLASS_MAP
-    path = Path(cfg["classes"])
-    return load_class_map(path if path.is_absolute() else Path(config).parent / path)
+    return loaded
 
 
 def _message(key: str, errors: list[Mapping[str, Any]]) -> str:
@@ -199,12 +278,12 @@ def _message(key: str, errors: list[Mapping[str, Any]]) -> str:
     return f"'{key}{items}' {what}, got {errors[0]['input']!r:.40}"
 
 
-def loss_masking(cfg: Mapping[str, Any], partial: bool, source: str = "config") -> list[Finding]:
-    """loss-unmasked: an unmasked loss on a dataset where some cases annotate only some classes."""
-    if partial and cfg.get("loss") != "partial":
+def loss_masking(loss: str | None, partial: bool, source: str = "config") -> list[Finding]:
+    """loss-unmasked: an unmasked loss (or none valid) on a dataset where some cases annotate only some classes."""
+    if partial and loss != "partial":
         return [
             finding("loss-unmasked", None, source,
-                    f"loss '{cfg.get('loss')}' is not masked but cases are annotated for only some classes: the model "
-                    "learns 'unannotated = absent'; use loss: partial", loss=cfg.get("loss"))
+                    f"loss '{loss}' is not masked but cases are annotated for only some classes: the model "
+                    "learns 'unannotated = absent'; use loss: partial", loss=loss)
         ]
     return []

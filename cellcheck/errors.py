@@ -1,17 +1,20 @@
-"""The one exception type meant for users, and the CLI's one error edge: one line on stderr, exit 2.
+"""The one exception type meant for users, and the one exit policy every entry point applies.
 
-Every command, in the `cellcheck` group or run on its own (`python -m trainer`, `python -m
-trainer.infer`, a click test runner), ends an error through `exit_status`, so a user mistake
-reads the same everywhere and nothing swallows an error into a silent exit 0 (docs/INCIDENTS.md, incident 11).
+A command ends one way whoever runs it (`cellcheck ...`, `python -m trainer` in the sbatch job,
+`python -m trainer.gpu_check`, a click test runner): a user mistake is one line on stderr and exit 2,
+Ctrl-C exit 130, a closed pipe exit 1 without a traceback, a bug one line (the traceback with
+CELLCHECK_DEBUG=1) and exit 2. Nothing swallows an error into a silent exit 0 (docs/INCIDENTS.md, incident 11).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, NoReturn
+
+#: Exit status of a command stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 class CellcheckError(Exception):
@@ -24,14 +27,22 @@ class CellcheckError(Exception):
 
 
 def exit_status(exc: BaseException) -> int:
-    """Print one line on stderr for an error that ends a command; return its exit status (2).
+    """Print at most one line on stderr for what ended a command; return its exit status.
 
-    A CellcheckError prints its message; a click usage error (missing option, bad value) its
-    message and a pointer to --help; anything else is a bug of ours or of a dependency: one line,
-    with the traceback only when CELLCHECK_DEBUG is set.
+    Ctrl-C (KeyboardInterrupt, click's Abort) is 130; a CellcheckError prints its message (2); a click
+    usage error its message and a pointer to --help; a closed stdout (`cellcheck checks | head`) exits 1
+    quietly; anything else is a bug of ours or of a dependency: one line, with the traceback only when
+    CELLCHECK_DEBUG is set, exit 2.
     """
     import click
 
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
+        click.echo("cellcheck: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):  # the reader left; Python's documented way out
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     if isinstance(exc, CellcheckError):
         click.echo(f"cellcheck: {exc}", err=True)
         return exc.exit_code
@@ -47,18 +58,15 @@ def exit_status(exc: BaseException) -> int:
     return 2
 
 
-def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a click command callback so that it ends errors through `exit_status` when run on its own too."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import click
-
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt, BrokenPipeError, SystemExit):
-            raise
-        except Exception as exc:
-            sys.exit(exit_status(exc))
-
-    return wrapper
+def run_cli(command: Any, args: list[str] | None = None, prog_name: str | None = None) -> NoReturn:
+    """Run a click command (or a plain `main(args) -> int`) as a program, ending through `exit_status`."""
+    try:
+        if callable(getattr(command, "main", None)):
+            status = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        else:
+            status = command(args)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - this is the one place every ending goes through
+        sys.exit(exit_status(exc))
+    sys.exit(status if isinstance(status, int) else 0)

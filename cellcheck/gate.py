@@ -18,40 +18,46 @@ import numpy as np
 from cellcheck.audit import run_audit
 from cellcheck.audit.options import AuditOptions
 from cellcheck.checks.environment import alloc_conf
-from cellcheck.classes import NUM_CLASSES
-from cellcheck.config import class_map_of, loss_masking, read_config, validate_config
+from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
+from cellcheck.config import KEYS, LoadedConfig, load_config, loss_masking
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
 from cellcheck.report import Report, select_findings
 from cellcheck.stats import CaseStats, summarize
 
 
+def _default(key: str) -> Any:
+    return KEYS[key].default
+
+
 @dataclass
 class GatePlan:
-    """What the job will run with: model, target GPU and host memory, loader settings."""
+    """What the job will run with: model, target GPU and host memory, loader settings (the config's defaults)."""
 
     model: str | None = None
-    gpu: str = "l40s"
-    gpus: int = 1
+    gpu: str = _default("gpu")
+    gpus: int = _default("gpus")
     mem: str | None = None
-    workers: int = 4
-    prefetch: int = 2
+    workers: int = _default("num_workers")
+    prefetch: int = _default("prefetch_factor")
     roi: list[int] | None = None
     batch: int | None = None
-    amp: bool = True
+    amp: bool = _default("amp")
     chain: str = "template"  # the loading chain the RAM model follows: Auto3DSeg's, or our trainer's
     num_patches: int = 1
+    network_width: float = _default("network_width")
 
 
-def plan_from(cfg: Mapping[str, Any] | None, **cli: Any) -> GatePlan:
-    """Config values, overridden by the command line where it gives one."""
+def plan_from(values: Mapping[str, Any] | None, **cli: Any) -> GatePlan:
+    """A config's values (every valid key), overridden by the command line where it gives one."""
     base = GatePlan()
-    if cfg:
-        base = GatePlan(model=cfg.get("model"), gpu=cfg.get("gpu", base.gpu), gpus=cfg.get("gpus", base.gpus),
-                        mem=cfg.get("mem"), workers=cfg.get("num_workers", base.workers),
-                        prefetch=cfg.get("prefetch_factor", base.prefetch), roi=cfg.get("roi_size"),
-                        batch=cfg.get("batch_size"), amp=cfg.get("amp", True), chain="trainer",
-                        num_patches=cfg.get("num_patches_per_image", 1))
+    if values:
+        base = GatePlan(model=values.get("model"), gpu=values.get("gpu", base.gpu), gpus=values.get("gpus", base.gpus),
+                        mem=values.get("mem"), workers=values.get("num_workers", base.workers),
+                        prefetch=values.get("prefetch_factor", base.prefetch), roi=values.get("roi_size"),
+                        batch=values.get("batch_size"), amp=values.get("amp", base.amp), chain="trainer",
+                        num_patches=values.get("num_patches_per_image", 1),
+                        network_width=values.get("network_width", base.network_width))
     for key, value in cli.items():
         if value is not None:
             setattr(base, key, value)
@@ -61,7 +67,7 @@ def plan_from(cfg: Mapping[str, Any] | None, **cli: Any) -> GatePlan:
 def run_gate(
     path: Path | None = None,
     *,
-    config: Path | None = None,
+    config: Path | LoadedConfig | None = None,
     overrides: Mapping[str, Any] | None = None,
     plan: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -70,32 +76,48 @@ def run_gate(
     ignore: Sequence[str] = (),
     strict: bool = True,
 ) -> Report:
-    """Every check before a job may start. Raises CellcheckError only when nothing can be checked."""
+    """Every check before a job may start. Raises CellcheckError only when nothing can be checked.
+
+    `config`: the training config file (read with `overrides`), or one already loaded.
+    """
     findings: list[Finding] = []
-    cfg: dict[str, Any] | None = None
-    if config is not None:
-        raw = {**read_config(config), **(overrides or {})}
-        cfg, found = validate_config(raw, source=str(config))
-        findings += found
-    job = plan_from(cfg, **(plan or {}))
-    data = Path(path) if path is not None else _datalist_of(cfg, config)
-    dataroot = _path_in(cfg.get("dataroot"), config) if cfg and cfg.get("dataroot") else None
-    if cfg and cfg.get("classes") and not any(f.details.get("key") == "classes" for f in findings):
-        options = replace(options, classes=class_map_of(cfg, config))  # audit the labels the run will train
-    run = run_audit(data, dataroot=dataroot, options=options)
+    loaded = config if isinstance(config, LoadedConfig) or config is None else load_config(Path(config), overrides)
+    values: dict[str, Any] = {}
+    if loaded is not None:
+        findings += loaded.findings
+        values = loaded.usable
+    job = plan_from(values, **(plan or {}))
+    data = Path(path) if path is not None else _datalist_of(loaded)
+    classes: ClassMap = values.get("classes") or DEFAULT_CLASS_MAP
+    options = replace(options, classes=classes)  # audit the labels the run will train
+    run = run_audit(data, dataroot=values.get("dataroot"), options=options)
     findings += run.findings
-    num_classes = cfg.get("num_classes", NUM_CLASSES) if cfg else NUM_CLASSES
-    if cfg is not None:
-        findings += loss_masking(cfg, _partially_annotated(run.case_stats, num_classes), str(config))
+    if loaded is not None:
+        findings += loss_masking(values.get("loss"), _partially_annotated(run.case_stats, len(classes)), loaded.source)
     findings += alloc_conf(os.environ if env is None else env)
     memory_plan = None
     if job.model:
-        memory_plan, found = _memory_plan(job, run.case_stats)
+        memory_plan, found = _memory_plan(job, run.case_stats, classes)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats, n_cases=run.cases), strict=strict)
-    report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": cfg}}
+                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict)
+    config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
+        {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)
+    report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json}}
     return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, ClassMap):
+        return list(value.names)
+    return str(value) if isinstance(value, Path) else value
+
+
+def _datalist_of(loaded: LoadedConfig | None) -> Path:
+    datalist = loaded.usable.get("datalist") if loaded is not None else None
+    if not datalist:
+        raise CellcheckError("nothing to gate: give a datalist (or zarr folder) PATH or a --config with 'datalist'")
+    return datalist
 
 
 def _drivers(ram: dict[str, Any]) -> str:
@@ -104,23 +126,11 @@ def _drivers(ram: dict[str, Any]) -> str:
     return "driven by " + ", ".join(d["case"] for d in drivers[:3]) if drivers else "every crop alike"
 
 
-def _datalist_of(cfg: Mapping[str, Any] | None, config: Path | None) -> Path:
-    if not cfg or not cfg.get("datalist"):
-        raise CellcheckError("nothing to gate: give a datalist (or zarr folder) PATH or a --config with 'datalist'")
-    return _path_in(cfg["datalist"], config)
-
-
-def _path_in(value: str, config: Path | None) -> Path:
-    """A path from the config, relative to the config file's folder."""
-    p = Path(value)
-    return p if p.is_absolute() or config is None else config.parent / p
-
-
 def _partially_annotated(cases: Sequence[CaseStats], num_classes: int) -> bool:
     return any(c.channels is not None and len(c.channels) < num_classes for c in cases)
 
 
-def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, Any] | None, list[Finding]]:
+def _memory_plan(job: GatePlan, cases: Sequence[CaseStats], classes: ClassMap) -> tuple[dict[str, Any] | None, list[Finding]]:
     """Predicted VRAM and host RAM for the job; vram-exceeds / ram-exceeds when they do not fit."""
     from cellcheck.memory.predict import predict
 
@@ -134,7 +144,7 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats]) -> tuple[dict[str, A
                        if c.image_shape and len(c.image_shape) >= 3]}
     result = predict(stats, job.model, gpu=job.gpu, gpus=job.gpus, workers=job.workers, prefetch=job.prefetch,
                      roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False,
-                     chain=job.chain, num_patches=job.num_patches)
+                     chain=job.chain, num_patches=job.num_patches, classes=classes, network_width=job.network_width)
     out: list[Finding] = []
     vram, ram = result["vram"], result["ram"]
     gib = 2**30

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from cellcheck.findings import CHECKS, Finding, Severity
 
@@ -110,54 +107,6 @@ def render_markdown(report: Report) -> str:
 
 
 RENDERERS = {"json": render_json, "text": render_text, "markdown": render_markdown}
-
-
-def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file.
-
-    `data` is the text or bytes to write, or a function that writes into the open binary file
-    (a checkpoint, a NIfTI stream) so that large outputs are not built in memory first.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def write_folder_atomic(path: Path, fill: Callable[[Path], None]) -> None:
-    """`write_atomic` for a folder (a zarr store): `fill` builds it beside `path`, then it replaces `path`.
-
-    An existing folder is moved aside first and removed after the swap, so `path` is never half written.
-    """
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."))
-    old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
-    try:
-        fill(tmp)
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old.exists():
-                os.replace(old, path)  # put the previous output back
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cellcheck.boundaries import BoundaryStats, PairSteps
-from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES, Volume
+from cellcheck.readers.volume import DEFAULT_BLOCK_BYTES, Volume
 
 #: Integer volumes whose value range fits this many bins are counted exactly with bincount.
 _MAX_BINS = 1 << 16

@@ -28,17 +28,18 @@ import shlex
 import shutil
 import string
 import subprocess
-import sys
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import click
-
+from cellcheck.config import LoadedConfig, TrainConfig, load_config
 from cellcheck.errors import CellcheckError
+from cellcheck.run_folder import rerun_refusal
 
-#: The training job template (one for all three networks: the network is the config's).
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
+#: The training job template (one for all three networks: the network is the config's), in package data.
+TEMPLATE_NAME = "train.sbatch"
 
 #: Training throughput on one L40S with AMP, patch voxels per second (forward, backward, step).
 #: NOT measured (no GPU on the development machine): deliberately low guesses, so that with
@@ -123,30 +124,30 @@ def format_time(seconds: float) -> str:
     return f"{d}-{h:02d}:{m:02d}:{s:02d}"
 
 
-def estimate_seconds(cfg: Mapping[str, Any], n_train: int, n_val: int, mean_voxels: float) -> float:
+def estimate_seconds(cfg: TrainConfig, n_train: int, n_val: int, mean_voxels: float) -> float:
     """Wall time of the whole run (s), before rounding and the cap; see the module docstring.
 
     Per epoch each of `gpus` ranks takes ceil(n_train / gpus) * num_patches_per_image / batch_size
     steps (at most max_steps_per_epoch) of batch_size * prod(roi_size) voxels; a validation reads
     n_val crops of mean_voxels, (1 / (1 - overlap))^3 times over.
     """
-    rate = TRAIN_VOXELS_PER_S[cfg["model"]]
-    gpus, batch = cfg["gpus"], cfg["batch_size"]
-    steps = math.ceil(math.ceil(n_train / gpus) * cfg["num_patches_per_image"] / batch)
-    if cfg.get("max_steps_per_epoch"):
-        steps = min(steps, cfg["max_steps_per_epoch"])
-    train_s = steps * batch * math.prod(cfg["roi_size"]) / rate
+    rate = TRAIN_VOXELS_PER_S[cfg.model]
+    gpus, batch = cfg.gpus, cfg.batch_size
+    steps = math.ceil(math.ceil(n_train / gpus) * cfg.num_patches_per_image / batch)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    train_s = steps * batch * math.prod(cfg.roi_size) / rate
     val_s = n_val * mean_voxels / (1 - VALIDATION_OVERLAP) ** 3 / (rate * INFERENCE_SPEEDUP)
-    validations = math.ceil(cfg["num_epochs"] / cfg["num_epochs_per_validation"])
-    return SAFETY * (cfg["num_epochs"] * train_s + validations * val_s) + STARTUP_S
+    validations = math.ceil(cfg.num_epochs / cfg.num_epochs_per_validation)
+    return SAFETY * (cfg.num_epochs * train_s + validations * val_s) + STARTUP_S
 
 
-def time_limit(cfg: Mapping[str, Any], n_train: int, n_val: int, mean_voxels: float) -> tuple[str, str]:
+def time_limit(cfg: TrainConfig, n_train: int, n_val: int, mean_voxels: float) -> tuple[str, str]:
     """(--time, how it was chosen): the estimate rounded up to whole hours, at most 11 days."""
     est = estimate_seconds(cfg, n_train, n_val, mean_voxels)
     hours = max(1, math.ceil(est / 3600))
-    note = (f"estimated {est / 3600:.1f} h: {cfg['num_epochs']} epochs of {n_train} training crops, "
-            f"{cfg['model']} at an assumed L40S throughput; --time overrides")
+    note = (f"estimated {est / 3600:.1f} h: {cfg.num_epochs} epochs of {n_train} training crops, "
+            f"{cfg.model} at an assumed L40S throughput; --time overrides")
     if hours * 3600 > MAX_TIME_S:
         return format_time(MAX_TIME_S), note + "; capped at the 11-day limit: the job requeues itself there and resumes"
     return format_time(hours * 3600), note
@@ -208,9 +209,9 @@ def check_node_memory(mem: str, predicted: str | None, partition: str | None,
 
 # --- the job ----------------------------------------------------------------------------------
 
-def _abs_in(value: str, config: Path) -> Path:
-    p = Path(value)
-    return (p if p.is_absolute() else config.parent / p).resolve()
+def _absolute(path: Path | str) -> Path:
+    """An absolute, normalised path as the user named it (links not followed): what a job on another node opens."""
+    return Path(os.path.abspath(path))
 
 
 def _sbatch_safe(path: Path) -> str:
@@ -223,41 +224,36 @@ def _sbatch_safe(path: Path) -> str:
     return text
 
 
-def run_gate_for_job(config: Path, overrides: Mapping[str, Any] | None = None, mem: str | None = None,
-                     env: Mapping[str, str] | None = None):
+def run_gate_for_job(loaded: LoadedConfig, mem: str | None = None, env: Mapping[str, str] | None = None):
     """The gate as the job will face it; returns its Report (with the memory plan under extra['gate'])."""
     from cellcheck.gate import run_gate
 
-    return run_gate(config=Path(config), overrides=dict(overrides or {}), plan={"mem": mem, "gpus": None},
-                    env=os.environ if env is None else env)
+    return run_gate(config=loaded, plan={"mem": mem, "gpus": None}, env=os.environ if env is None else env)
 
 
-def plan_resources(report, config: Path, *, partition: str | None = None, time: str | None = None,
-                   mem: str | None = None, cpus: int | None = None, gres: str | None = None) -> JobResources:
-    """Resources from the gate's report: the validated config and its memory plan, overridden where given."""
+def plan_resources(report, cfg: TrainConfig | None, config: Path, *, partition: str | None = None,
+                   time: str | None = None, mem: str | None = None, cpus: int | None = None,
+                   gres: str | None = None) -> JobResources:
+    """Resources from the gate's report and the config, overridden where given."""
     from cellcheck.memory.gpus import gpu_profile
 
-    cfg = report.extra["gate"]["config"]
+    if cfg is None:
+        raise CellcheckError(f"{config}: the config is not valid; run cellcheck gate --config {config}")
     plan = report.extra["gate"]["memory"] or {}
-    if not cfg or "model" not in cfg or "output_dir" not in cfg:
-        raise CellcheckError(f"{config}: the config has no model or output_dir; run cellcheck gate --config {config}")
     predicted = (plan.get("ram") or {}).get("slurm_mem")
-    mem = mem or cfg.get("mem") or predicted
+    mem = mem or cfg.mem or predicted
     if not mem:
         raise CellcheckError(f"{config}: no memory plan (no readable case shapes) and no mem; give --mem")
-    gpus = int(cfg["gpus"])
     if time is None:
-        datalist = _abs_in(cfg["datalist"], config)
-        dataroot = _abs_in(cfg["dataroot"], config) if cfg.get("dataroot") else None
-        n_train, n_val = _split_counts(datalist, dataroot, cfg["fold"], report.cases)
+        n_train, n_val = _split_counts(cfg.datalist, cfg.dataroot, cfg.fold, report.cases)
         mean_shape = (plan.get("dataset") or {}).get("mean_shape") or [0, 0, 0]
         time, note = time_limit(cfg, n_train, n_val, math.prod(mean_shape))
     else:
         time, note = format_time(parse_time(time)), "given with --time"
     return JobResources(
-        job_name=f"cellcheck-{cfg['model']}", partition=partition, gpus=gpus,
-        gres="" if gres in ("", "none") else gres or f"gpu:{gpu_profile(cfg['gpu']).name.lower()}:{gpus}",
-        cpus=cpus or CPUS_PER_GPU * gpus, mem=mem, time=time, time_note=note)
+        job_name=f"cellcheck-{cfg.model}", partition=partition, gpus=cfg.gpus,
+        gres="" if gres in ("", "none") else gres or f"gpu:{gpu_profile(cfg.gpu).name.lower()}:{cfg.gpus}",
+        cpus=cpus or CPUS_PER_GPU * cfg.gpus, mem=mem, time=time, time_note=note)
 
 
 def render(template_text: str, values: Mapping[str, str], source: str = "template") -> str:
@@ -275,16 +271,18 @@ def render(template_text: str, values: Mapping[str, str], source: str = "templat
     return "\n".join(lines) + "\n"
 
 
-def render_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
-               partition: str | None = None, time: str | None = None, mem: str | None = None,
-               cpus: int | None = None, gres: str | None = None, python: str = "python3",
-               report=None, env: Mapping[str, str] | None = None) -> str:
-    """The job script for a training config; runs the gate for its plan unless `report` is given.
+def shipped(name: str) -> Traversable:
+    """A file shipped with cellcheck under slurm/ (`train.sbatch`, `configs/dints-l40s.yaml`), wheel or checkout."""
+    return resources.files("cellcheck").joinpath("slurm", name)
 
-    Renders whether or not the gate passed (`submit` is what refuses).
-    """
-    return prepare_job(config_path, template, overrides=overrides, partition=partition, time=time, mem=mem,
-                       cpus=cpus, gres=gres, python=python, report=report, env=env).script
+
+def read_template(template: Path | None = None) -> str:
+    """The job template's text: `template`, else the shipped train.sbatch."""
+    source = template if template is not None else shipped(TEMPLATE_NAME)
+    try:
+        return source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CellcheckError(f"{source}: cannot read the job template ({exc.strerror or exc}); give --template") from None
 
 
 def prepare_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
@@ -293,26 +291,25 @@ def prepare_job(config_path: Path, template: Path | None = None, *, overrides: M
                 report=None, env: Mapping[str, str] | None = None, resume: bool = False) -> Job:
     """Gate (unless `report` is given), resources and the rendered script, nothing written.
 
-    `resume`: the job's first start continues the run in output_dir (`--resume`); requeues always do.
+    Renders whether or not the gate passed (`submit` is what refuses). `resume`: the job's first start
+    continues the run in output_dir (`--resume`); requeues always do.
     """
-    config = Path(config_path).resolve()
+    config = _absolute(config_path)
+    loaded = load_config(config, overrides)
     if report is None:
-        report = run_gate_for_job(config, overrides, mem, env)
-    res = plan_resources(report, config, partition=partition, time=time, mem=mem, cpus=cpus, gres=gres)
-    out = _abs_in(report.extra["gate"]["config"]["output_dir"], config)
-    template = Path(template) if template is not None else DEFAULT_TEMPLATE
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CellcheckError(f"{template}: cannot read the job template ({exc.strerror or exc}); give --template") from None
+        report = run_gate_for_job(loaded, mem, env)
+    cfg = loaded.config
+    res = plan_resources(report, cfg, config, partition=partition, time=time, mem=mem, cpus=cpus, gres=gres)
+    text = read_template(template)
     set_args = " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in (overrides or {}).items())
     values = {
         "job_name": res.job_name, "partition": res.partition or "", "gres": res.gres, "cpus": str(res.cpus),
-        "mem": res.mem, "time": res.time, "output_dir": _sbatch_safe(out), "config": shlex.quote(str(config)),
-        "python": shlex.quote(python), "set_args": set_args, "gpus": str(res.gpus),
-        "model": report.extra["gate"]["config"]["model"], "resume": "--resume" if resume else "",
+        "mem": res.mem, "time": res.time, "output_dir": _sbatch_safe(_absolute(cfg.output_dir)),
+        "config": shlex.quote(str(config)), "python": shlex.quote(python), "set_args": set_args,
+        "gpus": str(res.gpus), "model": cfg.model, "resume": "--resume" if resume else "",
     }
-    return Job(report=report, resources=res, script=render(text, values, str(template)), path=out / "job.sbatch")
+    return Job(report=report, resources=res, script=render(text, values, str(template or "train.sbatch")),
+               path=_absolute(cfg.output_dir) / "job.sbatch")
 
 
 def _check_arguments(time: str | None, mem: str | None, template: Path | None) -> None:
@@ -339,13 +336,14 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
     Returns the exit status: 0 submitted (or printed), 1 refused (by the gate, or because output_dir
     holds a run and `resume` is not set: nothing is written then). Raises CellcheckError
     (exit 2) when sbatch is missing, the memory is more than a node has, or sbatch refuses.
-    `say` gets progress lines (default: stderr), `show` the script on a dry run (default: stdout).
+    `say` gets progress lines, `show` the script on a dry run (the CLI prints them; by default they go nowhere).
     """
-    from cellcheck.report import render_text, write_atomic
+    from cellcheck.files import write_atomic
+    from cellcheck.report import render_text
 
     env = os.environ if env is None else env
-    say = say or (lambda line: print(line, file=sys.stderr))
-    show = show or (lambda text: print(text, end=""))
+    say = say or (lambda line: None)
+    show = show or (lambda text: None)
     if not dry_run and shutil.which("sbatch", path=env.get("PATH")) is None:
         raise CellcheckError("sbatch not found on PATH: this machine is not a SLURM submit host; run cellcheck submit "
                              "on the cluster's login node, or --dry-run to write the job script only")
@@ -354,7 +352,7 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
     if refusal:
         say(f"cellcheck submit: {refusal}; nothing submitted")
         return 1
-    report = run_gate_for_job(Path(config_path).resolve(), overrides, mem, env)
+    report = run_gate_for_job(load_config(_absolute(config_path), overrides), mem, env)
     if not report.passed:
         say(render_text(report).rstrip("\n"))
         say(f"cellcheck submit: refused by the gate (exit {report.exit_code}); nothing submitted")
@@ -387,40 +385,8 @@ def _rerun_refusal(config: Path, overrides: Mapping[str, Any] | None) -> str | N
 
     An unreadable config is the gate's to report.
     """
-    from cellcheck.config import read_config
-    from trainer.run_folder import output_dir_of, rerun_refusal
-
     try:
-        raw = {**read_config(config), **(overrides or {})}
+        out = load_config(config, overrides).usable.get("output_dir")
     except CellcheckError:
         return None
-    out = output_dir_of(raw, config.resolve())
     return rerun_refusal(out, "cellcheck submit --resume") if out is not None else None
-
-
-@click.command("submit")
-@click.argument("config", type=click.Path(path_type=Path, readable=False))
-@click.option("--dry-run", is_flag=True, help="Gate and print the job script (also written to OUTPUT_DIR/job.sbatch); do not submit.")
-@click.option("--partition", "-p", help="SLURM partition (default: the cluster's default partition).")
-@click.option("--time", "-t", "time_limit_", metavar="D-HH:MM:SS", help="Time limit (default: estimated from the epochs, at most 11 days).")
-@click.option("--mem", help="Host memory of the job, e.g. 256G (default: the config's mem, else the gate's plan).")
-@click.option("--cpus", type=click.IntRange(min=1), help=f"CPUs for the job (default: {CPUS_PER_GPU} per GPU).")
-@click.option("--gres", help="Generic resources (default: gpu:<gpu profile>:<gpus>, e.g. gpu:l40s:2; 'none': a CPU job).")
-@click.option("--template", type=click.Path(path_type=Path, dir_okay=False), help="Job template (default: slurm/train.sbatch).")
-@click.option("--python", "python", default="python3", show_default=True,
-              help="Python on the compute node with cellcheck and torch installed, e.g. /path/.venv/bin/python.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable); the job gets it too.")
-@click.option("--resume", is_flag=True, help="The job continues the run already in OUTPUT_DIR (from its last.pt).")
-def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, template, python, overrides,
-                   resume) -> None:
-    """Gate a training config, then sbatch a job sized from the gate's plan (slurm/train.sbatch)."""
-    from cellcheck.config import parse_overrides
-
-    sys.exit(submit(config, dry_run, template=template, overrides=parse_overrides(list(overrides)), partition=partition,
-                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python, resume=resume))
-
-
-if __name__ == "__main__":  # python -m cellcheck.submit, until the command is registered on `cellcheck`
-    from cellcheck.cli import run_command
-
-    run_command(submit_command)

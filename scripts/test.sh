@@ -10,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/ci_slurm.sh   # a real single-node SLURM for tests/slurm (no-op when installed; tests skip without root)
-.venv/bin/python -m pytest -n "${PYTEST_JOBS:-auto}" --dist loadgroup
+.venv/bin/python -m pytest -n "${PYTEST_JOBS:-auto}" --dist loadgroup -m "not alone"
+.venv/bin/python -m pytest -m alone  # memory measured across a process tree: no other test beside it
 # The audit and its readers again under zarr 2, as installed beside the CellMap toolbox (zarr < 3).
 VENV=.venv-zarr2 EXTRA_SPEC="zarr>=2.18,<3" bash scripts/bootstrap.sh
-.venv-zarr2/bin/python -m pytest -p no:cacheprovider -n "${PYTEST_JOBS:-auto}" tests/sources tests/checks tests/test_audit_fixtures.py \
+.venv-zarr2/bin/python -m pytest -p no:cacheprovider -n "${PYTEST_JOBS:-auto}" tests/readers tests/checks tests/test_audit_fixtures.py \
     tests/test_stats.py tests/test_readonly.py
 mkdir -p .ci-artifacts
 CELLCHECK_BENCH_QUICK=1 .venv/bin/python -m pytest tests/benchmarks/test_audit_benchmark.py --benchmark-only \

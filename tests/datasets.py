@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from cellcheck.sources.zarr_compat import ZARR_MAJOR
+from cellcheck.readers.zarr_compat import ZARR_MAJOR
 
 #: zarr 2 (beside the CellMap toolbox) reads format 2 only: the v3 flavour of dataset 2 is then written as v2.
 V3 = ZARR_MAJOR >= 3

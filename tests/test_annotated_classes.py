@@ -16,7 +16,7 @@ from cellcheck.annotated_classes import parse_annotated_classes
     ],
 )
 def test_parses(raw, channels, mangled):
-    got = parse_annotated_classes(raw)
+    got = parse_annotated_classes(raw, 14)
     assert got.error is None
     assert got.channels == frozenset(channels)
     assert got.mangled is mangled
@@ -24,5 +24,5 @@ def test_parses(raw, channels, mangled):
 
 @pytest.mark.parametrize("raw", ["0,1,15", "0,a", "1;2", "-1", 3.0, [0, "1"], [14]])
 def test_rejects(raw):
-    got = parse_annotated_classes(raw)
+    got = parse_annotated_classes(raw, 14)
     assert got.channels is None and got.error

@@ -106,6 +106,13 @@ def test_every_console_block_prints_what_the_readme_shows(tmp_path):
     assert not problems, "\n\n".join(problems)
 
 
+def test_the_config_shown_is_the_example_shipped():
+    """The README's YAML block is examples/train.yaml, from its first key on (the tour copies that file)."""
+    shown = re.search(r"```yaml\n(.*?)```", README.read_text(), re.S).group(1)
+    example = (REPO / "examples" / "train.yaml").read_text()
+    assert example[example.index("model:"):] == shown
+
+
 def test_the_matcher():
     assert matches(["a", "…", "z"], ["a", "b", "c", "z"]) and matches(["a", "…", "z"], ["a", "z"])
     assert matches(["took … s"], ["took 1.9 s"]) and not matches(["took … s"], ["took 1.9 ms!"])

@@ -1,6 +1,6 @@
-"""`python -m trainer --config train.yaml`: the gated trainer (same as `cellcheck train`)."""
+"""`python -m trainer --config train.yaml`: the gated trainer (same as `cellcheck train`; the sbatch template runs this)."""
 
-from cellcheck.cli import run_command
-from trainer.cli import train_command
+from cellcheck.cli.train import train_command
+from cellcheck.errors import run_cli
 
-run_command(train_command)
+run_cli(train_command, prog_name="python -m trainer")

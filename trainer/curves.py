@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cellcheck.report import write_atomic
+from cellcheck.files import write_atomic
 
 #: The extra that brings the tensorboard package.
 TENSORBOARD_HINT = "pip install 'cellcheck[tensorboard]' (or pip install tensorboard)"

@@ -1,6 +1,6 @@
 """Data for the trainer: datalist cases in, (image, integer label, annotation mask) patches out.
 
-Volumes are read by the audit's readers (`cellcheck.sources.read_volume`) and images become
+Volumes are read by the audit's readers (`cellcheck.readers.read_volume`) and images become
 network input by the run's one intensity rule (`cellcheck.intensity`), the rule inference applies
 too. Labels stay integers (uint8) from disk to the loss, checked against 0..C as they are loaded:
 no float32 copy from LoadImaged and no 14-channel one-hot anywhere (docs/INCIDENTS.md, incident 5: that expansion
@@ -26,13 +26,13 @@ from monai.transforms import (
 )
 
 from cellcheck.annotated_classes import parse_annotated_classes
-from cellcheck.classes import NUM_CLASSES
+from cellcheck.config import TrainConfig
 from cellcheck.datalist import Datalist, load_datalist
 from cellcheck.errors import CellcheckError
 from cellcheck.intensity import IntensityRule, rule_for_dtypes
-from cellcheck.sources import open_volume
-from cellcheck.sources.arrays import read_volume
-from cellcheck.sources.volume import ReadError
+from cellcheck.readers import open_volume
+from cellcheck.readers.arrays import read_volume
+from cellcheck.readers.volume import ReadError
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,13 @@ class LoadCased(MapTransform):
         return d
 
 
-def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio: float,
-                     rule: IntensityRule | None = None, num_classes: int = NUM_CLASSES) -> Compose:
-    """Load, pad to the ROI, draw `num_patches` patches (a share centred on annotated foreground), flip.
-
-    `rule`: the run's intensity rule (default: uint8 images, the field's data).
-    """
+def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio: float, rule: IntensityRule,
+                     num_classes: int) -> Compose:
+    """Load (by the run's intensity rule), pad to the ROI, draw `num_patches` patches (a share centred on
+    annotated foreground), flip."""
     keys = ("image", "label")
     return Compose([
-        LoadCased(rule or IntensityRule.for_dtype("uint8"), num_classes, keys),
+        LoadCased(rule, num_classes, keys),
         SpatialPadd(keys, spatial_size=roi_size),
         RandCropByPosNegLabeld(keys, label_key="label", spatial_size=roi_size, pos=foreground_ratio,
                                neg=1.0 - foreground_ratio, num_samples=num_patches, allow_smaller=True),
@@ -132,21 +130,21 @@ def train_transforms(roi_size: Sequence[int], num_patches: int, foreground_ratio
     ])
 
 
-def train_loader(cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, *, rank: int = 0,
+def train_loader(cases: Sequence[Case], cfg: TrainConfig, rule: IntensityRule, *, rank: int = 0,
                  world: int = 1, epoch: int = 0) -> DataLoader:
     """Batches of patches for one epoch; the order and the crops depend only on (seed, epoch, rank)."""
-    seed = int(cfg["seed"]) * 1000 + epoch
-    transform = train_transforms(cfg["roi_size"], cfg["num_patches_per_image"], cfg["foreground_ratio"], rule,
-                                 cfg["num_classes"])
+    seed = int(cfg.seed) * 1000 + epoch
+    transform = train_transforms(cfg.roi_size, cfg.num_patches_per_image, cfg.foreground_ratio, rule,
+                                 cfg.num_classes)
     transform.set_random_state(seed=seed * 97 + rank)
     mine = [c.as_dict() for i, c in enumerate(_shuffled(cases, seed)) if i % world == rank]
-    workers = int(cfg["num_workers"])
+    workers = int(cfg.num_workers)
     return DataLoader(
         Dataset(mine, transform=transform),
-        batch_size=max(1, cfg["batch_size"] // cfg["num_patches_per_image"]),
+        batch_size=max(1, cfg.batch_size // cfg.num_patches_per_image),
         shuffle=False,
         num_workers=workers,
-        prefetch_factor=cfg["prefetch_factor"] if workers else None,
+        prefetch_factor=cfg.prefetch_factor if workers else None,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed * 131 + rank),
     )

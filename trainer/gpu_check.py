@@ -29,28 +29,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from cellcheck.classes import NUM_CLASSES
-from cellcheck.config import read_config, validate_config
+from cellcheck.classes import DEFAULT_CLASS_MAP
+from cellcheck.config import validate_config
+from cellcheck.errors import run_cli
 from cellcheck.memory import vram
 from cellcheck.memory.gpus import GpuProfile
-from cellcheck.report import write_atomic
-from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
-from trainer.networks import build_network
+from cellcheck.files import write_atomic
+from cellcheck.submit import shipped
+from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+from cellcheck.models.networks import build_network
 from trainer.train import train_step
 
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "slurm" / "configs"
-LOSS_SIZE, LOSS_BATCH = 96, 2
+#: The loss timing's shape: B=2 patches of 96^3, the default map's classes.
+LOSS_SIZE, LOSS_BATCH, LOSS_CLASSES = 96, 2, len(DEFAULT_CLASS_MAP)
 
 
-def templates(folder: Path = TEMPLATES) -> list[dict[str, Any]]:
-    """(model, roi, batch, amp) of every `*-l40s.yaml` template, as the trainer would read it."""
+def templates() -> list[dict[str, Any]]:
+    """(model, roi, batch, amp, classes) of every shipped `*-l40s.yaml` config, as the trainer would read it."""
     out = []
-    for path in sorted(folder.glob("*-l40s.yaml")):
-        cfg, _ = validate_config(read_config(path), str(path))
-        out.append({"model": cfg["model"], "roi": list(cfg["roi_size"]), "batch": cfg["batch_size"],
-                    "amp": "bf16" if cfg["amp"] else None, "config": path.name})
+    folder = shipped("configs")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith("-l40s.yaml"):
+            continue
+        cfg = validate_config(yaml.safe_load(entry.read_text()), entry.name).config
+        out.append({"model": cfg.model, "roi": list(cfg.roi_size), "batch": cfg.batch_size,
+                    "amp": "bf16" if cfg.amp else None, "config": entry.name, "num_classes": cfg.num_classes,
+                    "width": cfg.network_width})
     return out
 
 
@@ -60,16 +66,17 @@ def this_card(device: torch.device) -> GpuProfile:
     return GpuProfile(props.name, int(props.total_memory), "measured by torch.cuda")
 
 
-def predict(model: str, roi: list[int], batch: int, amp: str | None, card: GpuProfile,
-            known: vram.VramEstimate | None = None) -> dict[str, Any]:
+def model_prediction(model: str, roi: list[int], batch: int, amp: str | None, card: GpuProfile, num_classes: int,
+                     width: float = 1.0, known: vram.VramEstimate | None = None) -> dict[str, Any]:
     """The VRAM model's numbers for one step on `card` (one GPU, no DDP buckets); `known` if already run."""
-    est = known or vram.estimate(vram.track_step(model, roi, batch, amp, out_channels=NUM_CLASSES), card, gpus=1)
+    est = known or vram.estimate(vram.track_step(model, roi, batch, amp, out_channels=num_classes, width=width),
+                                 card, gpus=1)
     return {"tensors_peak_bytes": est.step.peak_bytes, "segment_peak_bytes": est.step.segment_peak_bytes,
             "card_bytes": est.peak_bytes, "fits": est.fits, "optimizer": est.step.optimizer}
 
 
 def measure_step(model: str, roi: list[int], batch: int, amp: str | None, device: torch.device,
-                 optimizer: str) -> dict[str, Any]:
+                 optimizer: str, num_classes: int, width: float = 1.0) -> dict[str, Any]:
     """One warm-up and one measured training step of the trainer's network and loss; memory in bytes.
 
     On a CPU (tests) the memory fields are None. A CUDA out-of-memory is recorded, not raised.
@@ -78,14 +85,14 @@ def measure_step(model: str, roi: list[int], batch: int, amp: str | None, device
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
     _release(device)
     try:
-        net = build_network(model, NUM_CLASSES, roi_size=roi, deep_supervision=True).to(device)
+        net = build_network(model, num_classes, roi_size=roi, deep_supervision=True, width=width).to(device)
         opt = vram.build_optimizer(optimizer, net.parameters())
-        loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(NUM_CLASSES)).to(device)
+        loss_fn = DeepSupervisionPartialLoss(PartialAnnotationLoss(num_classes)).to(device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         gen = torch.Generator().manual_seed(0)
         patches = {"image": torch.rand(batch, 1, *roi, generator=gen),
-                   "label": torch.randint(0, NUM_CLASSES + 1, (batch, 1, *roi), generator=gen, dtype=torch.uint8),
-                   "annotated": torch.ones(batch, NUM_CLASSES, dtype=torch.bool)}
+                   "label": torch.randint(0, num_classes + 1, (batch, 1, *roi), generator=gen, dtype=torch.uint8),
+                   "annotated": torch.ones(batch, num_classes, dtype=torch.bool)}
         train_step(net, loss_fn, opt, scaler, patches, device, amp_dtype, False)  # optimizer state, autotuning
         if cuda:
             torch.cuda.synchronize(device)
@@ -112,12 +119,12 @@ def loss_timing(device: torch.device, dtype: torch.dtype, impl: str, size: int =
                 rounds: int = 20) -> dict[str, Any]:
     """Forward + backward of one loss implementation: median ms and peak extra memory over the logits."""
     gen = torch.Generator().manual_seed(0)
-    shape = (LOSS_BATCH, NUM_CLASSES, size, size, size)
+    shape = (LOSS_BATCH, LOSS_CLASSES, size, size, size)
     logits = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
-    labels = torch.randint(0, NUM_CLASSES + 1, (LOSS_BATCH, 1, size, size, size), generator=gen,
+    labels = torch.randint(0, LOSS_CLASSES + 1, (LOSS_BATCH, 1, size, size, size), generator=gen,
                            dtype=torch.uint8).to(device)
-    mask = torch.ones(LOSS_BATCH, NUM_CLASSES, dtype=torch.bool, device=device)
-    fn = _loss_impl(impl, NUM_CLASSES)
+    mask = torch.ones(LOSS_BATCH, LOSS_CLASSES, dtype=torch.bool, device=device)
+    fn = _loss_impl(impl, LOSS_CLASSES)
     t_compile = time.perf_counter()
     for _ in range(3):  # warm-up; the first call compiles
         logits.grad = None
@@ -214,12 +221,13 @@ def run(device: torch.device, budget_s: float, models: list[str] | None = None) 
         model, roi, amp = tpl["model"], tpl["roi"], tpl["amp"]
         if over(f"{model}: template step"):
             continue
-        search = vram.max_batch_size(model, roi, card, gpus=1, amp=amp, out_channels=NUM_CLASSES)
+        classes, width = tpl["num_classes"], tpl["width"]
+        search = vram.max_batch_size(model, roi, card, gpus=1, amp=amp, out_channels=classes, width=width)
         for label, batch in (("L40S template", tpl["batch"]), ("largest predicted", search.max_batch_size)):
             if batch < 1 or over(f"{model}: {label} batch {batch}"):
                 continue
-            pred = predict(model, roi, batch, amp, card, search.at(batch))
-            measured = measure_step(model, roi, batch, amp, device, pred["optimizer"])
+            pred = model_prediction(model, roi, batch, amp, card, classes, width, search.at(batch))
+            measured = measure_step(model, roi, batch, amp, device, pred["optimizer"], classes, width)
             report["steps"].append({"model": model, "which": label, "config": tpl["config"], "roi": roi,
                                     "batch": batch, "amp": amp, "predicted": pred, "measured": measured})
             print(_step_line(report["steps"][-1]), flush=True)
@@ -283,4 +291,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -1,9 +1,9 @@
 """Per-class probability maps from trained checkpoints: sliding window, ensemble, NIfTI or zarr out.
 
-    python -m trainer.infer --checkpoint A.pt [--checkpoint B.pt ...] IMAGE [IMAGE ...] --output DIR
-                            [--format nifti|zarr] [--overlap 0.25] [--device cpu]
+    cellcheck infer --checkpoint A.pt [--checkpoint B.pt ...] IMAGE [IMAGE ...] --output DIR
+                    [--format nifti|zarr] [--overlap 0.25] [--device cpu]
 
-Images are read by the audit's readers (`cellcheck.sources.read_volume`) and become network input by
+Images are read by the audit's readers (`cellcheck.readers.read_volume`) and become network input by
 the intensity rule stored in the checkpoints (`cellcheck.intensity`), the one the model trained with.
 Each model slides its own ROI over the image with gaussian blending, its logits become sigmoid
 probabilities (classes are independent), and the ensemble is the mean of those probabilities.
@@ -19,18 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import click
 import numpy as np
 import torch
 from torch import nn
 
-from cellcheck.classes import CLASS_NAMES
-from cellcheck.errors import CellcheckError, one_line_errors
+from cellcheck.classes import DEFAULT_CLASS_MAP
+from cellcheck.errors import CellcheckError
 from cellcheck.intensity import IntensityRule
-from cellcheck.report import write_atomic, write_folder_atomic
-from cellcheck.sources.arrays import VolumeArray, read_volume
-from cellcheck.sources.volume import ReadError
-from trainer.networks import MODELS, build_network, outputs_as_list
+from cellcheck.files import write_atomic, write_folder_atomic
+from cellcheck.readers.arrays import VolumeArray, read_volume
+from cellcheck.readers.volume import ReadError
+from cellcheck.models.networks import MODELS, build_network, outputs_as_list
 
 __all__ = [
     "infer_command",
@@ -167,11 +166,12 @@ def load_checkpoint_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     config = {**config, "model": model, "epoch": epoch, "intensity": rule}
     if isinstance(ckpt.get("class_names"), (list, tuple)):  # the run's class map, in channel order
         config["class_names"] = list(ckpt["class_names"])
-    config.setdefault("num_classes", len(CLASS_NAMES))
+    config.setdefault("num_classes", len(DEFAULT_CLASS_MAP))  # before class maps: the default one
     try:
         net = build_network(
             model, num_classes=int(config["num_classes"]), in_channels=int(config.get("in_channels", 1)),
             roi_size=config["roi_size"], deep_supervision=bool(config.get("deep_supervision", True)),
+            width=float(config.get("network_width", 1.0)),
         )
         net.load_state_dict(_strip_wrappers(dict(ckpt["state_dict"])))
     except (ValueError, RuntimeError, TypeError) as exc:
@@ -230,7 +230,7 @@ def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path) -> None:
 
 def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Path) -> None:
     """(C, Z, Y, X) -> zarr format-2 array (zarr 2 and 3 read it), built beside `out` and swapped in whole."""
-    from cellcheck.sources.zarr_compat import create_array
+    from cellcheck.readers.zarr_compat import create_array
 
     def fill(tmp: Path) -> None:
         chunks = (1, *(min(n, 128) for n in prob.shape[1:]))
@@ -247,8 +247,8 @@ def _class_names(config: dict[str, Any]) -> list[str]:
     names = config.get("class_names")
     if isinstance(names, (list, tuple)) and len(names) == n:
         return [str(c) for c in names]
-    if n == len(CLASS_NAMES):
-        return list(CLASS_NAMES)
+    if n == len(DEFAULT_CLASS_MAP):  # a checkpoint from before class maps trained the default one
+        return list(DEFAULT_CLASS_MAP.names)
     return [f"class_{i}" for i in range(n)]
 
 
@@ -330,35 +330,3 @@ def predict_to_files(
         except OSError as exc:
             raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output") from None
     return outputs
-
-
-# --- command line -----------------------------------------------------------------------------------------
-
-
-@click.command("infer", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Trainer checkpoint (.pt); repeat to ensemble (probabilities are averaged).")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for the probability maps (created if missing).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="nifti", show_default=True,
-              help="nifti: 4D, class last, input affine; zarr: v3 array (C, Z, Y, X).")
-@click.option("--overlap", type=float, default=0.25, show_default=True, help="Sliding-window overlap in [0, 1).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--sw-batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Windows per forward pass.")
-@click.option("--amp/--no-amp", default=False, show_default=True, help="Mixed precision forward passes.")
-@one_line_errors
-def infer_command(checkpoints: tuple[Path, ...], images: tuple[Path, ...], output_dir: Path, fmt: str,
-                  overlap: float, device: str, sw_batch_size: int, amp: bool) -> None:
-    """Write per-class probability maps for IMAGES with one checkpoint or an ensemble."""
-    written = predict_to_files(list(checkpoints), list(images), output_dir, fmt=fmt, overlap=overlap,
-                               device=device, sw_batch_size=sw_batch_size, amp=amp)
-    for path in written:
-        click.echo(str(path))
-
-
-if __name__ == "__main__":
-    from cellcheck.cli import run_command
-
-    run_command(infer_command)

@@ -2,7 +2,7 @@
 
 Nothing touches a GPU before the gate passes; the gate's report is saved in the run folder
 either way. Before the gate, the run folder is checked: one that already holds a run is never
-overwritten (`trainer/run_folder.py`): without `--resume` the run is refused (exit 1) and nothing
+overwritten (`cellcheck/run_folder.py`): without `--resume` the run is refused (exit 1) and nothing
 is written; `--resume` continues it from `last.pt` exactly where it stopped. A run leaves
 `gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`, `memory.png`, `progress.png`,
 `last.pt` (everything `--resume` needs) and `best.pt` (what inference needs: weights, network
@@ -35,19 +35,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cellcheck.config import class_map_of, read_config
+from cellcheck.config import LoadedConfig, TrainConfig, load_config
 from cellcheck.errors import CellcheckError
 from cellcheck.gate import run_gate
 from cellcheck.intensity import IntensityRule
 from cellcheck.memory.profiler import MemoryProfiler
-from cellcheck.report import render_json, render_text, write_atomic
+from cellcheck.files import write_atomic
+from cellcheck.report import render_json, render_text
 from trainer.curves import TensorBoardLog, epoch_records, plot_progress, tensorboard_missing
 from trainer.data import Case, intensity_rule, load_validation_case, read_cases, split_fold, train_loader
 from trainer.infer import sliding_window_probabilities
-from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss, inverse_frequency_weights
-from trainer.networks import build_network, outputs_as_list
+from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss, inverse_frequency_weights
+from cellcheck.models.networks import build_network, outputs_as_list
 from trainer.progress import Console, epoch_line, files_line, human_seconds
-from trainer.run_folder import RUN_FILES, output_dir_of, rerun_refusal
+from cellcheck.run_folder import RUN_FILES, rerun_refusal
 
 #: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused (by the gate, or because
 #: output_dir already holds a run and --resume was not given), 2 a usage error (the CLI's error edge),
@@ -103,11 +104,12 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
           mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run (or, with `resume`, continue) one training run; returns the exit status."""
     env = os.environ if env is None else env
-    rank, world = join_process_group(_timeout_s(config, overrides))
+    loaded = load_config(Path(config), overrides)
+    rank, world = join_process_group(loaded.usable.get("ddp_timeout_s"))
     console = Console(rank)
 
     # 0. before anything is written: a run already in output_dir, an optional package the config needs
-    early = _refusal_before_the_gate(config, overrides, resume) if rank == 0 else None
+    early = _refusal_before_the_gate(loaded, resume) if rank == 0 else None
     early = _broadcast(early)
     if early is not None:
         if rank == 0:
@@ -116,11 +118,10 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
 
     # 1. the gate: refuse before any GPU memory is touched
     plan = {"mem": mem or _slurm_mem(env), "gpus": world if world > 1 else None}
-    report = run_gate(config=config, overrides=overrides, plan=plan, env=env) if rank == 0 else None
+    report = run_gate(config=loaded, plan=plan, env=env) if rank == 0 else None
     verdict = _broadcast(report.passed if report else None)
-    cfg = _broadcast(report.extra["gate"]["config"] if report else None)
     if rank == 0:
-        out = output_dir_of(cfg, config) if cfg else None
+        out = loaded.usable.get("output_dir")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             write_atomic(out / "gate.json", render_json(report))
@@ -133,58 +134,57 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
     if not verdict:
         return leave_process_group(EXIT_REFUSED, world)
-    out = output_dir_of(cfg, config)
+    cfg: TrainConfig = loaded.config  # the gate passed: every key is valid
+    out = cfg.output_dir
     device = _device(rank)
     if device.type == "cuda":
         _check_device_memory(cfg, device)
 
     # 2. data, and the one intensity rule of the run (stored in every checkpoint, applied at inference)
-    datalist = Path(cfg["datalist"]) if Path(cfg["datalist"]).is_absolute() else config.parent / cfg["datalist"]
-    dataroot = (config.parent / cfg["dataroot"]) if cfg.get("dataroot") else None
-    train_cases, val_cases = split_fold(read_cases(datalist, dataroot, cfg["num_classes"]), cfg["fold"])
+    train_cases, val_cases = split_fold(read_cases(cfg.datalist, cfg.dataroot, cfg.num_classes), cfg.fold)
     rule = intensity_rule([*train_cases, *val_cases])
 
     # 3. model, loss, optimizer
-    torch.manual_seed(cfg["seed"])
-    net = build_network(cfg["model"], cfg["num_classes"], roi_size=cfg["roi_size"],
-                        deep_supervision=cfg["deep_supervision"]).to(device)
+    torch.manual_seed(cfg.seed)
+    net = build_network(cfg.model, cfg.num_classes, roi_size=cfg.roi_size, deep_supervision=cfg.deep_supervision,
+                        width=cfg.network_width).to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     loss_fn = build_loss(cfg, train_cases).to(device)
-    if cfg["compile"]:
+    if cfg.compile:
         model, loss_fn = torch.compile(model), torch.compile(loss_fn)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = State()
     resumed = resume and (out / "last.pt").is_file()
     if resumed:
         state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
-    saved = {"model": cfg["model"], "config": cfg, "intensity": rule.to_json(),
-             "class_names": class_names(cfg, config)}
+    names = list(cfg.classes.names)
+    saved = {"model": cfg.model, "config": cfg.to_json(), "intensity": rule.to_json(), "class_names": names}
     console.line(_first_line(cfg, net, device, world, amp_dtype, len(train_cases), len(val_cases), out, state,
                              resume, resumed))
 
     # 4. the loop, recorded and shown
     history = epoch_records(out / "metrics.jsonl") if rank == 0 else []
-    board = TensorBoardLog(out / "tensorboard") if cfg["tensorboard"] and rank == 0 else None
-    stop, guard = StopSignal(), NonFiniteGuard(cfg["max_nan_steps"])
+    board = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and rank == 0 else None
+    stop, guard = StopSignal(), NonFiniteGuard(cfg.max_nan_steps)
     status, ending, signalled = EXIT_OK, None, False
     started, first_epoch = time.time(), state.epoch
     profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0, keep_records=False) if rank == 0 else None
     with profiler or nullcontext():
-        while state.epoch < cfg["num_epochs"] and ending is None:
+        while state.epoch < cfg.num_epochs and ending is None:
             t0 = time.time()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             losses, skip = [], state.step_in_epoch
             model.train()
             loader = train_loader(train_cases, cfg, rule, rank=rank, world=world, epoch=state.epoch)
-            title = f"epoch {state.epoch + 1}/{cfg['num_epochs']}"
+            title = f"epoch {state.epoch + 1}/{cfg.num_epochs}"
             with console.steps(title, max(0, steps_per_epoch(len(loader), cfg) - skip)) as advance:
-                for step_index, patches in enumerate(_steps(loader, cfg["batch_size"])):
+                for step_index, patches in enumerate(_steps(loader, cfg.batch_size)):
                     if step_index < skip:
                         continue  # resumed mid-epoch: these steps were already taken
-                    if cfg["max_steps_per_epoch"] and step_index >= cfg["max_steps_per_epoch"]:
+                    if cfg.max_steps_per_epoch and step_index >= cfg.max_steps_per_epoch:
                         break
                     loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
                                                 stop.received is not None)
@@ -218,10 +218,10 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                       "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3),
                       "learning_rate": optimizer.param_groups[0]["lr"]}
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            if state.epoch % cfg["num_epochs_per_validation"] == 0 or state.epoch == cfg["num_epochs"]:
+            if state.epoch % cfg.num_epochs_per_validation == 0 or state.epoch == cfg.num_epochs:
                 t_val = time.time()
-                record.update(validate(net, val_cases, cfg, rule, device, amp_dtype, rank=rank, world=world,
-                                       names=saved["class_names"]))
+                record.update(validate(net, val_cases, cfg.roi_size, names, rule, device, amp_dtype, rank=rank,
+                                       world=world))
                 record["val_seconds"] = round(time.time() - t_val, 3)
                 improved = record["val_dice_mean"] > state.best_metric
                 if improved:
@@ -240,13 +240,13 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             _log(out, rank, record)
             if rank == 0:
                 history.append(record)
-                plot_progress(history, out / "progress.png", title=f"{out.name}: {cfg['model']}, loss {cfg['loss']}")
+                plot_progress(history, out / "progress.png", title=f"{out.name}: {cfg.model}, loss {cfg.loss}")
                 if board:
                     board.add(record, state.global_step)
-                console.line(epoch_line(record, cfg["num_epochs"]))
+                console.line(epoch_line(record, cfg.num_epochs))
             if profiler:
                 profiler.mark(f"epoch {state.epoch}")
-            if state.bad_validations >= cfg["early_stopping_patience"]:
+            if state.bad_validations >= cfg.early_stopping_patience:
                 _log(out, rank, {"event": "early-stop", "epoch": state.epoch, "best_epoch": state.best_epoch})
                 ending = (f"stopped early after epoch {state.epoch}: no better validation Dice in "
                           f"{state.bad_validations} validations")
@@ -258,85 +258,74 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     return leave_process_group(status, world, barrier=signalled)
 
 
-def _refusal_before_the_gate(config: Path, overrides: Mapping[str, Any] | None,
-                             resume: bool) -> tuple[int, str] | None:
+def _refusal_before_the_gate(loaded: LoadedConfig, resume: bool) -> tuple[int, str] | None:
     """(exit status, one line) when the run must not start, checked before anything is written; else None.
 
-    An unreadable or invalid config is the gate's to report: this returns None for it.
+    An invalid config is the gate's to report; what can be read of it is checked here.
     """
-    try:
-        raw = {**read_config(config), **(overrides or {})}
-    except CellcheckError:
-        return None
-    out = output_dir_of(raw, config)
+    out = loaded.usable.get("output_dir")
     if out is not None and not resume:
         refusal = rerun_refusal(out)
         if refusal:
             return EXIT_REFUSED, refusal
-    if raw.get("tensorboard") is True:
+    if loaded.usable.get("tensorboard") is True:
         missing = tensorboard_missing()
         if missing:
             return EXIT_USAGE, missing
     return None
 
 
-def class_names(cfg: Mapping[str, Any], config: Path | str = "config") -> list[str]:
-    """Channel c's class name in the config's class map (`classes`, else the field's 14), or its index past it."""
-    names = class_map_of(cfg, config).names
-    return [names[c] if c < len(names) else str(c) for c in range(cfg["num_classes"])]
-
-
-def steps_per_epoch(batches: int, cfg: Mapping[str, Any]) -> int:
+def steps_per_epoch(batches: int, cfg: TrainConfig) -> int:
     """Optimizer steps an epoch of `batches` loader batches takes (the last batch may take fewer)."""
-    patches = max(1, cfg["batch_size"] // cfg["num_patches_per_image"]) * cfg["num_patches_per_image"]
-    steps = batches * -(-patches // cfg["batch_size"])
-    return min(steps, cfg["max_steps_per_epoch"]) if cfg["max_steps_per_epoch"] else steps
+    patches = max(1, cfg.batch_size // cfg.num_patches_per_image) * cfg.num_patches_per_image
+    steps = batches * -(-patches // cfg.batch_size)
+    return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
-def _first_line(cfg: Mapping[str, Any], net: torch.nn.Module, device: torch.device, world: int,
+def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, world: int,
                 amp_dtype: torch.dtype | None, n_train: int, n_val: int, out: Path, state: State, resume: bool,
                 resumed: bool) -> str:
     """What will run where: network, device and ranks, data, schedule, loss, start point, run folder."""
     params = sum(p.numel() for p in net.parameters())
     where = f"{device.type}" + (f" x {world} ranks (DDP)" if world > 1 else ", 1 rank")
     amp = f", {str(amp_dtype).removeprefix('torch.')} AMP" if amp_dtype else ""
-    cap = f" of at most {cfg['max_steps_per_epoch']} steps" if cfg["max_steps_per_epoch"] else ""
+    cap = f" of at most {cfg.max_steps_per_epoch} steps" if cfg.max_steps_per_epoch else ""
     if resumed:
         start = f"resuming after epoch {state.epoch}" + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
     elif resume:
         start = "--resume: no checkpoint yet, starting at epoch 1"
     else:
         start = "new run"
-    roi = "x".join(str(r) for r in cfg["roi_size"])
-    return (f"cellcheck train: {cfg['model']} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
-            f"{n_train} training / {n_val} validation crops; {cfg['num_epochs']} epochs{cap}, batch {cfg['batch_size']} "
-            f"of {roi}, loss {cfg['loss']}; {start}; writing to {out}")
+    roi = "x".join(str(r) for r in cfg.roi_size)
+    return (f"cellcheck train: {cfg.model} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
+            f"{n_train} training / {n_val} validation crops; {cfg.num_epochs} epochs{cap}, batch {cfg.batch_size} "
+            f"of {roi}, loss {cfg.loss}; {start}; writing to {out}")
 
 
-def _last_line(ending: str | None, state: State, cfg: Mapping[str, Any], first_epoch: int, seconds: float,
+def _last_line(ending: str | None, state: State, cfg: TrainConfig, first_epoch: int, seconds: float,
                out: Path) -> str:
     """Where everything is: how the run ended, its best validation, the files with checkpoint sizes."""
     if ending is None:
-        ending = (f"finished epoch {state.epoch} of {cfg['num_epochs']}" if state.epoch > first_epoch else
-                  f"nothing to do: the run is already at epoch {state.epoch} of {cfg['num_epochs']} "
+        ending = (f"finished epoch {state.epoch} of {cfg.num_epochs}" if state.epoch > first_epoch else
+                  f"nothing to do: the run is already at epoch {state.epoch} of {cfg.num_epochs} "
                   "(raise num_epochs to train on)")
     best = f" (best val Dice {state.best_metric:.3f} after epoch {state.best_epoch})" if state.best_epoch >= 0 else ""
     return f"cellcheck train: {ending} in {human_seconds(seconds)}{best}; {files_line(out, RUN_FILES)}"
 
 
-def build_loss(cfg: Mapping[str, Any], train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
+def build_loss(cfg: TrainConfig, train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
     """The loss the config asks for: masked or the unmasked baseline, batch Dice, squared_pred, class weights.
 
     `class_weights: inverse_frequency` weighs each class by 1 / (training crops annotating it).
     """
-    weights = cfg["class_weights"]
+    weights = cfg.class_weights
     if weights == "inverse_frequency":
         mask = torch.as_tensor(np.stack([c.annotated for c in train_cases])) if train_cases else None
         weights = inverse_frequency_weights(mask) if mask is not None else None
     single = PartialAnnotationLoss(
-        num_classes=cfg["num_classes"], batch=cfg["batch_dice"], squared_pred=cfg["squared_pred"],
-        class_weights=weights, lambda_dice=cfg["lambda_dice"], lambda_bce=cfg["lambda_bce"],
-        masked=cfg["loss"] == "partial",
+        num_classes=cfg.num_classes, batch=cfg.batch_dice, squared_pred=cfg.squared_pred,
+        class_weights=weights, lambda_dice=cfg.lambda_dice, lambda_bce=cfg.lambda_bce,
+        masked=cfg.loss == "partial",
     )
     return DeepSupervisionPartialLoss(single)
 
@@ -382,22 +371,23 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
-def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: IntensityRule, device: torch.device,
-             amp_dtype: torch.dtype | None = None, *, rank: int = 0, world: int = 1,
-             names: Sequence[str] | None = None) -> dict[str, Any]:
+def validate(net, cases: Sequence[Case], roi_size: Sequence[int], names: Sequence[str], rule: IntensityRule,
+             device: torch.device, amp_dtype: torch.dtype | None = None, *, rank: int = 0,
+             world: int = 1) -> dict[str, Any]:
     """Per-class Dice (sigmoid > 0.5) over the annotated classes of each crop, averaged per class over crops.
 
     Each rank scores its share of the crops (every world-th); the per-class sums of Dice and crop
     counts are all-reduced, so every rank returns the same numbers and no rank waits in a
-    collective while another validates alone. Returns {"val_dice": {class: dice}, "val_dice_mean"}.
+    collective while another validates alone. `names`: the classes in channel order. Returns
+    {"val_dice": {class: dice}, "val_dice_mean"}.
     """
-    num_classes = cfg["num_classes"]
+    num_classes = len(names)
     sums = torch.zeros(2, num_classes, dtype=torch.float64)  # Dice sum, crops counted
     net.eval()
     with torch.inference_mode():
         for case in cases[rank::world]:
             d = load_validation_case(case, rule, num_classes)
-            probs = sliding_window_probabilities([net], d["image"], cfg["roi_size"], device=device,
+            probs = sliding_window_probabilities([net], d["image"], roi_size, device=device,
                                                  amp=amp_dtype is not None)
             dice, counted = case_dice(probs, d["label"], d["annotated"])
             sums[0] += dice
@@ -408,7 +398,6 @@ def validate(net, cases: Sequence[Case], cfg: Mapping[str, Any], rule: Intensity
         dist.all_reduce(reduced)
         sums = reduced.cpu()
     seen = sums[1] > 0
-    names = names or class_names(cfg)
     dice = {names[c]: float(sums[0, c] / sums[1, c]) for c in range(num_classes) if seen[c]}
     return {"val_dice": dice, "val_dice_mean": float(np.mean(list(dice.values()))) if dice else 0.0}
 
@@ -502,17 +491,6 @@ def join_process_group(timeout_s: int | None = None) -> tuple[int, int]:
     return (dist.get_rank() if world > 1 else 0), world
 
 
-def _timeout_s(config: Path, overrides: Mapping[str, Any] | None) -> int | None:
-    """The config's ddp_timeout_s, read before the process group exists (the gate validates it later)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    try:
-        value = {**read_config(config), **(overrides or {})}.get("ddp_timeout_s")
-    except CellcheckError:
-        return None  # rank 0's gate reports the unreadable config
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def leave_process_group(status: int, world: int, barrier: bool = False) -> int:
     """Leave the process group (every rank arrives here at the same decision) and return the exit status."""
     if world > 1 and dist.is_initialized():
@@ -538,20 +516,20 @@ def _device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _amp_dtype(cfg: Mapping[str, Any], device: torch.device) -> torch.dtype | None:
-    if not cfg["amp"] or device.type != "cuda":
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _check_device_memory(cfg: Mapping[str, Any], device: torch.device) -> None:
+def _check_device_memory(cfg: TrainConfig, device: torch.device) -> None:
     """The node's GPU must have at least the memory the plan was made for."""
     from cellcheck.memory.gpus import gpu_profile
 
     have = torch.cuda.get_device_properties(device).total_memory
-    want = gpu_profile(cfg["gpu"]).total_bytes
+    want = gpu_profile(cfg.gpu).total_bytes
     if have < 0.97 * want:
-        raise CellcheckError(f"this node's GPU has {have / 2**30:.1f} GiB, the plan assumed {cfg['gpu']} "
+        raise CellcheckError(f"this node's GPU has {have / 2**30:.1f} GiB, the plan assumed {cfg.gpu} "
                              f"({want / 2**30:.1f} GiB); rerun cellcheck gate with --gpu for this GPU")
 
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from cellcheck.audit.cellmap import audit_cellmap
 from cellcheck.audit.datalist import audit_datalist
 from cellcheck.audit.options import AuditOptions
+from cellcheck.audit.stores import audit_cellmap
 from cellcheck.errors import CellcheckError
-from cellcheck.report import Report, select_findings
 from cellcheck.findings import Finding
+from cellcheck.report import Report, select_findings
 from cellcheck.stats import CaseStats, summarize
 
 

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
+from cellcheck.audit.crop_index import Sources
 from cellcheck.audit.options import AuditOptions
-from cellcheck.audit.source import Sources
-from cellcheck.checks import annotations, contrast, folds, geometry, intensity, labels, memory, stats_file
 from cellcheck.boundaries import PairSteps
+from cellcheck.checks import annotations, case_size, contrast, folds, geometry, image_content, labels, stale_stats
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
+from cellcheck.readers import Volume, open_volume
+from cellcheck.readers.volume import ReadError
 from cellcheck.scan import VolumeScan, scan_pair, scan_volume
-from cellcheck.sources.volume import ReadError, Volume, open_volume
 from cellcheck.stats import CaseStats, histogram_of
 
 
@@ -53,14 +54,14 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     if image and label:
         out.findings += geometry.image_label_pair(case, image.header, label.header, shown["label"])
     if image:
-        out.findings += memory.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
+        out.findings += case_size.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
     scans, joint, steps = _scan(volumes, opts.block_bytes, case, shown, out.findings)
     stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
                       label_path=str(datalist.resolve(entry.label)), boundaries=steps)
     if "image" in scans:
         scan = scans["image"]
-        out.findings += intensity.image_content(case, shown["image"], scan)
+        out.findings += image_content.image_content(case, shown["image"], scan)
         stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
         stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
         stats.image_hist = histogram_of(scan.counts)
@@ -134,8 +135,8 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     findings += contrast.label_contrast(stats, {e.case: e.label for e in dl.cases.values() if e.label})
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)
-    stats_path = datastats or stats_file.find_stats_file(path)
+    stats_path = datastats or stale_stats.find_stats_file(path)
     if stats_path is not None:
         # DataAnalyzer analyses the `training` array, one record per entry
-        findings += stats_file.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
+        findings += stale_stats.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
     return findings, len(dl.cases), stats

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cellcheck.checks.memory import DEFAULT_CASE_BUDGET_BYTES
+from cellcheck.checks.case_size import DEFAULT_CASE_BUDGET_BYTES
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
-from cellcheck.sources.volume import DEFAULT_BLOCK_BYTES
+from cellcheck.readers.volume import DEFAULT_BLOCK_BYTES
 
 
 def default_jobs() -> int:

@@ -1,13 +1,12 @@
-"""Geometry from headers alone: image vs label shape, spacing and origin (crop vs raw: cellcheck.pairing)."""
+"""Geometry from headers alone: image vs label shape, spacing and origin (crop vs raw: cellcheck.cellmap.pairing)."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
-
 from cellcheck.findings import Finding, finding
-from cellcheck.sources.volume import Header
+from cellcheck.grid import same_grid
+from cellcheck.readers.volume import Header
 
 
 def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -16,18 +15,6 @@ def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     while len(out) > 3 and out[-1] == 1:
         out.pop()
     return tuple(out)
-
-
-def same_grid(a_spacing, a_origin, b_spacing, b_origin) -> tuple[bool, bool]:
-    """(spacing equal, origin equal) within 0.1 % of a voxel."""
-    sa, sb = np.asarray(a_spacing, float), np.asarray(b_spacing, float)
-    if sa.shape != sb.shape:
-        return False, False
-    spacing_ok = bool(np.allclose(sa, sb, rtol=1e-3, atol=1e-6))
-    tol = 1e-3 * np.maximum(np.abs(sa), 1e-6)
-    oa, ob = np.asarray(a_origin, float), np.asarray(b_origin, float)
-    origin_ok = oa.shape == ob.shape and bool(np.all(np.abs(oa - ob) <= tol))
-    return spacing_ok, origin_ok
 
 
 def image_label_pair(case: str, image: Header, label: Header, shown: object = None) -> Iterator[Finding]:

@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from cellcheck import __version__
-from cellcheck.audit.cellmap import find_stores_or_fail
-from cellcheck.cellmap import open_store
+from cellcheck.cellmap.stores import find_stores_or_fail, open_store
 from cellcheck.convert.case import Job, Outcome, convert_case, output_paths
 from cellcheck.convert.folds import assign_folds, auto_folds
-from cellcheck.convert.plan import Options
+from cellcheck.convert.options import Options
 from cellcheck.convert.records import RECORD_VERSION, load_record, owned
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import finding
-from cellcheck.pairing import format_scale
+from cellcheck.grid import format_scale
 from cellcheck.parallel import map_cases
-from cellcheck.report import write_atomic
-from cellcheck.sources.volume import ReadError
+from cellcheck.readers.volume import ReadError
+from cellcheck.files import write_atomic
 
 __all__ = ["ConvertResult", "Options", "convert", "DATALIST_NAME"]
 

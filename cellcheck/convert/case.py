@@ -11,17 +11,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellcheck.cellmap import open_store
-from cellcheck.checks import intensity
+from cellcheck.cellmap.plan import CropPlan, Refused, plan_crop
+from cellcheck.cellmap.render import Renderer
+from cellcheck.cellmap.stores import open_store
+from cellcheck.checks import case_size, image_content
 from cellcheck.convert.nifti import NiftiStream, affine
-from cellcheck.convert.plan import CropPlan, Options, Refused, plan_crop
+from cellcheck.convert.options import Options
 from cellcheck.convert.records import (
     RECORDS, STAGING, Record, file_of, load_record, settings_of, signature, write_record,
 )
-from cellcheck.convert.render import Renderer
 from cellcheck.findings import Finding, finding
-from cellcheck.report import write_atomic
-from cellcheck.sources.volume import ReadError
+from cellcheck.grid import format_scale
+from cellcheck.readers.volume import ReadError
+from cellcheck.files import write_atomic
 
 IMAGES, LABELS = "imagesTr", "labelsTr"
 
@@ -57,6 +59,7 @@ def convert_case(job: Job) -> Outcome:
         store = open_store(job.store)
         crop = store.open_crop(job.crop, only=job.opts.classes.names)
         plan = plan_crop(job.case, store, crop, job.opts)
+        _refuse_oversized(job, crop, plan)
         sig = signature(store, crop, plan)
         previous = load_record(job.out, job.case)
         if _current(job, previous, sig):
@@ -66,6 +69,15 @@ def convert_case(job: Job) -> Outcome:
         return Outcome(job.case, refused=exc.finding)
     except ReadError as exc:
         return Outcome(job.case, refused=finding("unreadable", job.case, exc.path, f"{exc.reason}; re-download this crop"))
+
+
+def _refuse_oversized(job: Job, crop, plan: CropPlan) -> None:
+    """Refuse, from metadata, a case whose loaded sample would exceed --case-budget (the audit's oversized-case)."""
+    for f in case_size.oversized(job.case, crop.path, plan.voxels, job.opts.case_budget):
+        raise Refused(finding("oversized-case", job.case, crop.path,
+                              f"{f.message.split(';')[0]} at {format_scale(job.opts.resolution)}: not converted; "
+                              "raise --case-budget to convert it anyway (memory stays bounded while converting)",
+                              **f.details))
 
 
 def _current(job: Job, record: Record | None, sig: str) -> bool:
@@ -85,7 +97,7 @@ def _write(job: Job, store, crop, plan: CropPlan, sig: str, previous: Record | N
     try:
         _stream(staged, plan, renderer, aff, plan.classes, hashes, image=True)
         raw_path = Path(store.raw.path) / plan.raw_level.path
-        blank = list(intensity.image_content(job.case, raw_path, renderer.totals.image_scan(plan.shape, "uint8")))
+        blank = list(image_content.image_content(job.case, raw_path, renderer.totals.image_scan(plan.shape, "uint8")))
         if blank:  # nothing to learn from, and CropForegroundd crashes on a constant image
             raise Refused(blank[0])
         counts = renderer.totals.counts

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from cellcheck import __version__
-from cellcheck.cellmap import Crop, Store
-from cellcheck.convert.plan import CropPlan, Options
-from cellcheck.report import write_atomic
-from cellcheck.sources.zarr_compat import chunk_path_fn, storage_chunks
+from cellcheck.cellmap.plan import CropPlan, PlanOptions
+from cellcheck.cellmap.stores import Crop, Store
+from cellcheck.readers.zarr_compat import chunk_path_fn, storage_chunks
+from cellcheck.files import write_atomic
 
 RECORD_VERSION = 1
 RECORDS = "provenance"
@@ -78,7 +78,7 @@ class Record:
         return cls(**data)
 
 
-def settings_of(opts: Options) -> dict[str, Any]:
+def settings_of(opts: PlanOptions) -> dict[str, Any]:
     """What, besides the sources, decides a converted case's content."""
     return {"resolution": list(opts.resolution), "classes": list(opts.classes.names), "upsample": opts.upsample,
             "format": RECORD_VERSION}

@@ -2,7 +2,7 @@
 
 A datalist's cases (`Datalist.cases`: each image once) are split as MONAI's `datafold_read` splits
 them: `fold == k` validates, everything else trains; without fold keys a `validation` array
-validates. Each image header is read through `cellcheck.sources.open_volume` (NIfTI header, zarr
+validates. Each image header is read through `cellcheck.readers.open_volume` (NIfTI header, zarr
 metadata; no voxels), so a 6.5e9-voxel crop costs what a small one costs. A case whose
 header cannot be read is a finding naming it, and is counted as left out of the prediction.
 """
@@ -44,8 +44,8 @@ class CropSizes:
 def read_crop_sizes(path: Path, dataroot: Path | None = None, fold: int | None = 0) -> CropSizes:
     """Sizes of a datalist's cases from their headers; `fold` validates (None: no split)."""
     from cellcheck.datalist import load_datalist
-    from cellcheck.sources import open_volume
-    from cellcheck.sources.volume import ReadError
+    from cellcheck.readers import open_volume
+    from cellcheck.readers.volume import ReadError
 
     dl = load_datalist(Path(path), dataroot)
     out = CropSizes(has_folds=any(e.has_fold for e in dl.entries if e.section == "training"))

@@ -28,7 +28,7 @@ def plot_samples(samples: Sequence[Mapping[str, Any]], out: str | os.PathLike[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cellcheck.report import write_atomic
+    from cellcheck.files import write_atomic
 
     t = [s["elapsed_s"] for s in samples]
     has_gpu = any(s.get("gpus") for s in samples)

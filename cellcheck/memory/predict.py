@@ -23,6 +23,7 @@ from cellcheck.memory.auto_scale import DatasetStats
 from cellcheck.memory.crops import CropSizes, read_crop_sizes
 from cellcheck.memory.gpus import GpuProfile, gpu_profile
 from cellcheck.memory.ram import SIMULATED_EPOCHS, Crop, Loader, predict_ram_over, resolve_chain
+from cellcheck.models.shapes import MODELS, roi_multiple
 from cellcheck.units import parse_bytes
 
 #: Loading chains `predict` knows: the field's measured pipeline, cellcheck's trainer, the Auto3DSeg template's.
@@ -99,7 +100,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             loader_batch: int | None = None, search_max_batch: bool = True, rank_base: int | str | None = None,
             worker_base: int | str | None = None, chain: str | None = None, num_patches: int = 1,
             expansion: str = "int64", sigmoid: bool = False, label_cast: str = "uint8", fold: int | None = 0,
-            epochs: int = SIMULATED_EPOCHS, seed: int = 0, classes: ClassMap = DEFAULT_CLASS_MAP) -> dict[str, Any]:
+            epochs: int = SIMULATED_EPOCHS, seed: int = 0, classes: ClassMap = DEFAULT_CLASS_MAP,
+            network_width: float = 1.0) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels: every crop's size) or a
@@ -121,12 +123,13 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     `rank_base` / `worker_base`: an idle rank's and worker's memory measured on the node (bytes or a
     size such as "3.2G", e.g. from `cellcheck profile`), replacing the RAM model's assumed ones.
     `epochs` simulated epochs of the sampler's order give the typical case and the chance to cross `mem`.
-    `classes`: the training classes (the network's output channels and the label expansion's).
+    `classes`: the training classes (the network's output channels and the label expansion's);
+    `network_width`: the network's feature widths relative to the template's (the config's `network_width`).
     """
     from cellcheck.memory import vram as vram_model
 
-    if model not in vram_model.MODELS:
-        raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(vram_model.MODELS)}")
+    if model not in MODELS:
+        raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     if (gpus < 1 or (workers is not None and workers < 0) or (prefetch is not None and prefetch < 1)
             or (loader_batch is not None and loader_batch < 1) or num_patches < 1):
         raise CellcheckError("need --gpus >= 1, --workers >= 0, --prefetch >= 1, --patches >= 1")
@@ -145,7 +148,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     if roi:
         roi_used = [int(r) for r in roi]
     else:  # the template's ROI, rounded up to what our fixed-depth network accepts (tiny images only)
-        unit = vram_model.ROI_MULTIPLE[model]
+        unit = roi_multiple(model)
         roi_used = [max(-(-int(r) // unit) * unit, 2 * unit) for r in chosen.roi_size]
         if roi_used != list(chosen.roi_size):
             roi_note = f"template ROI {chosen.roi_size} rounded up to multiples of {unit} for {model}"
@@ -155,13 +158,15 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
 
     runs: dict[int, vram_model.VramEstimate] = {}
     if search_max_batch:
-        search = vram_model.max_batch_size(model, roi_used, profile, gpus, amp_dtype, out_channels=len(classes))
+        search = vram_model.max_batch_size(model, roi_used, profile, gpus, amp_dtype, out_channels=len(classes),
+                                             width=network_width)
         runs = search.estimates
         max_batch: int | None = search.max_batch_size
     else:
         max_batch = None
     at_batch = runs.get(batch_used) or vram_model.estimate(
-        vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=len(classes)), profile, gpus)
+        vram_model.track_step(model, roi_used, batch_used, amp_dtype, out_channels=len(classes), width=network_width),
+        profile, gpus)
 
     findings = [] if crops is None else list(crops.findings)
     data = None
@@ -200,7 +205,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             "tracked": {"peak_bytes": step.peak_bytes, "phase_at_peak": step.phase_at_peak,
                         "n_params": step.n_params, "optimizer": step.optimizer,
                         "breakdown_at_peak": step.breakdown_at_peak, "seconds": step.seconds},
-            "network": vram_model.network_spec(model, len(classes)),
+            "network": vram_model.network_spec(model, len(classes), width=network_width),
             "roi_note": roi_note,
             "calibrated": False,
         },

@@ -5,7 +5,7 @@ parameters and one step runs under `FakeTensorMode` (shapes and dtypes propagate
 allocated) inside `MemTracker`, which follows every storage created - parameters, activations saved
 for backward, temporaries, gradients, optimizer state - and records the peak:
 
-    forward (optionally under bf16/fp16 autocast) -> the trainer's own loss (trainer.losses: the
+    forward (optionally under bf16/fp16 autocast) -> the trainer's own loss (cellcheck.models.losses: the
     masked sigmoid Dice + BCE from uint8 labels, every deep-supervision output) -> backward ->
     optimizer step (AdamW or SGD with momentum, `foreach=True` as on CUDA) -> zero_grad(set_to_none=True)
 
@@ -25,8 +25,7 @@ from typing import Any, Sequence
 
 from cellcheck.errors import CellcheckError
 from cellcheck.memory.gpus import GiB, MiB, GpuProfile
-
-MODELS = ("segresnet", "swinunetr", "dints")
+from cellcheck.models.shapes import MODELS, check_roi
 
 #: The optimizer each Auto3DSeg template uses (configs/hyper_parameters.yaml): SegResNet and SwinUNETR
 #: AdamW, DiNTS SGD with momentum 0.9.
@@ -77,23 +76,24 @@ def segment_bytes(nbytes: int) -> int:
 # --- networks ---------------------------------------------------------------------------------------------
 
 
-def network_spec(model: str, out_channels: int = 14, in_channels: int = 1) -> dict[str, Any]:
-    """The constructor arguments of the Auto3DSeg template network we model (for reports and docs)."""
-    if model == "segresnet":
-        return {"class": "SegResNetDS", "init_filters": 32, "blocks_down": [1, 2, 2, 4, 4], "dsdepth": 4,
-                "in_channels": in_channels, "out_channels": out_channels}
-    if model == "swinunetr":
-        return {"class": "SwinUNETR", "feature_size": 48, "use_checkpoint": False, "use_v2": False,
-                "in_channels": in_channels, "out_channels": out_channels}
-    if model == "dints":
-        return {"class": "DiNTS", "space": "TopologyInstance", "channel_mul": 1.0, "num_blocks": 12, "num_depths": 4,
-                "use_downsample": True, "topology": "the Auto3DSeg dints template's shipped arch_code (trainer.networks)",
-                "in_channels": in_channels, "num_classes": out_channels}
-    raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+def network_spec(model: str, out_channels: int = 14, in_channels: int = 1, width: float = 1.0) -> dict[str, Any]:
+    """The constructor arguments of the network we model (the Auto3DSeg template's at `width` 1), for reports."""
+    from cellcheck.models import networks as nets
+
+    if model not in MODELS:
+        raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    spec: dict[str, Any] = {"segresnet": {"class": "SegResNetDS", "blocks_down": list(nets.SEGRESNET_BLOCKS_DOWN),
+                                          "dsdepth": nets.SEGRESNET_DSDEPTH},
+                            "swinunetr": {"class": "SwinUNETR", "use_checkpoint": False, "use_v2": False},
+                            "dints": {"class": "DiNTS", "space": "TopologyInstance", "num_blocks": nets.DINTS_NUM_BLOCKS,
+                                      "num_depths": nets.DINTS_NUM_DEPTHS, "use_downsample": True,
+                                      "topology": "the Auto3DSeg dints template's shipped arch_code"}}[model]
+    return {**spec, **nets.network_widths(model, width), "width": width, "in_channels": in_channels,
+            "out_channels": out_channels}
 
 
-def _build(model: str, out_channels: int, in_channels: int) -> Any:
-    """The network the trainer trains (trainer.networks), with placeholder parameters.
+def _build(model: str, out_channels: int, in_channels: int, width: float = 1.0) -> Any:
+    """The network the trainer trains (cellcheck.models.networks), with placeholder parameters.
 
     Built on the meta device where MONAI allows it; SwinUNETR calls .item() on a linspace while
     building, which neither meta nor fake tensors allow, so it is built for real (62 M parameters,
@@ -104,13 +104,13 @@ def _build(model: str, out_channels: int, in_channels: int) -> Any:
 
     import torch
 
-    from trainer.networks import build_network
+    from cellcheck.models.networks import build_network
 
     if model == "swinunetr":
-        net = build_network(model, out_channels, in_channels)
+        net = build_network(model, out_channels, in_channels, width=width)
     else:
         with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # DiNTS' space prints a hint
-            net = build_network(model, out_channels, in_channels)
+            net = build_network(model, out_channels, in_channels, width=width)
     # MemTracker hooks the gradient of every parameter; DiNTS freezes the stem no path uses (3.55 M
     # parameters, never called), so unfreeze it here: counted with grads and AdamW state, ~57 MB too many.
     return net.requires_grad_(True)
@@ -129,12 +129,6 @@ def _fakeify(module: Any, fake_mode: Any) -> None:
             for name, b in list(sub._buffers.items()):
                 if b is not None:
                     sub._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
-
-
-def count_parameters(model: str, out_channels: int = 14, in_channels: int = 1) -> int:
-    """Number of trainable parameters of the template network (from shapes only)."""
-    net = _build(model, out_channels, in_channels)
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 # --- the tracked step -------------------------------------------------------------------------------------
@@ -242,15 +236,8 @@ def build_optimizer(name: str, params: Any) -> Any:
     raise CellcheckError(f"unknown optimizer {name!r}; choose adamw or sgd")
 
 
-#: Every ROI side must be a multiple of this (voxels), and at least twice it: trainer.networks'
-#: rule, repeated here so that predict can round a template ROI without importing torch.
-ROI_MULTIPLE = {"segresnet": 16, "swinunetr": 32, "dints": 16}
-
-
 def _check_roi(model: str, roi: Sequence[int]) -> tuple[int, int, int]:
-    """The trainer's ROI rule (trainer.networks.check_roi) as a one-line user error."""
-    from trainer.networks import check_roi
-
+    """The networks' ROI rule (cellcheck.models.shapes.check_roi) as a one-line user error."""
     if len(roi) != 3 or any(int(r) < 1 for r in roi):
         raise CellcheckError(f"ROI {list(roi)} must be three positive sizes in voxels, e.g. 96,96,96")
     try:
@@ -271,17 +258,19 @@ def _warm_up(net: Any, opt: Any) -> None:
 
 
 def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None = "bf16",
-               optimizer: str | None = None, out_channels: int = 14, in_channels: int = 1) -> StepMemory:
+               optimizer: str | None = None, out_channels: int = 14, in_channels: int = 1,
+               width: float = 1.0) -> StepMemory:
     """Run one training step of the template network with fake tensors and return what it allocated.
 
     `roi` is the patch size in voxels, `batch` the patches per step, `amp` "bf16", "fp16" or None
-    (fp32), `optimizer` "adamw" or "sgd" (default: the template's). Costs seconds, not GPU memory.
+    (fp32), `optimizer` "adamw" or "sgd" (default: the template's), `width` the network's (1: the
+    template's). Costs seconds, not GPU memory.
     """
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
-    from trainer.networks import outputs_as_list
+    from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+    from cellcheck.models.networks import outputs_as_list
 
     if model not in MODELS:
         raise CellcheckError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -293,7 +282,7 @@ def track_step(model: str, roi: Sequence[int], batch: int = 1, amp: str | None =
     opt_name = optimizer or TEMPLATE_OPTIMIZER[model]
     start = time.perf_counter()
 
-    net = _build(model, out_channels, in_channels)
+    net = _build(model, out_channels, in_channels, width)
     fake_mode = FakeTensorMode()
     _fakeify(net, fake_mode)
     net.train()
@@ -372,14 +361,6 @@ def estimate(step: StepMemory, gpu: GpuProfile, gpus: int = 1) -> VramEstimate:
                         breakdown=bill, step=step)
 
 
-def predict_vram(model: str, roi: Sequence[int], batch: int, gpu: GpuProfile, gpus: int = 1,
-                 amp: str | None = "bf16", optimizer: str | None = None, out_channels: int = 14,
-                 in_channels: int = 1) -> VramEstimate:
-    """Peak device memory of one training step of `model` at `roi` x `batch` on one `gpu`, and whether it fits."""
-    step = track_step(model, roi, batch, amp, optimizer, out_channels, in_channels)
-    return estimate(step, gpu, gpus)
-
-
 @dataclass
 class BatchSearch:
     """The largest batch whose predicted peak fits the card, with the fake runs that decided it."""
@@ -393,7 +374,7 @@ class BatchSearch:
 
 def max_batch_size(model: str, roi: Sequence[int], gpu: GpuProfile, gpus: int = 1, amp: str | None = "bf16",
                    optimizer: str | None = None, out_channels: int = 14, in_channels: int = 1,
-                   limit: int = 512, known: dict[int, VramEstimate] | None = None) -> BatchSearch:
+                   limit: int = 512, known: dict[int, VramEstimate] | None = None, width: float = 1.0) -> BatchSearch:
     """Largest batch (patches per step) that fits: a line through batches 1 and 2, then checked by fake runs.
 
     Activation memory grows linearly with the batch; parameters, gradients and optimizer state do not.
@@ -404,7 +385,7 @@ def max_batch_size(model: str, roi: Sequence[int], gpu: GpuProfile, gpus: int = 
 
     def run(b: int) -> VramEstimate:
         if b not in runs:
-            runs[b] = estimate(track_step(model, roi, b, amp, optimizer, out_channels, in_channels), gpu, gpus)
+            runs[b] = estimate(track_step(model, roi, b, amp, optimizer, out_channels, in_channels, width), gpu, gpus)
         return runs[b]
 
     one = run(1)

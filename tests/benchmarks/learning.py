@@ -141,18 +141,18 @@ def train_arm(config: Path, steps: int, score_at: list[int], threads: int = 1) -
     """Train the small network on an arm's config below the gate; per-class Dice at each step of `score_at`."""
     import torch
 
-    from cellcheck.config import read_config, validate_config
+    from cellcheck.config import load_config
     from trainer.data import intensity_rule, read_cases, split_fold, train_loader
     from trainer.train import build_loss, train_step, validate
 
     torch.set_num_threads(threads)
-    cfg, _ = validate_config(read_config(config))
-    train_cases, val_cases = split_fold(read_cases(Path(cfg["datalist"]), None, cfg["num_classes"]), 0)
+    cfg = load_config(config).config
+    train_cases, val_cases = split_fold(read_cases(cfg.datalist, None, cfg.num_classes), 0)
     rule = intensity_rule([*train_cases, *val_cases])
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     net = small_network()
     loss_fn = build_loss(cfg, train_cases)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     cpu = torch.device("cpu")
     scores, losses, step, epoch, t0 = {}, [], 0, 0, time.time()
@@ -162,7 +162,7 @@ def train_arm(config: Path, steps: int, score_at: list[int], threads: int = 1) -
             losses.append(float(loss) if loss is not None else float("nan"))
             step += 1
             if step in score_at:
-                result = validate(net, val_cases, cfg, rule, cpu)
+                result = validate(net, val_cases, cfg.roi_size, cfg.classes.names, rule, cpu)
                 scores[str(step)] = {"val_dice": result["val_dice"], "val_dice_mean": result["val_dice_mean"],
                                      "train_loss": float(np.nanmean(losses[-50:])), "seconds": round(time.time() - t0)}
             if step >= steps:

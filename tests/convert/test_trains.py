@@ -32,6 +32,7 @@ def test_cellcheck_train_on_the_converted_datalist_with_its_class_map(clean, tmp
         "model": "segresnet", "datalist": str(out / "datalist.json"), "output_dir": str(tmp_path / "run"),
         "classes": "classes.yaml", "roi_size": [32, 32, 32], "batch_size": 1, "num_patches_per_image": 1,
         "num_epochs": 1, "smoke_test": True, "max_steps_per_epoch": 1, "num_workers": 0, "mem": "64G",
+        "network_width": 0.25,
         "gpu": "l40s", "seed": 3,
     }))
     run = subprocess.run([sys.executable, "-m", "cellcheck", "train", "--config", str(cfg)], capture_output=True,

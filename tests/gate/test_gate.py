@@ -38,6 +38,16 @@ def test_clean_dataset_and_sound_config_pass(clean):
     assert ram["sample"]["out_bytes"] == 5 * CONFIG["num_patches_per_image"] * math.prod(CONFIG["roi_size"])
 
 
+def test_a_class_map_sizes_the_memory_plan_for_its_channels(clean):
+    """A 5-class config is planned, traced and reported as a 5-channel network, not the default 14."""
+    five = ["ecs", "pm", "mito_mem", "mito_lum", "nuc"]
+    plans = {n: run_gate(config=write_config(clean, classes=names), env={}).to_json()["gate"]["memory"]
+             for n, names in ((5, five), (14, None))}
+    assert plans[5]["vram"]["network"]["out_channels"] == 5 and plans[14]["vram"]["network"]["out_channels"] == 14
+    # the logits, their gradient and the loss's buffers scale with the channels: fewer bytes at the peak
+    assert plans[5]["vram"]["tracked"]["peak_bytes"] < plans[14]["vram"]["tracked"]["peak_bytes"]
+
+
 @pytest.mark.parametrize("changes, env, check", [
     ({"num_epochs": 2}, {}, "stale-config"),
     ({"loss": "dicece"}, {}, "loss-unmasked"),

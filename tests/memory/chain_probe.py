@@ -5,8 +5,10 @@
 The transforms are instantiated from `cellcheck.memory.templates.train_transforms` (the same list the
 model follows), with the label-expansion and crop-label functions written as the templates write them.
 The chain runs once on a small crop first, so that imports and first-call costs are paid before
-measuring. A thread samples the process's RSS every 0.2 ms; for each stage the script prints one JSON
-line: bytes per voxel held after it and at its peak, relative to the RSS before the chain. Large crops
+measuring. Before each stage the kernel's peak-RSS mark is reset (`/proc/self/clear_refs`, 5) and read
+back after it (VmHWM): the exact peak, not a sample that a short transient can slip between (a sampling
+thread also waits for the GIL that numpy holds while it converts). For each stage the script prints one
+JSON line: bytes per voxel held after it and at its peak, relative to the RSS before the chain. Large crops
 allocate with mmap and give freed memory back; the threshold variable makes a small test crop do the
 same, so that what glibc keeps from freed transients does not blur the stages.
 """
@@ -17,11 +19,24 @@ import gc
 import json
 import sys
 import tempfile
-import threading
 import time
+from pathlib import Path
 
 import psutil
 import torch
+
+
+def reset_peak() -> None:
+    """Set the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    """The highest RSS since the last `reset_peak` (VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _functions(channels: int):
@@ -90,19 +105,9 @@ def main(image: str, label: str, expansion: str, sigmoid: bool, samples: int) ->
     channels = 14
     steps = train_transforms("dints", channels, [32, 32, 32], samples, expansion, sigmoid)
     chain = [build(s, channels) for s in steps]
-    proc, current, peaks, stop = psutil.Process(), [-1], {}, [False]
-
-    def sample() -> None:  # a sample counts for stage k only if stage k ran before and after it was taken
-        while not stop[0]:
-            k = current[0]
-            rss = proc.memory_info().rss
-            if k >= 0 and current[0] == k:
-                peaks[k] = max(peaks.get(k, 0), rss)
-            time.sleep(0.0002)
-
+    proc = psutil.Process()
     with tempfile.TemporaryDirectory() as tmp:
         run(chain, _tiny(tmp))  # imports and first-call costs out of the way
-    threading.Thread(target=sample, daemon=True).start()
     gc.collect()
     base = proc.memory_info().rss
     import nibabel as nib
@@ -110,19 +115,16 @@ def main(image: str, label: str, expansion: str, sigmoid: bool, samples: int) ->
 
     voxels = int(np.prod(nib.load(image).header.get_data_shape()))
     data: dict | list = {"image": image, "label": label}
-    for k, (spec, transform) in enumerate(zip(steps, chain)):
+    for spec, transform in zip(steps, chain):
         gc.collect()
-        time.sleep(0.01)
-        peaks[k] = proc.memory_info().rss
-        current[0] = k
+        reset_peak()
         data = transform(data) if not isinstance(data, list) else [transform(d) for d in data]
-        current[0] = -1
+        peak = peak_rss()
         time.sleep(0.01)
         gc.collect()
         held = proc.memory_info().rss
         print(json.dumps({"name": spec["_target_"], "held": (held - base) / voxels,
-                          "peak": (max(peaks[k], held) - base) / voxels}), flush=True)
-    stop[0] = True
+                          "peak": (max(peak, held) - base) / voxels}), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cellcheck.memory.cli import predict_command, profile_command
+from cellcheck.cli import cli
 from cellcheck.memory.predict import predict
 
 FAST = ["--model", "segresnet", "--roi", "32,32,32", "--format", "json"]  # small ROI: a fake step takes ~1 s
@@ -23,7 +23,7 @@ def datalist(tmp_path_factory):
 
 
 def run(*args):
-    return CliRunner().invoke(predict_command, [str(a) for a in args])
+    return CliRunner().invoke(cli, ["predict", *(str(a) for a in args)])
 
 
 def test_json_has_the_design_contract_and_exit_0_when_it_fits(datalist):
@@ -120,7 +120,7 @@ def test_library_predict_from_stats_matches_the_field_auto_scale():
 
 def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
     out, summary = tmp_path / "memory.jsonl", tmp_path / "summary.json"
-    res = CliRunner().invoke(profile_command, ["--out", str(out), "--interval", "0.05", "--summary-json", str(summary),
+    res = CliRunner().invoke(cli, ["profile", "--out", str(out), "--interval", "0.05", "--summary-json", str(summary),
                                                "--", sys.executable, "-c", "raise SystemExit(4)"])
     assert res.exit_code == 4  # the command's own status
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -131,9 +131,9 @@ def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
 
 def test_profile_plot_draws_a_png_from_a_record(tmp_path):
     out = tmp_path / "memory.jsonl"
-    CliRunner().invoke(profile_command, ["-o", str(out), "--interval", "0.05", "--", sys.executable, "-c",
+    CliRunner().invoke(cli, ["profile", "-o", str(out), "--interval", "0.05", "--", sys.executable, "-c",
                                          "import time; b = bytearray(50 * 2**20); time.sleep(0.3)"])
-    res = CliRunner().invoke(profile_command, ["plot", str(out), "-o", str(tmp_path / "mem.png")])
+    res = CliRunner().invoke(cli, ["profile", "plot", str(out), "-o", str(tmp_path / "mem.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "mem.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -141,7 +141,7 @@ def test_profile_plot_draws_a_png_from_a_record(tmp_path):
 def test_profile_plot_refuses_a_file_that_is_not_a_record(tmp_path):
     bad = tmp_path / "metrics.jsonl"
     bad.write_text('{"epoch": 0}\n')
-    res = CliRunner().invoke(profile_command, ["plot", str(bad), "-o", str(tmp_path / "mem.png")])
+    res = CliRunner().invoke(cli, ["profile", "plot", str(bad), "-o", str(tmp_path / "mem.png")])
     assert res.exit_code == 2 and "no memory samples" in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "mem.png").exists()
 

@@ -5,7 +5,7 @@ import math
 
 from click.testing import CliRunner
 
-from cellcheck.memory.cli import predict_command
+from cellcheck.cli import cli
 from cellcheck.memory.crops import read_crop_sizes
 
 
@@ -42,10 +42,10 @@ def test_unreadable_and_missing_headers_are_findings_naming_the_crop(clean_copy)
     # the prediction says how many crops it left out, in the JSON and in the text
     args = [str(clean_copy / "datalist.json"), "--model", "dints", "--roi", "32,32,32", "--batch", "1",
             "--no-max-batch"]
-    res = CliRunner().invoke(predict_command, [*args, "--format", "json"])
+    res = CliRunner().invoke(cli, ["predict", *args, "--format", "json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["ram"]["crops"]["left_out"] == 2 and out["dataset"]["skipped_unreadable"] == 2
     assert {f["case"] for f in out["findings"]} == {case(broken), case(missing)}
-    text = CliRunner().invoke(predict_command, [*args, "--format", "text"]).stdout
+    text = CliRunner().invoke(cli, ["predict", *args, "--format", "text"]).stdout
     assert "LEFT OUT: 2 crops" in text and case(broken) in text

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cellcheck.memory.cli import predict_command
+from cellcheck.cli import cli
 from memory import field_replay as fr
 
 GB, GiB = 1e9, 2**30
@@ -58,7 +58,7 @@ def test_the_job_that_died_at_512G(rows, field):
     assert {d["case"] for d in died["worst_case"]["drivers"][:6]} == giants
 
     datalist, root = field
-    res = CliRunner().invoke(predict_command, [str(datalist), "--model", "dints", "--gpus", "2", "--mem", "512G",
+    res = CliRunner().invoke(cli, ["predict", str(datalist), "--model", "dints", "--gpus", "2", "--mem", "512G",
                                                "--bundle", str(root / "dints_0"), "--no-max-batch", "--epochs", "50",
                                                "--format", "text"])
     assert res.exit_code == 1, res.output

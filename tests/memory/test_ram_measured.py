@@ -1,11 +1,16 @@
 """The RAM model against a real DataLoader pipeline measured by `cellcheck profile` (two small configs).
 
 The full table (workers 0/2/4, two crop sizes, skewed crops, 15 % target) is tests/benchmarks/check_ram_model.py.
+The process tree's PSS counts a shared library page once among every process that maps it, the test
+runner's other workers included: run beside them, the bases measured first and the loader measured
+later see different sharers. So these run alone, after the parallel suite (scripts/test.sh).
 """
 
 import pytest
 
 from loader_memory import LoaderConfig, compare, measure_bases
+
+pytestmark = pytest.mark.alone
 
 
 @pytest.fixture(scope="module")

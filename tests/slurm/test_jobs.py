@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: tiny on purpose: SegResNetDS at 32^3 on the CPU, a few steps an epoch
 TINY = {"model": "segresnet", "datalist": "datalist.json", "roi_size": [32, 32, 32], "batch_size": 2,
         "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
-        "num_workers": 0, "gpu": "l40s", "seed": 7}
+        "num_workers": 0, "gpu": "l40s", "seed": 7, "network_width": 0.25}
 
 
 def config(root: Path, run: str, **changes) -> Path:
@@ -37,8 +37,8 @@ def config(root: Path, run: str, **changes) -> Path:
 
 
 def submit_cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    """`cellcheck submit` (python -m cellcheck.submit until it is registered on the CLI)."""
-    return subprocess.run([sys.executable, "-m", "cellcheck.submit", *args, "--python", sys.executable],
+    """`cellcheck submit`, run as the user runs it."""
+    return subprocess.run([sys.executable, "-m", "cellcheck", "submit", *args, "--python", sys.executable],
                           capture_output=True, text=True, env=cluster.env, timeout=300)
 
 

@@ -13,7 +13,7 @@ import yaml
 from cellcheck.config import validate_config
 from cellcheck.errors import CellcheckError
 from cellcheck.report import Report
-from cellcheck.submit import (DEFAULT_TEMPLATE, MAX_TIME_S, format_time, parse_time, prepare_job, render, submit,
+from cellcheck.submit import (TEMPLATE_NAME, MAX_TIME_S, format_time, parse_time, prepare_job, render, submit,
                               time_limit)
 
 #: One SLURM cluster per test session: under xdist these tests share a worker (scripts/test.sh).
@@ -24,17 +24,15 @@ EXAMPLES = sorted((REPO / "slurm" / "configs").glob("*-l40s.yaml"))
 FIELD = {"n_train": 198, "n_val": 36, "mean_voxels": 393 * 402 * 418}  # docs/INCIDENTS.md: the data
 
 
-def stub_report(cfg: dict, slurm_mem: str = "227G") -> Report:
-    """What the gate returns, reduced to what the job needs: the config and the memory plan."""
+def stub_report(slurm_mem: str = "227G") -> Report:
+    """What the gate returns, reduced to what the job needs from it: the memory plan."""
     return Report(source="datalist.json", cases=234, findings=[],
-                  extra={"gate": {"config": cfg, "memory": {"ram": {"slurm_mem": slurm_mem},
-                                                            "dataset": {"mean_shape": [393, 402, 418]}}}})
+                  extra={"gate": {"memory": {"ram": {"slurm_mem": slurm_mem}, "dataset": {"mean_shape": [393, 402, 418]}}}})
 
 
-def example(name: str) -> tuple[Path, dict]:
+def example(name: str):
     path = REPO / "slurm" / "configs" / f"{name}-l40s.yaml"
-    cfg, findings = validate_config(yaml.safe_load(path.read_text()), source=str(path))
-    return path, cfg
+    return path, validate_config(yaml.safe_load(path.read_text()), source=str(path), base=path.parent).config
 
 
 def bash_syntax_ok(script: str, tmp_path: Path) -> None:
@@ -46,15 +44,16 @@ def bash_syntax_ok(script: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_configs_are_valid(path):
-    cfg, findings = validate_config(yaml.safe_load(path.read_text()), source=str(path))
-    assert findings == []
-    assert cfg["gpu"] == "l40s" and cfg["gpus"] == 2 and cfg["loss"] == "partial"
+    loaded = validate_config(yaml.safe_load(path.read_text()), source=str(path))
+    assert loaded.findings == []
+    cfg = loaded.config
+    assert cfg.gpu == "l40s" and cfg.gpus == 2 and cfg.loss == "partial"
 
 
 @pytest.mark.parametrize("name", ["segresnet", "swinunetr", "dints"])
 def test_rendered_job_for_each_network_on_l40s(name, tmp_path):
     path, cfg = example(name)
-    job = prepare_job(path, report=stub_report(cfg), time="2-00:00:00", python="/opt/venv/bin/python")
+    job = prepare_job(path, report=stub_report(), time="2-00:00:00", python="/opt/venv/bin/python")
     s = job.script
     for line in ("#SBATCH --gres=gpu:l40s:2", "#SBATCH --cpus-per-task=16", "#SBATCH --mem=227G",
                  "#SBATCH --time=2-00:00:00", "#SBATCH --signal=B:USR1@300", "#SBATCH --requeue",
@@ -73,14 +72,14 @@ def test_rendered_job_for_each_network_on_l40s(name, tmp_path):
 
 def test_memory_and_resources_precedence():
     path, cfg = example("dints")
-    assert prepare_job(path, report=stub_report(cfg), time="1:00:00").resources.mem == "227G"  # the plan
-    assert prepare_job(path, report=stub_report({**cfg, "mem": "300G"}), time="1:00:00").resources.mem == "300G"
-    res = prepare_job(path, report=stub_report({**cfg, "mem": "300G"}), time="1:00:00", mem="400G", cpus=4,
+    assert prepare_job(path, report=stub_report(), time="1:00:00").resources.mem == "227G"  # the plan
+    assert prepare_job(path, overrides={"mem": "300G"}, report=stub_report(), time="1:00:00").resources.mem == "300G"
+    res = prepare_job(path, overrides={"mem": "300G"}, report=stub_report(), time="1:00:00", mem="400G", cpus=4,
                       gres="gpu:2", partition="l40s").resources
     assert (res.mem, res.cpus, res.gres, res.partition) == ("400G", 4, "gpu:2", "l40s")
-    assert prepare_job(path, report=stub_report({**cfg, "gpu": "a100-80gb", "gpus": 4}),
+    assert prepare_job(path, overrides={"gpu": "a100-80gb", "gpus": 4}, report=stub_report(),
                        time="1:00:00").resources.gres == "gpu:a100-80gb:4"
-    s = prepare_job(path, report=stub_report(cfg), time="1:00:00", overrides={"num_epochs": 300, "roi_size": [64] * 3}
+    s = prepare_job(path, report=stub_report(), time="1:00:00", overrides={"num_epochs": 300, "roi_size": [64] * 3}
                     ).script
     assert "SET=(--set num_epochs=300 --set 'roi_size=[64, 64, 64]')" in s
 
@@ -103,11 +102,11 @@ def test_time_estimate_from_the_epochs():
     # 239 epochs of 198 crops, 26 patches of 96^3 each, batch 13 on 2 GPUs: days, not hours, under the cap
     assert 2 * 86400 < parse_time(t) < MAX_TIME_S and t.endswith(":00:00")
     assert "239 epochs of 198 training crops" in note
-    longer, _ = time_limit({**cfg, "num_epochs": 478}, **FIELD)
+    longer, _ = time_limit(cfg.model_copy(update={"num_epochs": 478}), **FIELD)
     assert parse_time(longer) > parse_time(t)
-    capped, note = time_limit({**cfg, "num_epochs": 5000}, **FIELD)
+    capped, note = time_limit(cfg.model_copy(update={"num_epochs": 5000}), **FIELD)
     assert capped == "11-00:00:00" and "capped at the 11-day limit" in note
-    short, _ = time_limit({**cfg, "num_epochs": 1, "max_steps_per_epoch": 1}, 10, 0, 0)
+    short, _ = time_limit(cfg.model_copy(update={"num_epochs": 1, "max_steps_per_epoch": 1}), 10, 0, 0)
     assert short == "0-01:00:00"  # at least an hour
 
 
@@ -122,7 +121,7 @@ def test_template_names_are_checked():
 def test_default_template_uses_only_known_names():
     from cellcheck.submit import JobTemplate
 
-    names = JobTemplate(DEFAULT_TEMPLATE.read_text()).names()
+    names = JobTemplate((REPO / "slurm" / TEMPLATE_NAME).read_text()).names()
     assert names == {"job_name", "partition", "gres", "cpus", "mem", "time", "output_dir", "config", "python",
                      "set_args", "resume"}
 
@@ -132,15 +131,15 @@ def test_audit_template_is_valid_bash(tmp_path):
 
 
 def test_output_dir_that_sbatch_cannot_carry(tmp_path):
-    _, cfg = example("dints")
+    path, _ = example("dints")
     with pytest.raises(CellcheckError, match="output_dir holds ' '"):
-        prepare_job(tmp_path / "c.yaml", report=stub_report({**cfg, "output_dir": "my runs/x"}), time="1:00:00")
+        prepare_job(path, overrides={"output_dir": str(tmp_path / "my runs/x")}, report=stub_report(), time="1:00:00")
 
 
 def test_no_sbatch_is_one_line_and_exit_2(tmp_path):
     """Before the gate even runs: a machine without SLURM gets one line naming the fix."""
     env = {"PATH": str(Path(sys.executable).parent), "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    proc = subprocess.run([sys.executable, "-m", "cellcheck.submit", str(tmp_path / "any.yaml")], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "cellcheck", "submit", str(tmp_path / "any.yaml")], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -167,7 +166,7 @@ def test_dry_run_dints_on_clean_data(clean, tmp_path):
     path = tmp_path / "dints-l40s.yaml"
     path.write_text(yaml.safe_dump({**cfg, "datalist": str(clean / "datalist.json")}))
     env = {"PATH": str(Path(sys.executable).parent), "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
-    proc = subprocess.run([sys.executable, "-m", "cellcheck.submit", str(path), "--dry-run", "--partition", "gpu"],
+    proc = subprocess.run([sys.executable, "-m", "cellcheck", "submit", str(path), "--dry-run", "--partition", "gpu"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     written = tmp_path / "runs" / "dints-l40s" / "job.sbatch"
@@ -185,7 +184,7 @@ def test_dry_run_dints_on_clean_data(clean, tmp_path):
 ])
 def test_bad_arguments_fail_before_the_gate(args, message, tmp_path):
     env = {"PATH": str(Path(sys.executable).parent)}
-    proc = subprocess.run([sys.executable, "-m", "cellcheck.submit", str(tmp_path / "missing.yaml"), "--dry-run", *args],
+    proc = subprocess.run([sys.executable, "-m", "cellcheck", "submit", str(tmp_path / "missing.yaml"), "--dry-run", *args],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(f"cellcheck: {message}"), proc.stderr
 
@@ -228,8 +227,8 @@ def test_output_dir_holding_a_run_is_refused_before_the_gate(tmp_path):
 def test_resume_reaches_the_job_and_requeues_always_resume(tmp_path):
     """`--resume` makes the job's first start continue the run; a requeued job resumes either way."""
     path, cfg = example("segresnet")
-    plain = prepare_job(path, report=stub_report(cfg), time="1:00:00").script
-    resumed = prepare_job(path, report=stub_report(cfg), time="1:00:00", resume=True).script
+    plain = prepare_job(path, report=stub_report(), time="1:00:00").script
+    resumed = prepare_job(path, report=stub_report(), time="1:00:00", resume=True).script
     assert "RESUME=()" in plain and "RESUME=(--resume)" in resumed
     for script in (plain, resumed):
         assert 'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then\n    RESUME=(--resume)' in script

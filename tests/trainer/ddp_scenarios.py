@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from cellcheck.classes import NUM_CLASSES
+from cellcheck.classes import CLASS_NAMES, NUM_CLASSES
 from cellcheck.intensity import IntensityRule
 from trainer.data import read_cases, split_fold
-from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
+from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss
 from trainer.train import join_process_group, leave_process_group, train_step, validate
 
 C = 4
@@ -78,11 +78,11 @@ def nonfinite(rank: int) -> dict:
 def validation(rank: int, world: int, data: Path) -> dict:
     _, val = split_fold(read_cases(data / "datalist.json", None, NUM_CLASSES), 0)
     crops = [val[0]] * 4  # the same crop four times: equal shares, so no rank waits on another
-    cfg = {"num_classes": NUM_CLASSES, "roi_size": [64, 64, 64]}  # one window per crop (fixture crops <= 64)
+    roi = [64, 64, 64]  # one window per crop (fixture crops <= 64)
     rule = IntensityRule.for_dtype("uint8")
     t0 = time.perf_counter()
     net = TinyNet(delay=2.5, classes=NUM_CLASSES)
-    out = validate(net, crops, cfg, rule, torch.device("cpu"), rank=rank, world=world)
+    out = validate(net, crops, roi, CLASS_NAMES, rule, torch.device("cpu"), rank=rank, world=world)
     return {**out, "seconds": time.perf_counter() - t0}
 
 

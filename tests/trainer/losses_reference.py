@@ -1,7 +1,7 @@
 """Test oracle: the partial-annotation loss written the obvious way (one-hot + MONAI DiceLoss + BCE).
 
 Deliberately slow and memory-hungry; it exists to pin down the semantics documented in
-``trainer.losses.PartialAnnotationLoss`` and, in the allocation tests, to show that the
+``cellcheck.models.losses.PartialAnnotationLoss`` and, in the allocation tests, to show that the
 detector flags a one-hot target.
 """
 

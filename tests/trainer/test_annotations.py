@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.auto3dseg.utils import datafold_read
 
-from trainer.losses import annotation_mask, from_annotated_classes
+from cellcheck.models.losses import annotation_mask, from_annotated_classes
 
 
 def _row(indices: list[int], c: int = 14) -> torch.Tensor:
@@ -101,7 +101,7 @@ def test_tensor_row_passthrough_and_num_classes_check():
 
 
 def test_inverse_frequency_weights():
-    from trainer.losses import inverse_frequency_weights
+    from cellcheck.models.losses import inverse_frequency_weights
 
     mask = annotation_mask(["0,1", "0", "0,2", ""], num_classes=4)  # counts 3, 1, 1, 0
     w = inverse_frequency_weights(mask)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.losses import (
+from cellcheck.models.losses import (
     DeepSupervisionPartialLoss,
     PartialAnnotationLoss,
     level_weights,

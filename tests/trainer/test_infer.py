@@ -19,13 +19,12 @@ from cellcheck.classes import CLASS_NAMES
 from cellcheck.errors import CellcheckError
 from fixtures.ome import multiscale_attrs, pyramid
 from trainer.infer import (
-    infer_command,
     load_checkpoint_model,
     predict_to_files,
     read_image,
     sliding_window_probabilities,
 )
-from trainer.networks import build_network
+from cellcheck.models.networks import build_network
 
 REPO = Path(__file__).resolve().parents[2]
 SEG_ROI = (32, 32, 32)
@@ -240,16 +239,13 @@ def test_cli_in_process(tmp_path, ckpts):
     bad_format = runner.invoke(cli, ["infer", "--checkpoint", "a.pt", "x.nii.gz", "--output", "o", "--format", "tiff"])
     assert bad_format.exit_code == 2 and bad_format.stderr.count("\n") == 1 and "tiff" in bad_format.stderr
     assert runner.invoke(cli, ["infer", "--help"]).exit_code == 0
-    alone = runner.invoke(infer_command, ["--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
-                                          "--output", str(tmp_path / "o")])  # the command on its own: same line
-    assert alone.exit_code == 2 and alone.stderr == missing.stderr
 
 
 def test_cli_real_subprocess(tmp_path, ckpts):
     _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20), seed=5))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "trainer.infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"),
+        [sys.executable, "-m", "cellcheck", "infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"),
          "--output", str(tmp_path / "o")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -257,7 +253,7 @@ def test_cli_real_subprocess(tmp_path, ckpts):
     out = tmp_path / "o" / "c_probabilities.nii.gz"
     assert run.stdout.strip() == str(out)
     assert nib.load(str(out)).shape == (16, 12, 20, 14)
-    usage = subprocess.run([sys.executable, "-m", "trainer.infer", "--checkpoint", str(ckpts["seg"]),
+    usage = subprocess.run([sys.executable, "-m", "cellcheck", "infer", "--checkpoint", str(ckpts["seg"]),
                             str(tmp_path / "c.nii.gz")], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=120)
     assert usage.returncode == 2 and usage.stderr.startswith("cellcheck: ") and usage.stderr.count("\n") == 1

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from losses_memtrack import AllocationTracker, measure_fwd_bwd  # noqa: E402
 from losses_reference import reference_partial_loss  # noqa: E402
 
-from trainer.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss  # noqa: E402
+from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss  # noqa: E402
 
 
 def allowed_bytes(*logits: torch.Tensor) -> int:

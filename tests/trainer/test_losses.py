@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from losses_reference import reference_partial_loss  # noqa: E402
 
-from trainer.losses import PartialAnnotationLoss  # noqa: E402
+from cellcheck.models.losses import PartialAnnotationLoss  # noqa: E402
 
 LABEL_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
 ATOL = 1e-5
@@ -335,7 +335,7 @@ def _ds_inputs(seed: int = 0):
 
 @pytest.mark.parametrize("batch, squared_pred", [(False, False), (True, True)])
 def test_no_graph_breaks(batch, squared_pred):
-    from trainer.losses import DeepSupervisionPartialLoss
+    from cellcheck.models.losses import DeepSupervisionPartialLoss
 
     outputs, labels, mask = _ds_inputs()
     loss = PartialAnnotationLoss(5, batch=batch, squared_pred=squared_pred)
@@ -360,7 +360,7 @@ def test_runs_under_fake_tensor_mode():
 
 
 def test_compiled_equals_eager():
-    from trainer.losses import DeepSupervisionPartialLoss
+    from cellcheck.models.losses import DeepSupervisionPartialLoss
 
     outputs, labels, mask = _ds_inputs(3)
     loss = DeepSupervisionPartialLoss(PartialAnnotationLoss(5, squared_pred=True))

@@ -1,4 +1,4 @@
-"""trainer.networks: shapes, deep supervision, gradients, ROI rules, the fixed DiNTS, FakeTensorMode."""
+"""cellcheck.models.networks: shapes, deep supervision, gradients, ROI rules, the fixed DiNTS, FakeTensorMode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
-from trainer.networks import (
+from cellcheck.models.networks import (
     DINTS_CODE_A,
     DINTS_CODE_C,
     MODELS,

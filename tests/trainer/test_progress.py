@@ -8,7 +8,7 @@ import pytest
 
 from trainer.curves import epoch_records, plot_progress
 from trainer.progress import Console, epoch_line, human_bytes
-from trainer.run_folder import held_run, rerun_refusal
+from cellcheck.run_folder import held_run, rerun_refusal
 
 RECORD = {"epoch": 4, "train_loss": 0.81234, "steps": 250, "nonfinite_skipped": 2, "seconds": 41.25,
           "val_seconds": 3.04, "learning_rate": 2e-4, "host_peak_bytes": 3.3 * 2**30,
