@@ -195,8 +195,9 @@ def _nvml_used(device: torch.device) -> int | None:
         pynvml.nvmlShutdown()
 
 
-def run(device: torch.device, budget_s: float, models: list[str] | None = None) -> dict[str, Any]:
-    """Every measurement that fits the time budget; see the module docstring."""
+def run(device: torch.device, budget_s: float, models: list[str] | None = None,
+        say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every measurement that fits the time budget (see the module docstring); `say` gets a line per result."""
     start = time.perf_counter()
     card = this_card(device)
     report: dict[str, Any] = {"gpu": {**card.to_json(), "torch": torch.__version__, "cuda": torch.version.cuda},
@@ -213,7 +214,7 @@ def run(device: torch.device, budget_s: float, models: list[str] | None = None) 
             if over(f"loss {impl} {dtype}"):
                 continue
             report["loss"].append(loss_timing(device, dtype, impl))
-            print(f"loss {impl} {dtype}: {report['loss'][-1]['median_ms']} ms", flush=True)
+            say(f"loss {impl} {dtype}: {report['loss'][-1]['median_ms']} ms")
             _release(device)
     for tpl in templates():
         if models and tpl["model"] not in models:
@@ -230,7 +231,7 @@ def run(device: torch.device, budget_s: float, models: list[str] | None = None) 
             measured = measure_step(model, roi, batch, amp, device, pred["optimizer"], classes, width)
             report["steps"].append({"model": model, "which": label, "config": tpl["config"], "roi": roi,
                                     "batch": batch, "amp": amp, "predicted": pred, "measured": measured})
-            print(_step_line(report["steps"][-1]), flush=True)
+            say(_step_line(report["steps"][-1]))
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = torch.device("cuda", torch.cuda.current_device())
     models = args.models.split(",") if args.models else None
-    report = run(device, args.budget_s, models)
+    report = run(device, args.budget_s, models, say=lambda line: print(line, flush=True))
     write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(render(report), end="")
     print(f"gpu_check: wrote {args.out}")

@@ -72,15 +72,22 @@ def files_line(out: Path, names: Sequence[str]) -> str:
 
 
 class Console:
-    """Rank 0's voice: plain lines on stdout; a transient rich bar per epoch when stdout is a terminal."""
+    """Rank 0's voice: plain lines on stdout, what went wrong on stderr; a transient rich bar per epoch when
+    stdout is a terminal. The training run says everything through the one it is handed."""
 
-    def __init__(self, rank: int = 0, stream: TextIO | None = None) -> None:
+    def __init__(self, rank: int = 0, stream: TextIO | None = None, errors: TextIO | None = None) -> None:
         self.rank = rank
         self.stream = stream
+        self.errors = errors
 
     @property
     def out(self) -> TextIO:
         return self.stream or sys.stdout
+
+    def warn(self, text: str) -> None:
+        """A line about a refusal, a stop or a problem, on stderr (rank 0 only)."""
+        if self.rank == 0:
+            print(text, file=self.errors or sys.stderr, flush=True)
 
     @property
     def interactive(self) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -101,19 +100,22 @@ class StopSignal:
 
 
 def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: bool = False,
-          mem: str | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run (or, with `resume`, continue) one training run; returns the exit status."""
+          mem: str | None = None, env: Mapping[str, str] | None = None, console: Console | None = None) -> int:
+    """Run (or, with `resume`, continue) one training run; returns the exit status.
+
+    What the run says goes through `console` (default: stdout and stderr of rank 0).
+    """
     env = os.environ if env is None else env
     loaded = load_config(Path(config), overrides)
     rank, world = join_process_group(loaded.usable.get("ddp_timeout_s"))
-    console = Console(rank)
+    console = console or Console(rank)
+    console.rank = rank
 
     # 0. before anything is written: a run already in output_dir, an optional package the config needs
     early = _refusal_before_the_gate(loaded, resume) if rank == 0 else None
     early = _broadcast(early)
     if early is not None:
-        if rank == 0:
-            print(f"cellcheck train: {early[1]}", file=sys.stderr)
+        console.warn(f"cellcheck train: {early[1]}")
         return leave_process_group(early[0], world)
 
     # 1. the gate: refuse before any GPU memory is touched
@@ -128,8 +130,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         if not verdict:
             failures = [f for f in report.findings if f.severity.value in ("error", "warning")]
             where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
-            print(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):", file=sys.stderr)
-            print(render_text(report), file=sys.stderr, end="")
+            console.warn(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):")
+            console.warn(render_text(report).rstrip("\n"))
             return leave_process_group(EXIT_REFUSED, world)
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
     if not verdict:
@@ -196,9 +198,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                         losses.append(loss)
                     elif guard.exhausted:
                         _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
-                        if rank == 0:
-                            print(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); "
-                                  "stopping (check for rare classes, the learning rate, AMP)", file=sys.stderr)
+                        console.warn(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); "
+                                     "stopping (check for rare classes, the learning rate, AMP)")
                         status, ending = EXIT_NONFINITE, f"stopped in epoch {state.epoch + 1} on non-finite losses"
                         break
                     if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
@@ -206,9 +207,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                         _save(out / "last.pt", saved, net, state, rank, optimizer, scaler)
                         _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
                                          "step_in_epoch": state.step_in_epoch})
-                        if rank == 0:
-                            print(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
-                                  f"step {state.step_in_epoch}; continue with --resume", file=sys.stderr)
+                        console.warn(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
+                                     f"step {state.step_in_epoch}; continue with --resume")
                         ending, signalled = f"stopped by {name} in epoch {state.epoch + 1} (resumable)", True
                         break
             if ending is not None:

@@ -26,8 +26,9 @@ from cellcheck.memory.render import render_profile_summary, render_text
 @click.option("--gpu-mem", "gpu_mem", type=float, default=None, help="GPU memory in MiB, overriding the profile's.")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="DDP ranks (GPUs) per job.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader workers per rank (default: the bundle's num_workers, else 8).")
-@click.option("--prefetch", type=click.IntRange(min=1), default=None, help="DataLoader prefetch_factor (default 2).")
+              help="DataLoader workers per rank (default: the bundle's num_workers, else the chain's: 4 for "
+                   "the trainer, 8 for Auto3DSeg's templates).")
+@click.option("--prefetch", type=click.IntRange(min=1), default=None, help="DataLoader prefetch factor (default 2).")
 @click.option("--roi", callback=roi, default=None, help="Patch size in voxels, e.g. 96,96,96 (default: the template's).")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Patches per step (default: the template's).")
 @click.option("--no-amp", "no_amp", is_flag=True, help="Train in float32 (default: bf16 autocast).")

@@ -153,23 +153,31 @@ def template_chain(image_dtype: str = "uint8", label_dtype: str = "uint8", one_h
 
 
 def trainer_chain(image_dtype: str = "uint8", patch_voxels: float | None = None) -> Chain:
-    """cellcheck's trainer (trainer/data.py): float32 image, uint8 label, patches out.
+    """cellcheck's trainer (trainer/data.py `train_transforms`, stage for stage: a test holds them equal).
 
-    RandCropByPosNegLabeld without precomputed indices builds a bool foreground mask, its negation
-    and int64 indices of every voxel (foreground + background) on each call; the patches it cuts
-    are views of the crop, so the crop lives until its batch is collated. Measured on a 192^3 crop
-    in a fresh process: 6.5 B/voxel held after loading, 16.9 at the crop's peak (both include
-    ~1.5 B/voxel that glibc kept from the loading transients; the model leaves that to the headroom).
+    LoadCased reads the stored image and maps it to float32 by the run's intensity rule (whatever the
+    stored dtype) and keeps the label uint8. SpatialPadd copies only crops smaller than the ROI (the RAM
+    model counts such a crop at the padded size). RandCropByPosNegLabeld without precomputed indices
+    builds a bool foreground mask, its negation and int64 indices of every voxel (foreground +
+    background) on each call; the patches it cuts are views of the crop, so the crop lives until its
+    batch is collated. RandFlipd copies a patch, not the crop. Measured on a 192^3 crop in a fresh
+    process: 6.5 B/voxel held after loading, 16.9 at the crop's peak (both include ~1.5 B/voxel that
+    glibc kept from the loading transients; the model leaves that to the headroom).
     """
     raw = dtype_bytes(image_dtype)
+    held = 4 + 1  # float32 image, uint8 label
+    flip = Stage("RandFlipd", held, held, "flips a patch (a patch-sized copy), not the crop", 1.0)
     stages = [
-        Stage("LoadCased", 4 + 1, raw + 4 + 1, "image to float32 / 255 (numpy reuses the astype temporary), "
-                                               "label kept uint8", 2 * NS_PER_VOXEL["LoadImaged"]),
-        Stage("RandCropByPosNegLabeld", 4 + 1, 4 + 1 + 1 + 1 + 8, "bool mask of label > 0 and its negation, "
-                                                                 "int64 indices of every voxel; patches are views",
+        Stage("LoadCased", held, raw + held, f"{image_dtype} image to float32 by the intensity rule (numpy reuses "
+                                             "the astype temporary), label kept uint8", 2 * NS_PER_VOXEL["LoadImaged"]),
+        Stage("SpatialPadd", held, held, "a copy only of a crop smaller than the ROI (counted at the padded size)",
+              1.0),
+        Stage("RandCropByPosNegLabeld", held, held + 1 + 1 + 8, "bool mask of label > 0 and its negation, "
+                                                               "int64 indices of every voxel; patches are views",
               NS_PER_VOXEL["RandCropByLabelClassesd"]),
+        flip, flip, flip,
     ]
-    return Chain("trainer", stages, 4 + 1, max(s.peak for s in stages), 4 + 1, patch_voxels)
+    return Chain("trainer", stages, held, max(s.peak for s in stages), held, patch_voxels)
 
 
 # --- Auto3DSeg's transforms, one rule per MONAI transform ----------------------------------------------------

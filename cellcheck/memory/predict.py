@@ -239,9 +239,11 @@ def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, worker
         return default
 
     auto = chain == "auto3dseg"
+    # defaults: our trainer's own (the training config's) for its chain, else the Auto3DSeg template's
+    defaults = trainer_loader_defaults() if chain == "trainer" else LOADER_DEFAULTS
     plan = {"chain": chain, "from_bundle": from_bundle,
-            "workers": pick(workers, "num_workers", data and data.workers, 8),
-            "prefetch": pick(prefetch, "prefetch_factor", None, 2)}
+            "workers": pick(workers, "num_workers", data and data.workers, defaults["num_workers"]),
+            "prefetch": pick(prefetch, "prefetch_factor", None, defaults["prefetch_factor"])}
     if auto:
         plan["batch"] = pick(loader_batch, "num_images_per_batch", data and data.batch,
                              LOADER_DEFAULTS["num_images_per_batch"])
@@ -255,6 +257,13 @@ def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, worker
     else:
         plan["batch"] = loader_batch or 1
     return plan
+
+
+def trainer_loader_defaults() -> dict[str, int]:
+    """The DataLoader settings cellcheck's trainer uses when a config does not say (the config's defaults)."""
+    from cellcheck.config import KEYS
+
+    return {"num_workers": KEYS["num_workers"].default, "prefetch_factor": KEYS["prefetch_factor"].default}
 
 
 def _chain(plan: dict[str, Any], model: str, roi: list[int], expansion: str, sigmoid: bool, label_cast: str,

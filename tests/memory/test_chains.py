@@ -45,6 +45,19 @@ def test_each_stage_matches_monai(crop, expansion, sigmoid):
         assert got["peak"] == pytest.approx(stage.peak, abs=max(1.5, 0.05 * stage.peak)), (stage, got)
 
 
+def test_the_trainer_chain_is_the_trainers_transforms():
+    """The RAM model follows trainer/data.py's chain transform for transform: it cannot drift from it."""
+    from cellcheck.intensity import IntensityRule
+    from cellcheck.memory.chains import trainer_chain
+    from trainer.data import train_transforms
+
+    real = train_transforms([32, 32, 32], 2, 0.7, IntensityRule.for_dtype("uint16"), 5).transforms
+    assert [type(t).__name__ for t in real] == [s.name for s in trainer_chain("uint16").stages]
+    # whatever the stored dtype, the network's input is float32 and the label uint8: 5 bytes per voxel held
+    assert trainer_chain("uint16").held == trainer_chain("uint8").held == 5
+    assert trainer_chain("uint16").stages[0].peak == trainer_chain("uint8").stages[0].peak + 1  # the read array
+
+
 def test_the_field_notes_figures():
     """docs/INCIDENTS.md, incident 17: ~107 GB of int64 for one 800^3 crop; the fixed expansion's 33 B/voxel."""
     sums = interpret(train_transforms("dints", 14, [96] * 3, 26, "int64"), ChainContext())
