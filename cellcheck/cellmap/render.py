@@ -28,6 +28,9 @@ from cellcheck.scan import VolumeScan, byte_histogram
 #: a class array and its masks), times the voxels a mode-reduced block covers.
 _BYTES_PER_VOXEL = 12
 
+#: What one class says of a voxel, whatever its array's encoding (the smallest wins a tie when reduced).
+ABSENT, PRESENT, UNKNOWN = 0, 1, 255
+
 
 @dataclass
 class ClassCounts:
@@ -105,7 +108,7 @@ class Renderer:
         box = p.label_box(lo, hi)
         fine = compose_label(self.crop, p.classes, write, p.label_level, box, self.classes, self.max_bytes, self.totals,
                              self.plan.case)
-        return _to_output(fine, p, lo, hi, box)
+        return to_output(fine, p, lo, hi, box)
 
 
 def compose_label(crop: Crop, names: tuple[str, ...], write: tuple[str, ...], level: Level,
@@ -160,7 +163,24 @@ def _classify(case: str, arr: ClassArray, level: Level, data: np.ndarray,
     return (data == value if need_mask and n_present else None), n_present, n_unknown
 
 
-def _to_output(fine: np.ndarray, plan: CropPlan, lo, hi, box) -> np.ndarray:
+def class_states(arr: ClassArray, data: np.ndarray) -> np.ndarray:
+    """ABSENT / PRESENT / UNKNOWN (uint8) of each voxel of a class array, by its declared encoding.
+
+    Instance arrays are present wherever they hold an object id; a value a semantic array's encoding does
+    not list is not trusted either way: unknown (the audit reports it as label-values).
+    """
+    enc = arr.encoding
+    absent, unknown = enc.get("absent", 0), enc.get("unknown")
+    out = np.full(data.shape, UNKNOWN, dtype=np.uint8)
+    if arr.kind == "instance":
+        out[(data != absent) & (data != unknown)] = PRESENT
+    else:
+        out[data == enc.get("present", 1)] = PRESENT
+    out[data == absent] = ABSENT
+    return out
+
+
+def to_output(fine: np.ndarray, plan: CropPlan, lo, hi, box) -> np.ndarray:
     """The label-level box as output voxels [lo, hi): mode-reduced, repeated, or as is."""
     if max(plan.down) > 1:
         return mode_reduce(fine, plan.down)

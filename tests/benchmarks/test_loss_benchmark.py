@@ -3,14 +3,14 @@
 Side by side in one pytest-benchmark group (B=2, C=14, fp32 logits on CPU, uint8 labels, every
 class annotated so the masked losses do all the work the unmasked one does):
 
-* ``reference`` - the test oracle: one-hot + MONAI DiceLoss + BCE, masked (tests/trainer);
+* ``reference`` - the test oracle: one-hot + MONAI DiceLoss + BCE, masked (tests/models);
 * ``monai``     - the plain MONAI composition the first run used, unmasked:
                   one_hot -> DiceLoss(sigmoid=True) + binary_cross_entropy_with_logits;
 * ``ours``      - ``cellcheck.models.losses.PartialAnnotationLoss``.
 
 One-hot conversion is inside the timed region of the first two: ours takes integer labels.
 Extra memory is measured once per implementation outside the timing, with the dispatch-mode
-tracker of tests/cellcheck/models/losses_memtrack.py (peak live bytes of tensors created during
+tracker of tests/models/losses_memtrack.py (peak live bytes of tensors created during
 forward+backward, inputs excluded, the gradient included) and stored in ``extra_info``.
 Wall-clock numbers are only comparable on an otherwise idle machine: other CPU-heavy processes
 slow all three, so CI prints the ratios and never fails on them.
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.networks.utils import one_hot
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from losses_memtrack import measure_fwd_bwd  # noqa: E402
 from losses_reference import reference_partial_loss  # noqa: E402
 

@@ -10,17 +10,21 @@ it for SegResNetDS outputs; ``from_annotated_classes`` / ``annotation_mask`` tur
 from .annotations import annotation_mask, from_annotated_classes, inverse_frequency_weights
 from .deep_supervision import DeepSupervisionPartialLoss, level_weights, resize_labels_nearest
 from .partial import PartialAnnotationLoss, check_label_values, flatten_labels
-from .logit_sums import LogitStats, logit_stats
+from .logit_sums import LogitStats, known_logit_stats, logit_stats
+from .targets import VoxelTargets, channel_bits
 
 __all__ = [
     "DeepSupervisionPartialLoss",
     "LogitStats",
     "PartialAnnotationLoss",
+    "VoxelTargets",
     "annotation_mask",
+    "channel_bits",
     "check_label_values",
     "flatten_labels",
     "from_annotated_classes",
     "inverse_frequency_weights",
+    "known_logit_stats",
     "level_weights",
     "logit_stats",
     "resize_labels_nearest",

@@ -9,6 +9,7 @@ from torch import nn
 
 from .annotations import AnnotatedSpec
 from .partial import PartialAnnotationLoss
+from .targets import VoxelTargets
 
 __all__ = ["DeepSupervisionPartialLoss", "level_weights", "resize_labels_nearest"]
 
@@ -81,19 +82,29 @@ class DeepSupervisionPartialLoss(nn.Module):
     def forward(
         self,
         outputs: torch.Tensor | Sequence[torch.Tensor],
-        labels: torch.Tensor,
-        annotated: torch.Tensor | Sequence[AnnotatedSpec],
+        labels: torch.Tensor | VoxelTargets,
+        annotated: torch.Tensor | Sequence[AnnotatedSpec] | None = None,
     ) -> torch.Tensor:
-        """(B, C, *sp_l) logits or a list of them, (B[, 1], *sp) int labels, (B, C) mask / B strings -> 0-d fp32."""
+        """(B, C, *sp_l) logits or a list of them, and the targets `PartialAnnotationLoss` takes -> 0-d fp32.
+
+        Int labels are resized per level by nearest neighbour, as are both masks of `VoxelTargets`.
+        """
         if isinstance(outputs, torch.Tensor):
             return self.loss(outputs, labels, annotated)
         if len(outputs) == 0:
             raise ValueError("outputs must be a tensor or a non-empty list of tensors")
         first = outputs[0]
-        mask = self.loss.check_mask(first, annotated)
-        lab = labels if labels.ndim == first.ndim else labels.unsqueeze(1)
+        if isinstance(labels, VoxelTargets):
+            def level_targets(size):
+                return labels.resized(size)
+            mask = None
+        else:
+            mask = self.loss.check_mask(first, annotated)
+            lab = labels if labels.ndim == first.ndim else labels.unsqueeze(1)
+
+            def level_targets(size):
+                return resize_labels_nearest(lab, size) if tuple(lab.shape[2:]) != tuple(size) else lab
         total = torch.zeros((), dtype=torch.float32, device=first.device)
         for weight, out in zip(self.get_weights(len(outputs)), outputs):
-            level_labels = resize_labels_nearest(lab, out.shape[2:]) if lab.shape[2:] != out.shape[2:] else lab
-            total = total + weight * self.loss(out, level_labels, mask)
+            total = total + weight * self.loss(out, level_targets(out.shape[2:]), mask)
         return total

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["LANES", "LogitStats", "accumulation_dtype", "logit_stats"]
+__all__ = ["LANES", "LogitStats", "accumulation_dtype", "known_logit_stats", "logit_stats"]
 
 #: Partial sums per (sample, label value) in the label-term scatter (see the module docstring).
 LANES = 128
@@ -167,3 +167,79 @@ def logit_stats(logits: torch.Tensor, labels: torch.Tensor, squared: bool = Fals
     assumed validated (see ``PartialAnnotationLoss``): a label outside 0..C is an index error.
     """
     return LogitStats(*_LogitStatsFunction.apply(logits, labels, squared))
+
+
+# --- per-class targets with unknown voxels (the CellMap store loader) -----------------------------------------
+
+
+class _KnownLogitStatsFunction(torch.autograd.Function):
+    """The six sums over each class's known voxels, plus the known counts, from packed bit masks.
+
+    One class at a time (a static loop over C): every temporary is (B, S), 1/C of the logits, so
+    forward and backward never hold more than the gradient being built and a few class-sized buffers.
+    With m = known and y = present bits of class c, p = sigmoid(x[:, c]):
+
+        dL/dx[:, c] = m * (p (1 - p) (g_p + 2 g_p2 p + y g_pl) + g_sp p + y g_xl)
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, present: torch.Tensor,
+                known: torch.Tensor, squared: bool) -> tuple[torch.Tensor, ...]:
+        """(B, C, S) logits, (B, nbytes, S) uint8 masks -> six (B, C) sums and (B, C) known counts."""
+        from .targets import channel_bits
+
+        acc = accumulation_dtype(x.dtype)
+        sums: list[list[torch.Tensor]] = [[] for _ in range(7)]
+        for c in range(x.shape[1]):
+            m = channel_bits(known, c).to(acc)
+            y = channel_bits(present, c).to(acc).mul_(m)
+            xc = x[:, c].to(acc)
+            p = torch.sigmoid(xc)
+            sp = torch.nn.functional.softplus(xc)
+            dot = lambda a, b: torch.einsum("bs,bs->b", a, b)  # noqa: E731 - a reduction without a product buffer
+            mp = dot(m, p)
+            values = (mp, dot(m, p * p) if squared else torch.zeros_like(mp), dot(m, sp), dot(y, p), dot(y, xc),
+                      y.sum(1), m.sum(1))
+            for out, value in zip(sums, values):
+                out.append(value)
+        ctx.save_for_backward(x, present, known)
+        ctx.squared = squared
+        stacked = tuple(torch.stack(s, 1) for s in sums)
+        ctx.mark_non_differentiable(stacked[5], stacked[6])
+        return stacked
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g_p: torch.Tensor, g_p2: torch.Tensor,
+                 g_sp: torch.Tensor, g_pl: torch.Tensor, g_xl: torch.Tensor, _g_count: torch.Tensor,
+                 _g_known: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        """Six (B, C) gradients -> (B, C, S) gradient of the logits, in their dtype, class by class."""
+        from .targets import channel_bits
+
+        x, present, known = ctx.saved_tensors
+        acc = accumulation_dtype(x.dtype)
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for c in range(x.shape[1]):  # in place where it can: beside the gradient, a few (B, S) buffers
+            col = slice(c, c + 1)
+            y = channel_bits(present, c).to(acc)
+            p = torch.sigmoid(x[:, c].to(acc))
+            inner = torch.addcmul(g_p[:, col].to(acc), y, g_pl[:, col].to(acc))
+            if ctx.squared:
+                inner.addcmul_(p, 2.0 * g_p2[:, col].to(acc))
+            g = torch.sub(1.0, p).mul_(p).mul_(inner)
+            del inner
+            g.addcmul_(p, g_sp[:, col].to(acc)).addcmul_(y, g_xl[:, col].to(acc))
+            del p, y
+            g.mul_(channel_bits(known, c).to(acc))
+            grad[:, c] = g
+        return grad, None, None, None
+
+
+def known_logit_stats(logits: torch.Tensor, present: torch.Tensor, known: torch.Tensor,
+                      squared: bool = False) -> tuple[LogitStats, torch.Tensor]:
+    """(B, C, S) float logits, (B, ceil(C/8), S) uint8 packed present / known -> (LogitStats, (B, C) known counts).
+
+    Every sum runs over the voxels where its class is known; a voxel unknown for class c adds nothing
+    to any of c's sums (the present bit there is ignored).
+    """
+    *sums, n_known = _KnownLogitStatsFunction.apply(logits, present, known, squared)
+    return LogitStats(*sums), n_known

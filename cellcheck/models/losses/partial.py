@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .annotations import AnnotatedSpec, annotation_mask
-from .logit_sums import LogitStats, logit_stats
+from .logit_sums import LogitStats, known_logit_stats, logit_stats
+from .targets import VoxelTargets
 
 __all__ = ["PartialAnnotationLoss", "check_label_values", "flatten_labels"]
 
@@ -153,46 +154,67 @@ class PartialAnnotationLoss(nn.Module):
     def forward(
         self,
         logits: torch.Tensor,
-        labels: torch.Tensor,
-        annotated: torch.Tensor | Sequence[AnnotatedSpec],
+        labels: torch.Tensor | VoxelTargets,
+        annotated: torch.Tensor | Sequence[AnnotatedSpec] | None = None,
     ) -> torch.Tensor:
-        """(B, C, *sp) float logits, (B[, 1], *sp) int labels, (B, C) bool or B strings -> 0-d fp32 (fp64) loss."""
-        mask = self.check_mask(logits, annotated)
-        flat_labels = flatten_labels(labels, logits.shape)
-        b_size, c_size = logits.shape[:2]
-        stats = logit_stats(logits.reshape(b_size, c_size, -1), flat_labels, squared=self.squared_pred)
-        out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        return self.combine(stats, mask, voxels=flat_labels.shape[1]).to(out_dtype)
+        """(B, C, *sp) float logits and targets -> 0-d fp32 (fp64) loss.
 
-    def check_mask(self, logits: torch.Tensor, annotated: torch.Tensor | Sequence[AnnotatedSpec]) -> torch.Tensor:
-        """Validate logits, return the (B, C) bool mask on logits' device (all True when not ``masked``)."""
+        Targets are either (B[, 1], *sp) int labels with `annotated` (B, C) bool or B strings (one class
+        per voxel; a class annotated in a crop is known at all its voxels), or `VoxelTargets` (packed
+        present and known bits per class and voxel; `annotated` unused): unknown voxels add nothing to
+        their class, and each class's BCE is averaged over its known voxels.
+        """
+        self._check_logits(logits)
+        b_size, c_size = logits.shape[:2]
+        flat = logits.reshape(b_size, c_size, -1)
+        if isinstance(labels, VoxelTargets):
+            targets = labels.flat(b_size)
+            known = targets.known if self.masked else torch.full_like(targets.known, 255)
+            stats, n_known = known_logit_stats(flat, targets.present, known, squared=self.squared_pred)
+        else:
+            mask = self.check_mask(logits, annotated)
+            flat_labels = flatten_labels(labels, logits.shape)
+            stats = logit_stats(flat, flat_labels, squared=self.squared_pred)
+            n_known = mask.to(stats.sum_p.dtype) * flat_labels.shape[1]
+        out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        return self.combine(stats, n_known).to(out_dtype)
+
+    def _check_logits(self, logits: torch.Tensor) -> None:
         if not logits.is_floating_point():
             raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
         if logits.ndim < 3:
             raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits have {logits.shape[1]} channels, loss was built for num_classes={self.num_classes}")
+
+    def check_mask(self, logits: torch.Tensor, annotated: torch.Tensor | Sequence[AnnotatedSpec]) -> torch.Tensor:
+        """Validate logits, return the (B, C) bool mask on logits' device (all True when not ``masked``)."""
+        self._check_logits(logits)
         b_size, c_size = logits.shape[:2]
-        if self.num_classes is not None and c_size != self.num_classes:
-            raise ValueError(f"logits have {c_size} channels, loss was built for num_classes={self.num_classes}")
         mask = annotation_mask(annotated, c_size, device=logits.device)
         if mask.shape[0] != b_size:
             raise ValueError(f"annotation mask has {mask.shape[0]} rows for a batch of {b_size}")
         return mask if self.masked else torch.ones_like(mask)
 
-    def combine(self, stats: LogitStats, mask: torch.Tensor, voxels: int) -> torch.Tensor:
-        """(B, C) sums + (B, C) bool mask -> 0-d loss as documented, in the sums' dtype; why: one place for the masking math."""
-        m = mask.to(stats.sum_p.device)
+    def combine(self, stats: LogitStats, known: torch.Tensor) -> torch.Tensor:
+        """(B, C) sums + (B, C) known-voxel counts -> 0-d loss as documented, in the sums' dtype.
+
+        A class with no known voxel in a sample is not annotated there; BCE is a mean over known voxels
+        (a whole crop's voxels when the annotation mask is per crop). Why one place: the masking math.
+        """
+        known = known.to(stats.sum_p)
+        m = known > 0
         mf = m.to(stats.sum_p.dtype)
-        bce_sum = stats.sum_softplus - stats.sum_x_label  # sum_v BCEWithLogits(x, y)
+        bce_sum = stats.sum_softplus - stats.sum_x_label  # sum over known voxels of BCEWithLogits(x, y)
         pred = stats.sum_p2 if self.squared_pred else stats.sum_p
         weights = self.class_weights
         if self.batch:
             chan_any = m.any(0)
-            n_samples = mf.sum(0)
             inter = (stats.sum_p_label * mf).sum(0)
             denom = ((pred + stats.count) * mf).sum(0) + self.smooth_dr
             # where() before dividing keeps unannotated channels free of 0/0 in value and gradient.
             dice = 1.0 - (2.0 * inter + self.smooth_nr) / torch.where(chan_any, denom, 1.0)
-            bce = (bce_sum * mf).sum(0) / (torch.where(chan_any, n_samples, 1.0) * voxels)
+            bce = (bce_sum * mf).sum(0) / torch.where(chan_any, known.sum(0), 1.0)
             per = self.lambda_dice * dice + self.lambda_bce * bce
             if weights is not None:
                 per = per * weights.to(per)
@@ -200,7 +222,7 @@ class PartialAnnotationLoss(nn.Module):
             return per.sum() / chan_any.sum().clamp(min=1)
         denom = torch.where(m, pred + stats.count + self.smooth_dr, 1.0)
         dice = 1.0 - (2.0 * stats.sum_p_label + self.smooth_nr) / denom
-        per = self.lambda_dice * dice + self.lambda_bce * bce_sum / voxels
+        per = self.lambda_dice * dice + self.lambda_bce * bce_sum / known.clamp(min=1)
         if weights is not None:
             per = per * weights.to(per)
         n_chan = mf.sum(1)

@@ -59,3 +59,37 @@ def reference_partial_loss(
     if not channel_losses:
         return (x * 0).sum()
     return torch.stack(channel_losses).mean()
+
+
+def reference_known_loss(
+    logits: torch.Tensor,
+    present: torch.Tensor,
+    known: torch.Tensor,
+    *,
+    batch: bool = False,
+    squared_pred: bool = False,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+) -> torch.Tensor:
+    """(B, C, *sp) logits, (B, C, *sp) bool present and known -> 0-d fp32 loss (oracle, dense masks).
+
+    Each class's Dice and BCE over its known voxels only; a (sample, class) with no known voxel is not
+    annotated there, and the averaging is the one of `reference_partial_loss`.
+    """
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    x = logits.to(acc).flatten(2)
+    y = present.flatten(2).to(acc)
+    k = known.flatten(2).to(acc)
+    p = torch.sigmoid(x)
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none") * k
+    pred = (p * p if squared_pred else p) * k
+    annotated = k.sum(2) > 0
+    if not batch:
+        dice = 1 - (2 * (p * y * k).sum(2) + smooth_nr) / (pred.sum(2) + (y * k).sum(2) + smooth_dr)
+        per = dice + bce.sum(2) / k.sum(2).clamp(min=1)
+        losses = [per[b][annotated[b]].mean() for b in range(x.shape[0]) if annotated[b].any()]
+        return torch.stack(losses).mean() if losses else (x * 0).sum()
+    chans = annotated.any(0)
+    dice = 1 - (2 * (p * y * k).sum((0, 2)) + smooth_nr) / (pred.sum((0, 2)) + (y * k).sum((0, 2)) + smooth_dr)
+    per = dice + bce.sum((0, 2)) / k.sum((0, 2)).clamp(min=1)
+    return per[chans].mean() if chans.any() else (x * 0).sum()

@@ -1,0 +1,120 @@
+"""Any box of a crop at its plan's resolution: the raw image, and per class what is present and what is known.
+
+The one way the trainer (and `cellcheck infer`) reads CellMap data. A box is given in voxels of the
+training resolution relative to the crop's first voxel, and may reach past the crop: the image then
+holds the raw around it (real context where raw chunks exist; zeros past the raw volume), while the
+labels there are unknown. Inside the crop a class is unknown where its own array says so (`unknown`
+in its encoding), and everywhere when the crop does not annotate it. Only the chunks the box overlaps
+are read; nothing holds a whole crop.
+
+Targets travel packed: bit `c % 8` of byte `c // 8` is class c (channel c of the class map), one
+array for "present" and one for "known", `ceil(C / 8)` bytes per voxel each, so a patch of 14 classes
+costs 4 bytes per voxel beside its image, never a (C, Z, Y, X) byte or float tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellcheck.cellmap.plan import CropPlan
+from cellcheck.cellmap.render import ABSENT, PRESENT, UNKNOWN, class_states, to_output
+from cellcheck.cellmap.stores import Crop, Store
+from cellcheck.classes import ClassMap
+from cellcheck.readers.zarr_volume import ZarrVolume
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def packed_bytes(num_classes: int) -> int:
+    """Bytes per voxel of one packed mask of `num_classes` classes."""
+    return math.ceil(num_classes / 8)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """One box of a crop: `image` (Z, Y, X) as stored; `present`, `known` (ceil(C/8), Z, Y, X) uint8 bit masks."""
+
+    image: np.ndarray
+    present: np.ndarray
+    known: np.ndarray
+
+    def unpacked(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, Z, Y, X) bool present and known: for tests and small boxes, never on the training path."""
+        def unpack(a: np.ndarray) -> np.ndarray:
+            return np.unpackbits(a, axis=0, count=num_classes, bitorder="little").astype(bool)
+
+        return unpack(self.present), unpack(self.known)
+
+
+class CropReader:
+    """Reads boxes of one planned crop; holds metadata only (open the store in the process that reads)."""
+
+    def __init__(self, plan: CropPlan, store: Store, crop: Crop, classes: ClassMap) -> None:
+        self.plan, self.store, self.crop, self.classes = plan, store, crop, classes
+        self.nbytes = packed_bytes(len(classes))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The crop's whole box at the training resolution (voxels), past-the-raw parts included."""
+        return tuple(b - a for a, b in zip(self.plan.crop_start, self.plan.crop_stop))
+
+    @property
+    def labelled(self) -> Box:
+        """The part of the crop's box that has raw under it (relative to the crop's first voxel)."""
+        p = self.plan
+        return (tuple(s - c for s, c in zip(p.start, p.crop_start)), tuple(e - c for e, c in zip(p.stop, p.crop_start)))
+
+    def read(self, lo: tuple[int, ...], hi: tuple[int, ...], image: bool = True) -> CropBox:
+        """Voxels [lo, hi) of the crop's box (any integers: the box may reach past the crop and the raw)."""
+        shape = tuple(int(b - a) for a, b in zip(lo, hi))
+        present = np.zeros((self.nbytes, *shape), dtype=np.uint8)
+        known = np.zeros_like(present)
+        pix = self._image(lo, hi) if image else np.zeros((0, 0, 0), dtype=np.uint8)
+        inner = _intersect((tuple(lo), tuple(hi)), self.labelled)
+        if inner is not None:
+            at = tuple(slice(a - o, b - o) for a, b, o in zip(inner[0], inner[1], lo))
+            for channel, name in enumerate(self.classes.names):
+                if name not in self.plan.classes:
+                    continue  # not annotated in this crop: unknown everywhere
+                states = self._states(name, *inner)
+                byte, bit = divmod(channel, 8)
+                present[(byte, *at)] |= (states == PRESENT).view(np.uint8) << bit
+                known[(byte, *at)] |= (states != UNKNOWN).view(np.uint8) << bit
+        return CropBox(pix, present, known)
+
+    def _image(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
+        """Raw voxels of the box; zeros where it leaves the raw volume (unwritten chunks read as their fill)."""
+        raw = self.store.raw
+        level = self.plan.raw_level
+        start = np.asarray(self.plan.crop_start) + np.asarray(lo)
+        stop = np.asarray(self.plan.crop_start) + np.asarray(hi)
+        out = np.zeros(tuple(int(v) for v in stop - start), dtype=np.dtype(raw.group[level.path].dtype))
+        inside = _intersect((tuple(start), tuple(stop)), ((0, 0, 0), raw.shapes[level.path]))
+        if inside is not None:
+            region = tuple((int(a), int(b)) for a, b in zip(*inside))
+            at = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inside[0], inside[1], start))
+            out[at] = ZarrVolume.level(raw.group, raw.path, level, region).read()
+        return out
+
+    def _states(self, name: str, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
+        """ABSENT / PRESENT / UNKNOWN of one class over [lo, hi) (crop-box voxels), resampled to the resolution."""
+        p = self.plan
+        arr = self.crop.classes[name]
+        shift = tuple(s - c for s, c in zip(p.start, p.crop_start))  # crop-box -> plan output coordinates
+        out_lo = tuple(a - s for a, s in zip(lo, shift))
+        out_hi = tuple(b - s for b, s in zip(hi, shift))
+        box = p.label_box(out_lo, out_hi)
+        data = ZarrVolume.level(arr.group, arr.path, p.label_level, box).read()
+        return to_output(class_states(arr, data), p, out_lo, out_hi, box)
+
+
+def _intersect(a: Box, b: Box) -> Box | None:
+    lo = tuple(max(int(x), int(y)) for x, y in zip(a[0], b[0]))
+    hi = tuple(min(int(x), int(y)) for x, y in zip(a[1], b[1]))
+    return None if any(h <= l for l, h in zip(lo, hi)) else (lo, hi)
+
+
+__all__ = ["ABSENT", "PRESENT", "UNKNOWN", "CropBox", "CropReader", "packed_bytes"]
