@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap, load_class_map
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
+from cellcheck.grid import parse_resolution
 
 #: Fewer epochs than this, without `smoke_test: true`, is a smoke-test value left in the config.
 MIN_EPOCHS = 10
@@ -39,6 +40,15 @@ class TrainConfig(BaseModel):
     model: Literal["segresnet", "swinunetr", "dints"] = Field(description="network")
     datalist: Path = Field(description="MONAI datalist JSON (or a folder of CellMap zarr stores), relative to this file")
     dataroot: Path | None = Field(None, description="folder datalist paths are relative to (default: the datalist's)")
+    resolution: tuple[float, float, float] | None = Field(
+        None, validate_default=True, description="training voxel size in nm, one number or [z, y, x]: required when "
+        "datalist is a folder of CellMap stores (crops are paired with raw levels there, as the audit pairs them)")
+    datasplit: Path | None = Field(None, description="stores only: a csc make-datasplit CSV (its usage column and "
+                                   "class lists); default: folds assigned as cellcheck convert assigns them")
+    exclude_crops: list[str] = Field(default_factory=list, description="stores only: crops left out, by name "
+                                     "(crop100, or <store>_crop100 where ids repeat)")
+    resample: bool = Field(False, description="stores only: train a crop without a label level at the resolution "
+                           "from a finer (most frequent value) or coarser (nearest) one; recorded in the run folder")
     output_dir: Path = Field(description="run folder: checkpoints, metrics.jsonl, progress.png, memory.jsonl, gate "
                                         "report; one run per folder (continue it with --resume)")
     fold: Annotated[int, Field(ge=0)] = Field(0, description="validation fold for datafold_read")
@@ -85,7 +95,23 @@ class TrainConfig(BaseModel):
     tensorboard: bool = Field(False, description="also write TensorBoard event files to OUTPUT_DIR/tensorboard "
                                                  "(needs pip install 'cellcheck[tensorboard]')")
 
-    @field_validator("datalist", "dataroot", "output_dir", mode="before")
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _voxel_size(cls, value: Any, info: ValidationInfo) -> Any:
+        datalist = info.data.get("datalist")
+        if value is None:
+            if isinstance(datalist, Path) and datalist.is_dir():
+                raise ValueError(f"required: {datalist} is a folder of CellMap stores; give the voxel size to train "
+                                 "at in nm, e.g. resolution: 8 (or [5.24, 4, 4])")
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+            raise ValueError("must be a voxel size in nm: a number or [z, y, x]")
+        try:
+            return parse_resolution(value)
+        except CellcheckError:
+            raise ValueError("must be a positive voxel size in nm: a number or [z, y, x]") from None
+
+    @field_validator("datalist", "dataroot", "output_dir", "datasplit", mode="before")
     @classmethod
     def _relative_to_the_config(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None or isinstance(value, Path):
@@ -145,13 +171,18 @@ class TrainConfig(BaseModel):
     def _names(self, classes: ClassMap) -> list[str]:
         return list(classes.names)
 
-    @field_serializer("datalist", "dataroot", "output_dir")
+    @field_serializer("datalist", "dataroot", "output_dir", "datasplit")
     def _path(self, path: Path | None) -> str | None:
         return None if path is None else str(path)
 
     def to_json(self) -> dict[str, Any]:
         """Every key with its value (paths absolute, classes as names): what a run records and a checkpoint keeps."""
         return self.model_dump(mode="json")
+
+    @property
+    def from_stores(self) -> bool:
+        """Whether the run trains straight from a folder of CellMap stores (not a datalist)."""
+        return self.datalist.is_dir()
 
 
 KEYS = TrainConfig.model_fields
@@ -246,7 +277,7 @@ def validate_config(raw: Mapping[str, Any], source: str = "config", base: Path |
         loaded.usable = {name: raw[name] if name in raw else f.default for name, f in KEYS.items()
                          if name not in errors and (name in raw or not f.is_required())}
         context = _Context(base)  # resolve what the valid keys point to, as the model does
-        for key in ("datalist", "dataroot", "output_dir"):
+        for key in ("datalist", "dataroot", "output_dir", "datasplit"):
             if key in loaded.usable:
                 loaded.usable[key] = TrainConfig._relative_to_the_config(loaded.usable[key], context)
         if "classes" not in errors:
@@ -275,7 +306,8 @@ def _message(key: str, errors: list[Mapping[str, Any]]) -> str:
         want = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
         wants.append(want.replace("List should have", "must have"))
     what = " or ".join(dict.fromkeys(wants)).replace(" or must be ", " or ")
-    return f"'{key}{items}' {what}, got {errors[0]['input']!r:.40}"
+    got = "" if errors[0]["input"] is None else f", got {errors[0]['input']!r:.40}"
+    return f"'{key}{items}' {what}{got}"
 
 
 def loss_masking(loss: str | None, partial: bool, source: str = "config") -> list[Finding]:

@@ -17,12 +17,16 @@ import numpy as np
 
 from cellcheck.audit import run_audit
 from cellcheck.audit.options import AuditOptions
+from cellcheck.cellmap.trainset import describe, plan_training_set
 from cellcheck.checks.environment import alloc_conf
+from cellcheck.checks.folds import store_coverage as coverage
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 from cellcheck.config import KEYS, LoadedConfig, load_config, loss_masking
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
+from cellcheck.grid import format_scale
 from cellcheck.report import Report, select_findings
+from cellcheck.stratify import natural_key
 from cellcheck.stats import CaseStats, summarize
 
 
@@ -90,8 +94,16 @@ def run_gate(
     data = Path(path) if path is not None else _datalist_of(loaded)
     classes: ClassMap = values.get("classes") or DEFAULT_CLASS_MAP
     options = replace(options, classes=classes)  # audit the labels the run will train
+    stores = data.is_dir() and values.get("resolution") is not None
+    if stores:  # audit the crops at the resolution the run trains at
+        options = replace(options, resolution=values["resolution"])
     run = run_audit(data, dataroot=values.get("dataroot"), options=options)
-    findings += run.findings
+    notes: list[str] = []
+    if stores:
+        training_findings, notes = store_training(data, values, run.findings, classes)
+        findings += training_findings
+    else:
+        findings += run.findings
     if loaded is not None:
         findings += loss_masking(values.get("loss"), _partially_annotated(run.case_stats, len(classes)), loaded.source)
     findings += alloc_conf(os.environ if env is None else env)
@@ -100,11 +112,44 @@ def run_gate(
         memory_plan, found = _memory_plan(job, run.case_stats, classes)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict)
+                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict, notes=notes)
     config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
         {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)
     report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json}}
     return report
+
+
+def store_training(root: Path, values: Mapping[str, Any], audited: Sequence[Finding],
+                   classes: ClassMap) -> tuple[list[Finding], list[str]]:
+    """The audit's findings as the run will meet them, and what the run trains on (notes for the report).
+
+    Crops the config leaves out (exclude_crops, or absent from the datasplit) do not train: their findings
+    go. A crop that cannot train at the resolution is an error with the audit's reason and the config
+    line that leaves it out; one note lists them all, ready to paste. With `resample: true` a crop read
+    from another label level trains, and the audit's resolution-mismatch about it goes too.
+    """
+    training = plan_training_set(root, values["resolution"], classes, fold=values.get("fold", 0),
+                                 datasplit=values.get("datasplit"), exclude=values.get("exclude_crops") or (),
+                                 resample=bool(values.get("resample")))
+    excluded = set(training.excluded)
+    resampled = {c.case for c in training.cases if c.resampled}
+    kept = [f for f in audited if f.case not in excluded
+            and not (f.case in resampled and f.check == "resolution-mismatch")]
+    refused_cases = set()
+    for refusal in training.refused:
+        refused_cases.add(refusal.case)
+        first = next((f for f in kept if f.case == refusal.case and f.severity is Severity.ERROR), None)
+        if first is None:
+            first = replace(refusal)
+            kept.append(first)
+        first.message += "; to train without it add it to exclude_crops" + (
+            ", or let its labels be resampled: resample: true" if refusal.case in training.resamplable else "")
+    notes = [f"{root}: {describe(training)}"]
+    if training.refused:
+        names = ", ".join(sorted(refused_cases, key=natural_key))
+        notes.append(f"the crops that cannot train at {format_scale(training.resolution)}: exclude_crops: [{names}]")
+    kept += coverage(str(root), training, classes)
+    return kept, notes
 
 
 def _jsonable(value: Any) -> Any:

@@ -33,6 +33,7 @@ from cellcheck.intensity import IntensityRule, rule_for_dtypes
 from cellcheck.readers import open_volume
 from cellcheck.readers.arrays import read_volume
 from cellcheck.readers.volume import ReadError
+from trainer.validation import ArrayCase
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Case:
 
     def as_dict(self) -> dict[str, Any]:
         return {"case": self.case, "image": str(self.image), "label": str(self.label), "annotated": self.annotated}
+
+    def validation(self, num_classes: int) -> ArrayCase:
+        """The crop as validation reads it: stored image and integer label, window by window."""
+        return ArrayCase(self.case, read_array(self.image), checked_label(self.label, num_classes), self.annotated)
 
 
 def read_cases(datalist: Path, dataroot: Path | None, num_classes: int) -> list[Case]:
@@ -103,13 +108,7 @@ class LoadCased(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         d["image"] = torch.from_numpy(self.rule.apply(read_array(Path(d["image"])), str(d["image"]))[None])
-        label = read_array(Path(d["label"]))
-        if not np.issubdtype(label.dtype, np.integer):
-            raise CellcheckError(f"{d['label']}: labels must be integers, got {label.dtype}; run cellcheck audit")
-        if label.size and (int(label.min()) < 0 or int(label.max()) > self.num_classes):
-            raise CellcheckError(f"{d['label']}: label values {int(label.min())}..{int(label.max())} are outside "
-                                 f"0..{self.num_classes}; run cellcheck audit")
-        d["label"] = torch.from_numpy(label.astype(np.uint8, copy=False)[None])
+        d["label"] = torch.from_numpy(checked_label(Path(d["label"]), self.num_classes)[None])
         d["annotated"] = torch.as_tensor(d["annotated"], dtype=torch.bool)
         return d
 
@@ -155,7 +154,12 @@ def _shuffled(cases: Sequence[Case], seed: int) -> list[Case]:
     return [cases[i] for i in order]
 
 
-def load_validation_case(case: Case, rule: IntensityRule, num_classes: int) -> dict[str, Any]:
-    """A whole validation crop: image (1, 1, Z, Y, X) float32, label (Z, Y, X) uint8, mask (C,) bool."""
-    d = LoadCased(rule, num_classes)(case.as_dict())
-    return {"case": case.case, "image": d["image"][None], "label": d["label"][0], "annotated": d["annotated"]}
+def checked_label(path: Path, num_classes: int) -> np.ndarray:
+    """A whole label volume as uint8, refused (CellcheckError) unless it holds integers 0..num_classes."""
+    label = read_array(path)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise CellcheckError(f"{path}: labels must be integers, got {label.dtype}; run cellcheck audit")
+    if label.size and (int(label.min()) < 0 or int(label.max()) > num_classes):
+        raise CellcheckError(f"{path}: label values {int(label.min())}..{int(label.max())} are outside "
+                             f"0..{num_classes}; run cellcheck audit")
+    return label.astype(np.uint8, copy=False)

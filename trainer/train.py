@@ -42,9 +42,10 @@ from cellcheck.memory.profiler import MemoryProfiler
 from cellcheck.files import write_atomic
 from cellcheck.report import render_json, render_text
 from trainer.curves import TensorBoardLog, epoch_records, plot_progress, tensorboard_missing
-from trainer.data import Case, intensity_rule, load_validation_case, read_cases, split_fold, train_loader
-from trainer.infer import sliding_window_probabilities
-from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotationLoss, inverse_frequency_weights
+from trainer.run_data import RunData, open_data
+from trainer.validation import network_input, score_case
+from cellcheck.models.losses import (DeepSupervisionPartialLoss, PartialAnnotationLoss, VoxelTargets,
+                                    inverse_frequency_weights)
 from cellcheck.models.networks import build_network, outputs_as_list
 from trainer.progress import Console, epoch_line, files_line, human_seconds
 from cellcheck.run_folder import RUN_FILES, rerun_refusal
@@ -143,15 +144,15 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         _check_device_memory(cfg, device)
 
     # 2. data, and the one intensity rule of the run (stored in every checkpoint, applied at inference)
-    train_cases, val_cases = split_fold(read_cases(cfg.datalist, cfg.dataroot, cfg.num_classes), cfg.fold)
-    rule = intensity_rule([*train_cases, *val_cases])
+    data = open_data(cfg, resumed=resume and (out / "last.pt").is_file(), rank=rank)
+    rule = data.rule
 
     # 3. model, loss, optimizer
     torch.manual_seed(cfg.seed)
     net = build_network(cfg.model, cfg.num_classes, roi_size=cfg.roi_size, deep_supervision=cfg.deep_supervision,
                         width=cfg.network_width).to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    loss_fn = build_loss(cfg, train_cases).to(device)
+    loss_fn = build_loss(cfg, data.annotated).to(device)
     if cfg.compile:
         model, loss_fn = torch.compile(model), torch.compile(loss_fn)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -163,8 +164,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         state = _load_checkpoint(out / "last.pt", net, optimizer, scaler)
     names = list(cfg.classes.names)
     saved = {"model": cfg.model, "config": cfg.to_json(), "intensity": rule.to_json(), "class_names": names}
-    console.line(_first_line(cfg, net, device, world, amp_dtype, len(train_cases), len(val_cases), out, state,
-                             resume, resumed))
+    console.line(_first_line(cfg, net, device, world, amp_dtype, data, out, state, resume, resumed))
 
     # 4. the loop, recorded and shown
     history = epoch_records(out / "metrics.jsonl") if rank == 0 else []
@@ -180,7 +180,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                 torch.cuda.reset_peak_memory_stats(device)
             losses, skip = [], state.step_in_epoch
             model.train()
-            loader = train_loader(train_cases, cfg, rule, rank=rank, world=world, epoch=state.epoch)
+            loader = data.loader(state.epoch, rank, world)
             title = f"epoch {state.epoch + 1}/{cfg.num_epochs}"
             with console.steps(title, max(0, steps_per_epoch(len(loader), cfg) - skip)) as advance:
                 for step_index, patches in enumerate(_steps(loader, cfg.batch_size)):
@@ -189,7 +189,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                     if cfg.max_steps_per_epoch and step_index >= cfg.max_steps_per_epoch:
                         break
                     loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
-                                                stop.received is not None)
+                                                stop.received is not None, rule)
                     advance()
                     state.step_in_epoch = step_index + 1
                     guard.record(loss is not None)
@@ -220,7 +220,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
             if state.epoch % cfg.num_epochs_per_validation == 0 or state.epoch == cfg.num_epochs:
                 t_val = time.time()
-                record.update(validate(net, val_cases, cfg.roi_size, names, rule, device, amp_dtype, rank=rank,
+                record.update(validate(net, data.validation, cfg.roi_size, names, rule, device, amp_dtype, rank=rank,
                                        world=world))
                 record["val_seconds"] = round(time.time() - t_val, 3)
                 improved = record["val_dice_mean"] > state.best_metric
@@ -283,7 +283,7 @@ def steps_per_epoch(batches: int, cfg: TrainConfig) -> int:
 
 
 def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, world: int,
-                amp_dtype: torch.dtype | None, n_train: int, n_val: int, out: Path, state: State, resume: bool,
+                amp_dtype: torch.dtype | None, data: RunData, out: Path, state: State, resume: bool,
                 resumed: bool) -> str:
     """What will run where: network, device and ranks, data, schedule, loss, start point, run folder."""
     params = sum(p.numel() for p in net.parameters())
@@ -298,7 +298,7 @@ def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, wo
         start = "new run"
     roi = "x".join(str(r) for r in cfg.roi_size)
     return (f"cellcheck train: {cfg.model} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
-            f"{n_train} training / {n_val} validation crops; {cfg.num_epochs} epochs{cap}, batch {cfg.batch_size} "
+            f"{data.describe()}; {cfg.num_epochs} epochs{cap}, batch {cfg.batch_size} "
             f"of {roi}, loss {cfg.loss}; {start}; writing to {out}")
 
 
@@ -313,15 +313,15 @@ def _last_line(ending: str | None, state: State, cfg: TrainConfig, first_epoch: 
     return f"cellcheck train: {ending} in {human_seconds(seconds)}{best}; {files_line(out, RUN_FILES)}"
 
 
-def build_loss(cfg: TrainConfig, train_cases: Sequence[Case]) -> DeepSupervisionPartialLoss:
+def build_loss(cfg: TrainConfig, annotated: np.ndarray) -> DeepSupervisionPartialLoss:
     """The loss the config asks for: masked or the unmasked baseline, batch Dice, squared_pred, class weights.
 
-    `class_weights: inverse_frequency` weighs each class by 1 / (training crops annotating it).
+    `annotated`: (N, C) bool, the classes each training crop is annotated for; `class_weights:
+    inverse_frequency` weighs each class by 1 / (training crops annotating it).
     """
     weights = cfg.class_weights
     if weights == "inverse_frequency":
-        mask = torch.as_tensor(np.stack([c.annotated for c in train_cases])) if train_cases else None
-        weights = inverse_frequency_weights(mask) if mask is not None else None
+        weights = inverse_frequency_weights(torch.as_tensor(annotated)) if len(annotated) else None
     single = PartialAnnotationLoss(
         num_classes=cfg.num_classes, batch=cfg.batch_dice, squared_pred=cfg.squared_pred,
         class_weights=weights, lambda_dice=cfg.lambda_dice, lambda_bce=cfg.lambda_bce,
@@ -335,24 +335,30 @@ def _steps(loader, batch_size: int):
     for batch in loader:
         n = batch["image"].shape[0]
         for i in range(0, n, batch_size):
-            yield {k: batch[k][i : i + batch_size] for k in ("image", "label", "annotated")}
+            yield {k: v[i : i + batch_size] for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
-          stop_requested: bool) -> tuple[torch.Tensor | None, bool]:
+def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, stop_requested: bool,
+               rule: IntensityRule | None = None) -> tuple[torch.Tensor | None, bool]:
     """One optimizer step, agreed by every rank: (detached loss, or None when a rank's loss was not finite; stop).
 
-    The verdict is one all-reduce (MAX) of [loss not finite, stop requested] before backward, so a
-    rank with a NaN never skips the gradient all-reduce its peers enter: all skip together. It is
+    Patches are a datalist batch (float32 image, uint8 label, (B, C) annotation mask) or a store batch
+    (uint8 image and packed present / known masks; the image becomes network input by `rule` on the
+    device). The verdict is one all-reduce (MAX) of [loss not finite, stop requested] before backward,
+    so a rank with a NaN never skips the gradient all-reduce its peers enter: all skip together. It is
     the step's one host sync; the loss stays on the device.
     """
-    image = _plain(patches["image"]).to(device, non_blocking=True)
-    label = _plain(patches["label"]).to(device, non_blocking=True)  # uint8 all the way to the loss
-    annotated = _plain(patches["annotated"]).to(device)
+    image = _plain(patches["image"])
+    image = image.to(device, non_blocking=True) if image.is_floating_point() else network_input(image, rule, device)
+    if "present" in patches:
+        targets, annotated = VoxelTargets(patches["present"], patches["known"]).to(device, non_blocking=True), None
+    else:
+        targets = _plain(patches["label"]).to(device, non_blocking=True)  # uint8 all the way to the loss
+        annotated = _plain(patches["annotated"]).to(device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         outputs = outputs_as_list(model(image))
-    loss = loss_fn(outputs, label, annotated)  # fp32 inside the loss, whatever the logits' dtype
+    loss = loss_fn(outputs, targets, annotated)  # fp32 inside the loss, whatever the logits' dtype
     flags = torch.stack([~torch.isfinite(loss.detach()), torch.tensor(stop_requested, device=device)]).int()
     if dist.is_initialized():
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
@@ -371,14 +377,15 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
-def validate(net, cases: Sequence[Case], roi_size: Sequence[int], names: Sequence[str], rule: IntensityRule,
+def validate(net, cases: Sequence[Any], roi_size: Sequence[int], names: Sequence[str], rule: IntensityRule,
              device: torch.device, amp_dtype: torch.dtype | None = None, *, rank: int = 0,
              world: int = 1) -> dict[str, Any]:
-    """Per-class Dice (sigmoid > 0.5) over the annotated classes of each crop, averaged per class over crops.
+    """Per-class Dice (sigmoid > 0.5) over each crop's known voxels, averaged per class over crops.
 
+    `cases`: datalist `Case`s or store validation crops, each read window by window (trainer.validation).
     Each rank scores its share of the crops (every world-th); the per-class sums of Dice and crop
-    counts are all-reduced, so every rank returns the same numbers and no rank waits in a
-    collective while another validates alone. `names`: the classes in channel order. Returns
+    counts are all-reduced, so every rank returns the same numbers and no rank waits in a collective
+    while another validates alone. `names`: the classes in channel order. Returns
     {"val_dice": {class: dice}, "val_dice_mean"}.
     """
     num_classes = len(names)
@@ -386,10 +393,9 @@ def validate(net, cases: Sequence[Case], roi_size: Sequence[int], names: Sequenc
     net.eval()
     with torch.inference_mode():
         for case in cases[rank::world]:
-            d = load_validation_case(case, rule, num_classes)
-            probs = sliding_window_probabilities([net], d["image"], roi_size, device=device,
-                                                 amp=amp_dtype is not None)
-            dice, counted = case_dice(probs, d["label"], d["annotated"])
+            crop = case.validation(num_classes)
+            dice, counted = score_case(net, crop.read, crop.shape, roi_size, num_classes, rule, device,
+                                       amp=amp_dtype is not None)
             sums[0] += dice
             sums[1] += counted
     net.train()
@@ -400,25 +406,6 @@ def validate(net, cases: Sequence[Case], roi_size: Sequence[int], names: Sequenc
     seen = sums[1] > 0
     dice = {names[c]: float(sums[0, c] / sums[1, c]) for c in range(num_classes) if seen[c]}
     return {"val_dice": dice, "val_dice_mean": float(np.mean(list(dice.values()))) if dice else 0.0}
-
-
-def case_dice(probs: torch.Tensor, label: torch.Tensor, annotated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, *sp) probabilities, (*sp) int labels, (C,) bool -> (C,) Dice and (C,) 0/1 "counted", fp64.
-
-    A class counts where it is annotated and predicted or present (Dice is undefined when both are
-    empty). Intersections are summed per label value from the prediction at channel label - 1; no
-    (C, *sp) target is built.
-    """
-    c_size = probs.shape[0]
-    pred = (probs > 0.5).reshape(c_size, -1)
-    lab = label.reshape(-1).long().to(pred.device)
-    at_label = pred.gather(0, (lab - 1).clamp(min=0).unsqueeze(0))[0] & (lab > 0)
-    inter = torch.bincount(lab, weights=at_label.double(), minlength=c_size + 1)[1:c_size + 1]
-    truth = torch.bincount(lab, minlength=c_size + 1)[1:c_size + 1].double()
-    denom = pred.sum(1).double() + truth
-    counted = annotated.to(pred.device) & (denom > 0)
-    dice = torch.where(counted, 2.0 * inter / denom.clamp(min=1), 0.0)
-    return dice.cpu(), counted.double().cpu()
 
 
 def _save(path: Path, saved: Mapping[str, Any], net, state: State, rank: int, optimizer=None, scaler=None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Collection
 
 import numpy as np
 
@@ -50,11 +51,17 @@ class CropBox:
 
 
 class CropReader:
-    """Reads boxes of one planned crop; holds metadata only (open the store in the process that reads)."""
+    """Reads boxes of one planned crop (open the store in the process that reads: zarr objects do not fork well).
 
-    def __init__(self, plan: CropPlan, store: Store, crop: Crop, classes: ClassMap) -> None:
+    `trained`: the classes this crop is trained for (default: every class of the map it annotates); any
+    other class of the map is unknown everywhere in it.
+    """
+
+    def __init__(self, plan: CropPlan, store: Store, crop: Crop, classes: ClassMap,
+                 trained: Collection[str] | None = None) -> None:
         self.plan, self.store, self.crop, self.classes = plan, store, crop, classes
         self.nbytes = packed_bytes(len(classes))
+        self.trained = frozenset(plan.classes if trained is None else set(trained) & set(plan.classes))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -77,8 +84,8 @@ class CropReader:
         if inner is not None:
             at = tuple(slice(a - o, b - o) for a, b, o in zip(inner[0], inner[1], lo))
             for channel, name in enumerate(self.classes.names):
-                if name not in self.plan.classes:
-                    continue  # not annotated in this crop: unknown everywhere
+                if name not in self.trained:
+                    continue  # not annotated (or not trained) in this crop: unknown everywhere
                 states = self._states(name, *inner)
                 byte, bit = divmod(channel, 8)
                 present[(byte, *at)] |= (states == PRESENT).view(np.uint8) << bit

@@ -146,6 +146,14 @@ def find_stores_or_fail(root: Path) -> list[Path]:
     return stores
 
 
+def case_names(found: list[tuple[Path, str]]) -> list[str]:
+    """The case name of each (store, crop id): the crop id, or `<store>_<crop>` where ids repeat across stores."""
+    counts: dict[str, int] = {}
+    for _, crop in found:
+        counts[crop] = counts.get(crop, 0) + 1
+    return [crop if counts[crop] == 1 else f"{path.name.removesuffix('.zarr')}_{crop}" for path, crop in found]
+
+
 @lru_cache(maxsize=16)
 def open_store(path: Path) -> Store:
     """Read the metadata of one store (cached: each worker process opens a store once).

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from cellcheck.classes import ClassMap
 from cellcheck.datalist import Entry
 from cellcheck.findings import Finding, finding
+from cellcheck.grid import format_scale
+
+if TYPE_CHECKING:
+    from cellcheck.cellmap.trainset import TrainingSet
 
 #: A class annotated in fewer cases than this (in the whole datalist) is "very few".
 MIN_CASES_PER_CLASS = 2
@@ -130,3 +134,20 @@ def class_coverage(path: Path, annotated: dict[str, tuple[Entry, frozenset[int]]
             f"{', '.join(classes.names[c] for c in few)} annotated in fewer than {MIN_CASES_PER_CLASS} cases",
             channels=few, cases={classes.names[c]: totals[c] for c in few},
         )
+
+
+def store_coverage(where: str, training: "TrainingSet", classes: ClassMap) -> Iterator[Finding]:
+    """Classes of the map no training crop is annotated for (their channel never learns), or no validation crop."""
+    trained = {n for c in training.train for n in c.classes}
+    validated = {n for c in training.validate for n in c.classes}
+    never = [n for n in classes.names if n not in trained]
+    if never:
+        yield finding("class-coverage", None, where,
+                      f"{', '.join(never)} annotated in no training crop at {format_scale(training.resolution)}: "
+                      "its channel never learns; drop it from classes, or add crops that annotate it",
+                      classes=never)
+    unseen = [n for n in classes.names if n in trained and n not in validated]
+    if unseen and training.validate:
+        yield finding("class-coverage", None, where,
+                      f"{', '.join(unseen)} annotated in no validation crop: its validation Dice is undefined; "
+                      "move a crop that annotates it into validation", classes=unseen)

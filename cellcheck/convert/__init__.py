@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cellcheck import __version__
-from cellcheck.cellmap.stores import find_stores_or_fail, open_store
+from cellcheck.cellmap.stores import case_names, find_stores_or_fail, open_store
 from cellcheck.convert.case import Job, Outcome, convert_case, output_paths
-from cellcheck.convert.folds import assign_folds, auto_folds
+from cellcheck.stratify import assign_folds, auto_folds, natural_key
 from cellcheck.convert.options import Options
 from cellcheck.convert.records import RECORD_VERSION, load_record, owned
 from cellcheck.errors import CellcheckError
@@ -63,16 +63,12 @@ class ConvertResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "out": str(self.out), "datalist": str(self.datalist) if self.datalist else None,
-            "converted": sorted((o.case for o in self.converted), key=_natural),
-            "unchanged": sorted((o.case for o in self.unchanged), key=_natural),
+            "converted": sorted((o.case for o in self.converted), key=natural_key),
+            "unchanged": sorted((o.case for o in self.unchanged), key=natural_key),
             "refused": [o.refused.to_json() for o in self.refused],
             "notes": {o.case: o.notes for o in self.outcomes if o.notes},
             "folds": self.folds, "classes_not_in_every_fold": self.uncovered,
         }
-
-
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
 def convert(root: Path, out: Path, opts: Options, *, folds: int | None = None, jobs: int = 1,
@@ -90,7 +86,7 @@ def convert(root: Path, out: Path, opts: Options, *, folds: int | None = None, j
     jobs_list = [Job(case, store, crop, out, opts, max_bytes) for case, store, crop in refs]
     open_store.cache_clear()  # forked workers open what they need
     outcomes += list(map_cases(convert_case, jobs_list, jobs, progress, what="crops", verb="converting"))
-    outcomes.sort(key=lambda o: _natural(o.case))
+    outcomes.sort(key=lambda o: natural_key(o.case))
     done = [o for o in outcomes if o.record is not None]
     result = ConvertResult(out, None, outcomes)
     if not done:
@@ -127,10 +123,7 @@ def _crops(root: Path) -> tuple[list[tuple[str, Path, str]], list[Outcome]]:
             continue
         found += [(path, crop) for crop in store.crop_paths]
         outcomes += [Outcome(f.case, refused=f) for f in store.findings if f.check == "mixed-zarr-format" and f.case]
-    counts: dict[str, int] = {}
-    for _, crop in found:
-        counts[crop] = counts.get(crop, 0) + 1
-    refs = [(crop if counts[crop] == 1 else f"{path.name.removesuffix('.zarr')}_{crop}", path, crop) for path, crop in found]
+    refs = [(case, path, crop) for case, (path, crop) in zip(case_names(found), found)]
     return refs, outcomes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellcheck.convert.folds import assign_folds, auto_folds
+from cellcheck.stratify import assign_folds, auto_folds
 
 
 def coverage(cases, fold, k):

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from .resize import resize_labels_nearest
+
 __all__ = ["VoxelTargets", "channel_bits"]
 
 
@@ -28,8 +30,6 @@ class VoxelTargets(NamedTuple):
 
     def resized(self, size: Sequence[int]) -> "VoxelTargets":
         """Nearest-neighbour resize of both masks (deep supervision's coarser outputs)."""
-        from .deep_supervision import resize_labels_nearest
-
         if tuple(self.present.shape[2:]) == tuple(size):
             return self
         return VoxelTargets(resize_labels_nearest(self.present, size), resize_labels_nearest(self.known, size))

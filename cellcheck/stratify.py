@@ -1,4 +1,4 @@
-"""Cross-validation folds for converted crops: every class in every fold wherever the data allow.
+"""Cross-validation folds for crops (converted, or trained from the stores): every class in every fold wherever the data allow.
 
 With partial annotation a fold that holds no crop annotated for a class cannot validate that class
 (its Dice is undefined there). Folds are assigned by iterative stratification (rarest class first:
@@ -23,7 +23,8 @@ def auto_folds(cases: Mapping[str, frozenset[int]], most: int = MAX_AUTO_FOLDS) 
     return max(2, min(most, min(counts, default=most), len(cases)))
 
 
-def _natural(name: str) -> tuple:
+def natural_key(name: str) -> tuple:
+    """crop2 before crop10: names compared by their numbers as numbers."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
@@ -33,7 +34,7 @@ def assign_folds(cases: Mapping[str, frozenset[int]], k: int) -> tuple[dict[str,
     `cases` maps a case to its annotated channels. A channel annotated in fewer than k' cases cannot
     be in every fold; it is listed, as is any the repair could not place.
     """
-    names = sorted(cases, key=_natural)
+    names = sorted(cases, key=natural_key)
     k = max(1, min(k, len(names)))
     channels = sorted({c for chans in cases.values() for c in chans})
     total = {c: sum(c in cases[n] for n in names) for c in channels}
@@ -74,7 +75,7 @@ def _repair(cases, per_fold, members, fold, total, k) -> None:
             ]
             if not movable:
                 continue
-            _, name = min(movable, key=lambda t: (t[0], _natural(t[1])))
+            _, name = min(movable, key=lambda t: (t[0], natural_key(t[1])))
             donor = fold[name]
             members[donor].remove(name)
             for o in cases[name]:
