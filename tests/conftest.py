@@ -5,8 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from cellcheck.classes import DEFAULT_CLASS_MAP
+from cellcheck.convert import Options, convert
 from datasets import V3
 from fixtures import make_dataset
+
+EIGHT = (8.0, 8.0, 8.0)
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,11 @@ def clean_copy(clean, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(clean, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def converted(clean, tmp_path_factory) -> tuple[Path, object]:
+    """(output folder, ConvertResult) of `cellcheck convert clean/zarr --resolution 8`."""
+    out = tmp_path_factory.mktemp("converted") / "out"
+    result = convert(clean / "zarr", out, Options(EIGHT, DEFAULT_CLASS_MAP), jobs=1)
+    return out, result

@@ -23,13 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellcheck.cellmap.reader import RawReader
+from cellcheck.cellmap.stores import open_store
 from cellcheck.classes import DEFAULT_CLASS_MAP
 from cellcheck.errors import CellcheckError
-from cellcheck.intensity import IntensityRule
 from cellcheck.files import write_atomic, write_folder_atomic
+from cellcheck.intensity import IntensityRule
+from cellcheck.models.networks import MODELS, build_network, outputs_as_list
 from cellcheck.readers.arrays import VolumeArray, read_volume
 from cellcheck.readers.volume import ReadError
-from cellcheck.models.networks import MODELS, build_network, outputs_as_list
+from cellcheck.readers.zarr_compat import create_array, create_group
+from trainer.validation import device_input
+from trainer.windows import tiles
 
 __all__ = [
     "infer_command",
@@ -230,8 +235,6 @@ def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path) -> None:
 
 def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Path) -> None:
     """(C, Z, Y, X) -> zarr format-2 array (zarr 2 and 3 read it), built beside `out` and swapped in whole."""
-    from cellcheck.readers.zarr_compat import create_array
-
     def fill(tmp: Path) -> None:
         chunks = (1, *(min(n, 128) for n in prob.shape[1:]))
         arr = create_array(tmp, prob.shape, "float32", chunks,
@@ -330,3 +333,98 @@ def predict_to_files(
         except OSError as exc:
             raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output") from None
     return outputs
+
+
+# --- straight from the stores ----------------------------------------------------------------------------
+
+
+def infer_store(
+    checkpoints: Sequence[Path | str],
+    store_path: Path | str,
+    output_dir: Path | str,
+    *,
+    crop: str | None = None,
+    box_nm: tuple[Sequence[float], Sequence[float]] | None = None,
+    resolution: Sequence[float] | None = None,
+    overlap: float = 0.25,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> Path:
+    """Probability maps of a crop (or any box, in nm) of a CellMap store, at the checkpoint's resolution.
+
+    Written window by window (each voxel from the window that owns it) into an OME-NGFF 0.4 multiscale
+    group, zarr format 2: `s0` is (C, Z, Y, X) float32 with the true scale and translation (the centre
+    of voxel 0 in nm), so it overlays the raw in a viewer; `class_names` in its attributes. Only a
+    window of the raw is in memory at a time. Returns the written folder.
+    """
+    if (crop is None) == (box_nm is None):
+        raise CellcheckError("give either --crop NAME or --box Z0,Y0,X0,Z1,Y1,X1 (nm) to read from a store")
+    dev = _torch_device(device)
+    loaded = [load_checkpoint_model(p) for p in checkpoints]
+    rules = {cfg["intensity"] for _, cfg in loaded}
+    if len(rules) > 1 or len({int(cfg["num_classes"]) for _, cfg in loaded}) > 1:
+        raise CellcheckError(f"{checkpoints[0]}: the checkpoints disagree on classes or image dtype; ensemble like with like")
+    resolution = tuple(resolution) if resolution else _trained_at(loaded, checkpoints[0])
+    store = open_store(Path(store_path))
+    reader = RawReader.at(store, resolution)
+    lo_nm, hi_nm = box_nm if box_nm is not None else _crop_box_nm(store, crop)
+    start, stop = reader.voxels(lo_nm, hi_nm)
+    shape = tuple(b - a for a, b in zip(start, stop))
+    if min(shape) <= 0:
+        raise CellcheckError(f"the box {list(lo_nm)}..{list(hi_nm)} nm holds no voxel at {resolution} nm; widen it")
+    roi = tuple(loaded[0][1]["roi_size"])
+    models = [net.to(dev) for net, _ in loaded]
+    rule, names = rules.pop(), _class_names(loaded[0][1])
+    out = Path(output_dir) / f"{store.name}_{crop or 'box'}_probabilities.zarr"
+    scale = list(reader.level.scale)
+    attrs = {"multiscales": [{"version": "0.4", "name": out.stem, "axes": [
+        {"name": "c", "type": "channel"}, *({"name": a, "type": "space", "unit": "nanometer"} for a in "zyx")],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, *scale]},
+            {"type": "translation", "translation": [0.0, *reader.centre(start)]}]}]}],
+        "class_names": names, "source": {"store": str(store.path), "crop": crop, "box_nm": [list(lo_nm), list(hi_nm)]}}
+
+    def fill(tmp: Path) -> None:
+        create_group(tmp, attrs)
+        arr = create_array(tmp / "s0", (len(names), *shape), "float32", (1, *(min(n, 64) for n in shape)), {})
+        with torch.no_grad():
+            for win in tiles(shape, roi, overlap):
+                image = reader.read(tuple(s + a for s, a in zip(start, win.lo)), tuple(s + b for s, b in zip(start, win.hi)))
+                x = device_input(image, rule, dev)[None, None]
+                prob = None
+                for net in models:
+                    with torch.autocast(dev.type, enabled=amp):
+                        p = torch.sigmoid(outputs_as_list(net(x))[0][0].float())
+                    prob = p if prob is None else prob.add_(p)
+                prob = (prob / len(models))[(slice(None), *win.owned)].cpu().numpy()
+                arr[(slice(None), *(slice(a, b) for a, b in zip(win.own_lo, win.own_hi)))] = prob
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_folder_atomic(out, fill)
+    except OSError as exc:
+        raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output") from None
+    return out
+
+
+def _trained_at(loaded: list[tuple[nn.Module, dict[str, Any]]], first: Path | str) -> tuple[float, ...]:
+    """The voxel size the checkpoints trained at (their config's resolution), one for all of them."""
+    found = {tuple(cfg.get("resolution") or ()) for _, cfg in loaded}
+    if len(found) != 1 or not next(iter(found)):
+        raise CellcheckError(f"{first}: the checkpoint records no training resolution (trained on a datalist); give "
+                             "--resolution NM")
+    return next(iter(found))
+
+
+def _crop_box_nm(store, crop: str) -> tuple[list[float], list[float]]:
+    """A crop's physical box (nm): from the corner of its first voxel to the far corner of its last one."""
+    if crop not in store.crop_paths:
+        raise CellcheckError(f"{store.path}: no crop {crop!r} in this store (it has {', '.join(sorted(store.crop_paths)) or 'none'})")
+    opened = store.open_crop(crop)
+    arrays = list(opened.classes.values()) or ([opened.all] if opened.all else [])
+    if not arrays:
+        raise CellcheckError(f"{opened.path}: the crop has no readable label array to take its box from; use --box")
+    ref = arrays[0]
+    lv = ref.finest
+    lo = [t - s / 2 for t, s in zip(lv.translation, lv.scale)]
+    return lo, [a + n * s for a, n, s in zip(lo, ref.shape, lv.scale)]

@@ -43,7 +43,7 @@ from cellcheck.files import write_atomic
 from cellcheck.report import render_json, render_text
 from trainer.curves import TensorBoardLog, epoch_records, plot_progress, tensorboard_missing
 from trainer.run_data import RunData, open_data
-from trainer.validation import network_input, score_case
+from trainer.validation import device_input, score_case
 from cellcheck.models.losses import (DeepSupervisionPartialLoss, PartialAnnotationLoss, VoxelTargets,
                                     inverse_frequency_weights)
 from cellcheck.models.networks import build_network, outputs_as_list
@@ -349,7 +349,7 @@ def train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype, st
     the step's one host sync; the loss stays on the device.
     """
     image = _plain(patches["image"])
-    image = image.to(device, non_blocking=True) if image.is_floating_point() else network_input(image, rule, device)
+    image = image.to(device, non_blocking=True) if image.is_floating_point() else device_input(image, rule, device)
     if "present" in patches:
         targets, annotated = VoxelTargets(patches["present"], patches["known"]).to(device, non_blocking=True), None
     else:

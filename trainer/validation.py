@@ -56,7 +56,7 @@ class ArrayCase:
         return CropBox(image, present, known)
 
 
-def network_input(image: np.ndarray | torch.Tensor, rule: IntensityRule, device: torch.device) -> torch.Tensor:
+def device_input(image: np.ndarray | torch.Tensor, rule: IntensityRule, device: torch.device) -> torch.Tensor:
     """(..., Z, Y, X) stored voxels -> float32 on the device by the run's intensity rule, converted there."""
     t = torch.as_tensor(image).to(device, non_blocking=True).to(torch.float32)
     if (rule.low, rule.high) != (0.0, 1.0):
@@ -75,7 +75,7 @@ def score_case(net: torch.nn.Module, read: Callable[[Sequence[int], Sequence[int
     sums = torch.zeros(4, num_classes, dtype=torch.float64, device=device)  # tp, predicted, present, known
     for win in tiles(shape, roi, OVERLAP):
         box = read(win.lo, win.hi)
-        x = network_input(box.image, rule, device)[None, None]
+        x = device_input(box.image, rule, device)[None, None]
         with torch.autocast(device.type, enabled=amp):
             logits = outputs_as_list(net(x))[0]
         pred = logits[0][(slice(None), *win.owned)] > 0  # sigmoid > 0.5

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Collection
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from cellcheck.cellmap.plan import CropPlan
 from cellcheck.cellmap.render import ABSENT, PRESENT, UNKNOWN, class_states, to_output
 from cellcheck.cellmap.stores import Crop, Store
 from cellcheck.classes import ClassMap
+from cellcheck.errors import CellcheckError
+from cellcheck.grid import format_scale
+from cellcheck.readers.ome_ngff import Level
 from cellcheck.readers.zarr_volume import ZarrVolume
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -93,18 +96,9 @@ class CropReader:
         return CropBox(pix, present, known)
 
     def _image(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
-        """Raw voxels of the box; zeros where it leaves the raw volume (unwritten chunks read as their fill)."""
-        raw = self.store.raw
-        level = self.plan.raw_level
-        start = np.asarray(self.plan.crop_start) + np.asarray(lo)
-        stop = np.asarray(self.plan.crop_start) + np.asarray(hi)
-        out = np.zeros(tuple(int(v) for v in stop - start), dtype=np.dtype(raw.group[level.path].dtype))
-        inside = _intersect((tuple(start), tuple(stop)), ((0, 0, 0), raw.shapes[level.path]))
-        if inside is not None:
-            region = tuple((int(a), int(b)) for a, b in zip(*inside))
-            at = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inside[0], inside[1], start))
-            out[at] = ZarrVolume.level(raw.group, raw.path, level, region).read()
-        return out
+        """Raw voxels of the box (the crop's first voxel is raw voxel `crop_start` of the plan's raw level)."""
+        start = tuple(s + a for s, a in zip(self.plan.crop_start, lo))
+        return RawReader(self.store, self.plan.raw_level).read(start, tuple(s + b - a for s, a, b in zip(start, lo, hi)))
 
     def _states(self, name: str, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
         """ABSENT / PRESENT / UNKNOWN of one class over [lo, hi) (crop-box voxels), resampled to the resolution."""
@@ -118,10 +112,50 @@ class CropReader:
         return to_output(class_states(arr, data), p, out_lo, out_hi, box)
 
 
+class RawReader:
+    """Boxes of one raw level of a store, anywhere: zeros where a box leaves the raw volume (`cellcheck infer --box`)."""
+
+    def __init__(self, store: Store, level: Level) -> None:
+        self.store, self.level = store, level
+        self.shape = store.raw.shapes[level.path]
+
+    @classmethod
+    def at(cls, store: Store, resolution: Sequence[float]) -> "RawReader":
+        """The raw level with this voxel size (nm); CellcheckError when the pyramid has none."""
+        level = store.raw.level_at(tuple(resolution)) if store.raw is not None else None
+        if level is None:
+            have = ", ".join(format_scale(lv.scale) for lv in store.raw.levels) if store.raw is not None else "none"
+            raise CellcheckError(f"{store.path}: the raw EM has no level at {format_scale(resolution)} (levels: {have}); "
+                                 "read it at one of those")
+        return cls(store, level)
+
+    def voxels(self, lo_nm: Sequence[float], hi_nm: Sequence[float]) -> Box:
+        """The voxels [start, stop) whose centres lie in the physical box [lo_nm, hi_nm) (z y x)."""
+        scale, origin = np.asarray(self.level.scale), np.asarray(self.level.translation)
+        start = np.ceil((np.asarray(lo_nm) - origin) / scale - 1e-6).astype(int)
+        stop = np.ceil((np.asarray(hi_nm) - origin) / scale - 1e-6).astype(int)
+        return tuple(int(v) for v in start), tuple(int(v) for v in stop)
+
+    def centre(self, start: Sequence[int]) -> tuple[float, ...]:
+        """World position (nm) of the centre of voxel `start`."""
+        return tuple(float(t + s * i) for t, s, i in zip(self.level.translation, self.level.scale, start))
+
+    def read(self, start: Sequence[int], stop: Sequence[int]) -> np.ndarray:
+        """Voxels [start, stop) of the level; zeros past the volume (unwritten chunks read as their fill value)."""
+        raw = self.store.raw
+        out = np.zeros(tuple(int(b - a) for a, b in zip(start, stop)), dtype=np.dtype(raw.group[self.level.path].dtype))
+        inside = _intersect((tuple(start), tuple(stop)), ((0,) * len(self.shape), self.shape))
+        if inside is not None:
+            region = tuple((int(a), int(b)) for a, b in zip(*inside))
+            at = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inside[0], inside[1], start))
+            out[at] = ZarrVolume.level(raw.group, raw.path, self.level, region).read()
+        return out
+
+
 def _intersect(a: Box, b: Box) -> Box | None:
     lo = tuple(max(int(x), int(y)) for x, y in zip(a[0], b[0]))
     hi = tuple(min(int(x), int(y)) for x, y in zip(a[1], b[1]))
     return None if any(h <= l for l, h in zip(lo, hi)) else (lo, hi)
 
 
-__all__ = ["ABSENT", "PRESENT", "UNKNOWN", "CropBox", "CropReader", "packed_bytes"]
+__all__ = ["ABSENT", "PRESENT", "UNKNOWN", "CropBox", "CropReader", "RawReader", "packed_bytes"]

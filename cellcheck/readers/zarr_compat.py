@@ -114,3 +114,13 @@ def create_array(path: Path, shape: tuple[int, ...], dtype: str, chunks: tuple[i
         arr = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
     arr.attrs.update(attrs)
     return arr
+
+
+def create_group(path: Path, attrs: dict[str, Any]) -> Any:
+    """A new zarr format-2 group at `path` with these attributes (an OME-NGFF 0.4 multiscale, say)."""
+    if ZARR_MAJOR >= 3:
+        group = zarr.open_group(store=str(path), mode="w", zarr_format=2)
+    else:
+        group = zarr.open_group(str(path), mode="w")
+    group.attrs.update(attrs)
+    return group

@@ -337,7 +337,8 @@ def test_loss_follows_the_config(clean):
     mask[0, :3], mask[1, 2:6] = True, True
 
     def value(**changes) -> float:
-        return float(build_loss(validate_config({**raw, **changes}).config, cases)([logits], labels, mask))
+        annotated = np.stack([c.annotated for c in cases])
+        return float(build_loss(validate_config({**raw, **changes}).config, annotated)([logits], labels, mask))
 
     default = value()
     for changes in ({"loss": "dice_bce"}, {"batch_dice": True}, {"squared_pred": True},
