@@ -17,7 +17,7 @@ import numpy as np
 
 from cellcheck.audit import run_audit
 from cellcheck.audit.options import AuditOptions
-from cellcheck.cellmap.trainset import describe, plan_training_set
+from cellcheck.cellmap.trainset import TrainingSet, describe, plan_training_set
 from cellcheck.checks.environment import alloc_conf
 from cellcheck.checks.folds import store_coverage as coverage
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
@@ -25,6 +25,7 @@ from cellcheck.config import KEYS, LoadedConfig, load_config, loss_masking
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
 from cellcheck.grid import format_scale
+from cellcheck.memory.store_ram import StoreReads, reads_of
 from cellcheck.report import Report, select_findings
 from cellcheck.stratify import natural_key
 from cellcheck.stats import CaseStats, summarize
@@ -99,9 +100,11 @@ def run_gate(
         options = replace(options, resolution=values["resolution"])
     run = run_audit(data, dataroot=values.get("dataroot"), options=options)
     notes: list[str] = []
+    reads = None
     if stores:
-        training_findings, notes = store_training(data, values, run.findings, classes)
+        training, training_findings, notes = store_training(data, values, run.findings, classes)
         findings += training_findings
+        job.chain, reads = "store", reads_of(training)
     else:
         findings += run.findings
     if loaded is not None:
@@ -109,7 +112,7 @@ def run_gate(
     findings += alloc_conf(os.environ if env is None else env)
     memory_plan = None
     if job.model:
-        memory_plan, found = _memory_plan(job, run.case_stats, classes)
+        memory_plan, found = _memory_plan(job, run.case_stats, classes, reads)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
                     stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict, notes=notes)
@@ -120,7 +123,7 @@ def run_gate(
 
 
 def store_training(root: Path, values: Mapping[str, Any], audited: Sequence[Finding],
-                   classes: ClassMap) -> tuple[list[Finding], list[str]]:
+                   classes: ClassMap) -> tuple[TrainingSet, list[Finding], list[str]]:
     """The audit's findings as the run will meet them, and what the run trains on (notes for the report).
 
     Crops the config leaves out (exclude_crops, or absent from the datasplit) do not train: their findings
@@ -149,7 +152,7 @@ def store_training(root: Path, values: Mapping[str, Any], audited: Sequence[Find
         names = ", ".join(sorted(refused_cases, key=natural_key))
         notes.append(f"the crops that cannot train at {format_scale(training.resolution)}: exclude_crops: [{names}]")
     kept += coverage(str(root), training, classes)
-    return kept, notes
+    return training, kept, notes
 
 
 def _jsonable(value: Any) -> Any:
@@ -175,7 +178,8 @@ def _partially_annotated(cases: Sequence[CaseStats], num_classes: int) -> bool:
     return any(c.channels is not None and len(c.channels) < num_classes for c in cases)
 
 
-def _memory_plan(job: GatePlan, cases: Sequence[CaseStats], classes: ClassMap) -> tuple[dict[str, Any] | None, list[Finding]]:
+def _memory_plan(job: GatePlan, cases: Sequence[CaseStats], classes: ClassMap,
+                 reads: StoreReads | None = None) -> tuple[dict[str, Any] | None, list[Finding]]:
     """Predicted VRAM and host RAM for the job; vram-exceeds / ram-exceeds when they do not fit."""
     from cellcheck.memory.predict import predict
 
@@ -189,7 +193,8 @@ def _memory_plan(job: GatePlan, cases: Sequence[CaseStats], classes: ClassMap) -
                        if c.image_shape and len(c.image_shape) >= 3]}
     result = predict(stats, job.model, gpu=job.gpu, gpus=job.gpus, workers=job.workers, prefetch=job.prefetch,
                      roi=job.roi, batch=job.batch, amp=job.amp, mem=job.mem, search_max_batch=False,
-                     chain=job.chain, num_patches=job.num_patches, classes=classes, network_width=job.network_width)
+                     chain=job.chain, num_patches=job.num_patches, classes=classes, network_width=job.network_width,
+                     store_reads=reads)
     out: list[Finding] = []
     vram, ram = result["vram"], result["ram"]
     gib = 2**30

@@ -22,7 +22,7 @@ from cellcheck.config import TrainConfig
 from cellcheck.errors import CellcheckError
 from cellcheck.intensity import IntensityRule, rule_for_dtypes
 from trainer.data import Case, intensity_rule, read_cases, split_fold, train_loader
-from trainer.stores import Readers, StoreCrop, StoreValidation, prepare, store_loader
+from trainer.stores import StoreCrop, StoreValidation, prepare, store_loader
 
 #: The run folder's record of a store run's split (crops, resolution, what was left out and why).
 SPLIT_FILE = "split.json"
@@ -40,9 +40,14 @@ class RunData:
     train_cases: Sequence[Case] = field(default_factory=list)
     train_crops: Sequence[StoreCrop] = field(default_factory=list)
 
+    _store_loader: DataLoader | None = None
+
     def loader(self, epoch: int, rank: int = 0, world: int = 1) -> DataLoader:
-        if self.train_crops:
-            return store_loader(self.train_crops, self.cfg.classes, self.cfg, epoch=epoch, rank=rank, world=world)
+        if self.train_crops:  # one loader for the run: its workers persist, the sampler moves to the epoch
+            if self._store_loader is None:
+                self._store_loader = store_loader(self.train_crops, self.cfg.classes, self.cfg, rank=rank, world=world)
+            self._store_loader.sampler.set_epoch(epoch)
+            return self._store_loader
         return train_loader(self.train_cases, self.cfg, self.rule, rank=rank, world=world, epoch=epoch)
 
     def describe(self) -> str:
@@ -74,11 +79,10 @@ def _from_stores(cfg: TrainConfig, resumed: bool, rank: int) -> RunData:
     classes = cfg.classes
     train = prepare(training, classes, training.train, cfg.resample)
     val = prepare(training, classes, training.validate, cfg.resample, index=False)
-    readers = Readers(classes)
     annotated = np.zeros((len(train), len(classes)), dtype=bool)
     for i, crop in enumerate(train):
         annotated[i, sorted(classes.channels_of(crop.case.classes))] = True
-    return RunData(_raw_rule(training), annotated, [StoreValidation(c, readers) for c in val],
+    return RunData(_raw_rule(training), annotated, [StoreValidation(c, classes) for c in val],
                    f"{len(train)} training / {len(val)} validation crops from the stores at "
                    f"{'x'.join(f'{r:g}' for r in training.resolution)} nm", cfg, train_crops=train)
 

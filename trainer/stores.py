@@ -7,7 +7,7 @@ crop is read through the CellMap core's `CropReader`, one patch at a time:
   probability `foreground_ratio` near a voxel where a trained class is present (from an index of
   4^3 blocks built once per run), else anywhere in the crop; where the crop is smaller than the ROI
   the patch is centred on it and holds the raw around it (context, its labels unknown);
-- three random flips, as on the datalist path;
+- three random flips (each axis with probability 1/2), as on the datalist path;
 - every draw comes from a generator seeded by (seed, epoch, rank, item), so a resumed run, any
   number of workers and an uninterrupted run draw the same patches;
 - a patch travels to the training process as its uint8 image and two packed bit masks (present,
@@ -18,16 +18,16 @@ crop is read through the CellMap core's `CropReader`, one patch at a time:
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cellcheck.cellmap.plan import CropPlan, PlanOptions, plan_crop
 from cellcheck.cellmap.reader import CropBox, CropReader
@@ -55,28 +55,23 @@ class StoreCrop:
         return tuple(b - a for a, b in zip(self.plan.crop_start, self.plan.crop_stop))
 
 
-class Readers:
-    """CropReaders of this process, opened on first use and never carried across a fork."""
+#: The CropReaders this process opened: (pid, case) -> reader. A forked worker finds its parent's pid in
+#: the keys and opens its own (zarr objects do not survive a fork); a persistent worker keeps its own.
+_OPENED: dict[tuple[int, str], CropReader] = {}
 
-    def __init__(self, classes: ClassMap) -> None:
-        self.classes = classes
-        self._pid: int | None = None
-        self._readers: dict[str, CropReader] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"classes": self.classes, "_pid": None, "_readers": {}}
-
-    def __call__(self, crop: StoreCrop) -> CropReader:
-        if self._pid != os.getpid():  # a new process: nothing opened by the parent is used here
-            open_store.cache_clear()
-            self._readers, self._pid = {}, os.getpid()
-        reader = self._readers.get(crop.case.case)
-        if reader is None:
-            store = open_store(Path(crop.case.store))
-            opened = store.open_crop(crop.case.crop, only=self.classes.names)
-            reader = CropReader(crop.plan, store, opened, self.classes, crop.case.classes)
-            self._readers[crop.case.case] = reader
-        return reader
+def reader_of(crop: StoreCrop, classes: ClassMap) -> CropReader:
+    """The CropReader of a crop in this process, opened on first use, never one inherited through fork."""
+    key = (os.getpid(), crop.case.case)
+    reader = _OPENED.get(key)
+    if reader is None:
+        if any(pid != key[0] for pid, _ in _OPENED):
+            _OPENED.clear()
+            open_store.cache_clear()  # the parent's open stores are not ours to use
+        store = open_store(Path(crop.case.store))
+        opened = store.open_crop(crop.case.crop, only=classes.names)
+        reader = _OPENED[key] = CropReader(crop.plan, store, opened, classes, crop.case.classes)
+    return reader
 
 
 def prepare(training: TrainingSet, classes: ClassMap, cases: Sequence[StoreCase], resample: bool,
@@ -85,7 +80,6 @@ def prepare(training: TrainingSet, classes: ClassMap, cases: Sequence[StoreCase]
 
     The stores opened here are closed again (the cache cleared) so that forked workers open their own.
     """
-    readers = Readers(classes)
     out = []
     try:
         for case in cases:
@@ -94,7 +88,7 @@ def prepare(training: TrainingSet, classes: ClassMap, cases: Sequence[StoreCase]
             plan = plan_crop(case.case, store, crop, PlanOptions(training.resolution, classes, upsample=resample))
             item = StoreCrop(case, plan, np.zeros(0, dtype=np.int64))
             if index:
-                item = StoreCrop(case, plan, foreground_blocks(readers(item)))
+                item = StoreCrop(case, plan, foreground_blocks(CropReader(plan, store, crop, classes, case.classes)))
             out.append(item)
     finally:
         open_store.cache_clear()
@@ -119,28 +113,45 @@ def foreground_blocks(reader: CropReader) -> np.ndarray:
 
 
 class StorePatches(Dataset):
-    """One epoch's items: each a crop (the epoch's shuffled order, this rank's share) and its patches."""
+    """Every epoch's items: index e * n + i is item i of epoch e (the epoch's shuffled order, this rank's share).
 
-    def __init__(self, crops: Sequence[StoreCrop], classes: ClassMap, cfg: TrainConfig, *, epoch: int, rank: int = 0,
+    An item is a crop and its `num_patches_per_image` patches, as numpy arrays (collated into tensors).
+    One dataset serves every epoch, so the loader's workers can persist and keep their stores open.
+    """
+
+    def __init__(self, crops: Sequence[StoreCrop], classes: ClassMap, cfg: TrainConfig, *, rank: int = 0,
                  world: int = 1) -> None:
-        self.classes, self.readers = classes, Readers(classes)
+        self.crops, self.classes = list(crops), classes
         self.roi = tuple(int(r) for r in cfg.roi_size)
         self.patches, self.foreground_ratio = cfg.num_patches_per_image, cfg.foreground_ratio
-        self.seed, self.epoch, self.rank = int(cfg.seed), epoch, rank
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(crops))
-        self.items = [crops[i] for n, i in enumerate(order) if n % world == rank]
+        self.seed, self.rank, self.world = int(cfg.seed), rank, world
+        self.per_epoch = len(range(rank, len(self.crops), world))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.per_epoch
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        crop = self.items[index]
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
-        reader = self.readers(crop)
-        boxes = [self._flipped(reader.read(*self._box(crop, rng)), rng) for _ in range(self.patches)]
-        return {"image": torch.from_numpy(np.stack([b.image for b in boxes])[:, None]),
-                "present": torch.from_numpy(np.stack([b.present for b in boxes])),
-                "known": torch.from_numpy(np.stack([b.known for b in boxes]))}
+    def item(self, index: int) -> tuple[int, int, StoreCrop]:
+        """(epoch, position in the epoch, crop) of an index."""
+        epoch, position = divmod(index, self.per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.crops))
+        return epoch, position, self.crops[int(order[self.rank + position * self.world])]
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        _, _, crop = self.item(index)
+        reader = reader_of(crop, self.classes)
+        boxes = [_flipped(reader.read(lo, hi), flips) for (lo, hi), flips in self.draws(index)]
+        return {"image": np.stack([b.image for b in boxes])[:, None], "present": np.stack([b.present for b in boxes]),
+                "known": np.stack([b.known for b in boxes])}
+
+    def draws(self, index: int) -> list[tuple[tuple[tuple[int, ...], tuple[int, ...]], tuple[bool, bool, bool]]]:
+        """The patches of item `index`: each its box (crop-box voxels) and which axes it is flipped along."""
+        epoch, position, crop = self.item(index)
+        rng = np.random.default_rng([self.seed, epoch, self.rank, position])
+        out = []
+        for _ in range(self.patches):
+            box = self._box(crop, rng)
+            out.append((box, tuple(bool(rng.random() < 0.5) for _ in range(3))))
+        return out
 
     def _box(self, crop: StoreCrop, rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """A patch box: centred near foreground with probability foreground_ratio, kept inside the crop where it fits."""
@@ -155,30 +166,54 @@ class StorePatches(Dataset):
             lo.append(int(np.clip(c - r // 2, 0, n - r)) if n >= r else (n - r) // 2)
         return tuple(lo), tuple(a + r for a, r in zip(lo, self.roi))
 
-    @staticmethod
-    def _flipped(box: CropBox, rng: np.random.Generator) -> CropBox:
-        """Each spatial axis flipped with probability 1/2 (image and both masks alike), as RandFlipd does."""
-        image, present, known = box.image, box.present, box.known
-        for axis in range(3):
-            if rng.random() < 0.5:
-                image = np.flip(image, axis)
-                present, known = np.flip(present, axis + 1), np.flip(known, axis + 1)
-        return CropBox(np.ascontiguousarray(image), np.ascontiguousarray(present), np.ascontiguousarray(known))
+def _flipped(box: CropBox, flips: Sequence[bool]) -> CropBox:
+    """The box flipped along the spatial axes marked (image and both masks alike), as RandFlipd does."""
+    image, present, known = box.image, box.present, box.known
+    for axis, flip in enumerate(flips):
+        if flip:
+            image = np.flip(image, axis)
+            present, known = np.flip(present, axis + 1), np.flip(known, axis + 1)
+    return CropBox(np.ascontiguousarray(image), np.ascontiguousarray(present), np.ascontiguousarray(known))
 
 
-def concatenate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Collate: the patches of every item of the batch, along the first axis."""
-    return {key: torch.cat([item[key] for item in items]) for key in items[0]}
+def concatenate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Collate: the patches of every item of the batch, along the first axis, as tensors in their stored dtypes."""
+    return {key: torch.from_numpy(np.concatenate([item[key] for item in items])) for key in items[0]}
 
 
-def store_loader(crops: Sequence[StoreCrop], classes: ClassMap, cfg: TrainConfig, *, epoch: int, rank: int = 0,
+class EpochSampler(Sampler[int]):
+    """The indices of one epoch of a `StorePatches` (set_epoch chooses which), in order."""
+
+    def __init__(self, per_epoch: int) -> None:
+        self.per_epoch, self.epoch = per_epoch, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(range(self.epoch * self.per_epoch, (self.epoch + 1) * self.per_epoch))
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+
+def store_loader(crops: Sequence[StoreCrop], classes: ClassMap, cfg: TrainConfig, *, epoch: int = 0, rank: int = 0,
                  world: int = 1) -> DataLoader:
-    """Batches of packed patches for one epoch (crops per batch: batch_size // num_patches_per_image)."""
+    """Batches of packed patches (crops per batch: batch_size // num_patches_per_image), set to `epoch`.
+
+    Its workers persist across epochs (`loader.sampler.set_epoch(e)` moves it on): they open each
+    store once and keep it; what they draw depends only on (seed, epoch, rank, item).
+    """
     workers = int(cfg.num_workers)
-    return DataLoader(StorePatches(crops, classes, cfg, epoch=epoch, rank=rank, world=world),
-                      batch_size=max(1, cfg.batch_size // cfg.num_patches_per_image), shuffle=False,
+    if workers:
+        gc.collect()
+        gc.freeze()  # the workers fork from here: their collector never walks (and so never copies) the parent's objects
+    dataset = StorePatches(crops, classes, cfg, rank=rank, world=world)
+    sampler = EpochSampler(len(dataset))
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=max(1, cfg.batch_size // cfg.num_patches_per_image), sampler=sampler,
                       num_workers=workers, prefetch_factor=cfg.prefetch_factor if workers else None,
-                      persistent_workers=False, collate_fn=concatenate)
+                      persistent_workers=workers > 0, collate_fn=concatenate)
 
 
 @dataclass
@@ -186,7 +221,7 @@ class StoreValidation:
     """A validation crop read from the stores window by window (the crop's box at the training resolution)."""
 
     crop: StoreCrop
-    readers: Readers
+    classes: ClassMap
 
     @property
     def case(self) -> str:
@@ -200,4 +235,4 @@ class StoreValidation:
         return self.crop.shape
 
     def read(self, lo: Sequence[int], hi: Sequence[int]) -> CropBox:
-        return self.readers(self.crop).read(tuple(lo), tuple(hi))
+        return reader_of(self.crop, self.classes).read(tuple(lo), tuple(hi))

@@ -27,7 +27,8 @@ from cellcheck.classes import ClassMap
 from cellcheck.errors import CellcheckError
 from cellcheck.grid import format_scale
 from cellcheck.readers.ome_ngff import Level
-from cellcheck.readers.zarr_volume import ZarrVolume
+from cellcheck.readers.zarr_compat import read_regions
+from cellcheck.readers.zarr_volume import open_level, read_region
 
 Box = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -65,6 +66,8 @@ class CropReader:
         self.plan, self.store, self.crop, self.classes = plan, store, crop, classes
         self.nbytes = packed_bytes(len(classes))
         self.trained = frozenset(plan.classes if trained is None else set(trained) & set(plan.classes))
+        self._raw = RawReader(store, plan.raw_level)
+        self._arrays: dict[str, object] = {}  # each class's array at the label level, opened once
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -78,38 +81,52 @@ class CropReader:
         return (tuple(s - c for s, c in zip(p.start, p.crop_start)), tuple(e - c for e, c in zip(p.stop, p.crop_start)))
 
     def read(self, lo: tuple[int, ...], hi: tuple[int, ...], image: bool = True) -> CropBox:
-        """Voxels [lo, hi) of the crop's box (any integers: the box may reach past the crop and the raw)."""
+        """Voxels [lo, hi) of the crop's box (any integers: the box may reach past the crop and the raw).
+
+        The raw box and every trained class's box are read in one call to the store (`read_regions`).
+        """
         shape = tuple(int(b - a) for a, b in zip(lo, hi))
         present = np.zeros((self.nbytes, *shape), dtype=np.uint8)
         known = np.zeros_like(present)
-        pix = self._image(lo, hi) if image else np.zeros((0, 0, 0), dtype=np.uint8)
+        requests, places = [], []
+        pix = np.zeros(shape if image else (0, 0, 0), dtype=self._raw.dtype)
+        if image:
+            start = tuple(s + a for s, a in zip(self.plan.crop_start, lo))
+            placed = self._raw.request(start, tuple(s + n for s, n in zip(start, shape)))
+            if placed is not None:
+                requests.append(placed[0])
+                places.append(("image", placed[1], None))
         inner = _intersect((tuple(lo), tuple(hi)), self.labelled)
         if inner is not None:
             at = tuple(slice(a - o, b - o) for a, b, o in zip(inner[0], inner[1], lo))
             for channel, name in enumerate(self.classes.names):
-                if name not in self.trained:
-                    continue  # not annotated (or not trained) in this crop: unknown everywhere
-                states = self._states(name, *inner)
-                byte, bit = divmod(channel, 8)
-                present[(byte, *at)] |= (states == PRESENT).view(np.uint8) << bit
-                known[(byte, *at)] |= (states != UNKNOWN).view(np.uint8) << bit
+                if name in self.trained:  # any other class is unknown everywhere in this crop
+                    request, where = self._class_request(name, *inner)
+                    requests.append(request)
+                    places.append((name, at, (channel, where)))
+        for data, (what, at, extra) in zip(read_regions(requests), places):
+            if what == "image":
+                pix[at] = data
+                continue
+            channel, (arr, out_lo, out_hi, box) = extra
+            states = to_output(class_states(arr, np.asarray(data)), self.plan, out_lo, out_hi, box)
+            byte, bit = divmod(channel, 8)
+            present[(byte, *at)] |= (states == PRESENT).view(np.uint8) << bit
+            known[(byte, *at)] |= (states != UNKNOWN).view(np.uint8) << bit
         return CropBox(pix, present, known)
 
-    def _image(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
-        """Raw voxels of the box (the crop's first voxel is raw voxel `crop_start` of the plan's raw level)."""
-        start = tuple(s + a for s, a in zip(self.plan.crop_start, lo))
-        return RawReader(self.store, self.plan.raw_level).read(start, tuple(s + b - a for s, a, b in zip(start, lo, hi)))
-
-    def _states(self, name: str, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
-        """ABSENT / PRESENT / UNKNOWN of one class over [lo, hi) (crop-box voxels), resampled to the resolution."""
+    def _class_request(self, name: str, lo: tuple[int, ...], hi: tuple[int, ...]):
+        """The read of one class over [lo, hi) (crop-box voxels) at the label level, and how to resample it."""
         p = self.plan
         arr = self.crop.classes[name]
         shift = tuple(s - c for s, c in zip(p.start, p.crop_start))  # crop-box -> plan output coordinates
         out_lo = tuple(a - s for a, s in zip(lo, shift))
         out_hi = tuple(b - s for b, s in zip(hi, shift))
         box = p.label_box(out_lo, out_hi)
-        data = ZarrVolume.level(arr.group, arr.path, p.label_level, box).read()
-        return to_output(class_states(arr, data), p, out_lo, out_hi, box)
+        level = self._arrays.get(name)
+        if level is None:
+            level = self._arrays[name] = open_level(arr.group, arr.path, p.label_level)
+        return (level, tuple(slice(a, b) for a, b in box)), (arr, out_lo, out_hi, box)
 
 
 class RawReader:
@@ -118,6 +135,7 @@ class RawReader:
     def __init__(self, store: Store, level: Level) -> None:
         self.store, self.level = store, level
         self.shape = store.raw.shapes[level.path]
+        self._array = open_level(store.raw.group, store.raw.path, level)
 
     @classmethod
     def at(cls, store: Store, resolution: Sequence[float]) -> "RawReader":
@@ -140,15 +158,25 @@ class RawReader:
         """World position (nm) of the centre of voxel `start`."""
         return tuple(float(t + s * i) for t, s, i in zip(self.level.translation, self.level.scale, start))
 
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    def request(self, start: Sequence[int], stop: Sequence[int]):
+        """((array, selection), where it goes in the box) for the part of [start, stop) inside the volume, or None."""
+        inside = _intersect((tuple(start), tuple(stop)), ((0,) * len(self.shape), self.shape))
+        if inside is None:
+            return None
+        at = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inside[0], inside[1], start))
+        return (self._array, tuple(slice(int(a), int(b)) for a, b in zip(*inside))), at
+
     def read(self, start: Sequence[int], stop: Sequence[int]) -> np.ndarray:
         """Voxels [start, stop) of the level; zeros past the volume (unwritten chunks read as their fill value)."""
-        raw = self.store.raw
-        out = np.zeros(tuple(int(b - a) for a, b in zip(start, stop)), dtype=np.dtype(raw.group[self.level.path].dtype))
-        inside = _intersect((tuple(start), tuple(stop)), ((0,) * len(self.shape), self.shape))
-        if inside is not None:
-            region = tuple((int(a), int(b)) for a, b in zip(*inside))
-            at = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inside[0], inside[1], start))
-            out[at] = ZarrVolume.level(raw.group, raw.path, self.level, region).read()
+        out = np.zeros(tuple(int(b - a) for a, b in zip(start, stop)), dtype=self.dtype)
+        placed = self.request(start, stop)
+        if placed is not None:
+            (array, selection), at = placed
+            out[at] = read_region(array, self.store.raw.path / self.level.path, tuple((s.start, s.stop) for s in selection))
         return out
 
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from cellcheck.cellmap.plan import PlanOptions, Refused, plan_crop
 from cellcheck.cellmap.stores import case_names, find_stores_or_fail, open_store
 from cellcheck.classes import ClassMap
@@ -27,6 +29,7 @@ from cellcheck.files import write_atomic
 from cellcheck.findings import Finding, finding
 from cellcheck.grid import format_scale
 from cellcheck.readers.volume import ReadError
+from cellcheck.readers.zarr_compat import storage_chunks
 from cellcheck.stratify import assign_folds, auto_folds, natural_key
 
 _SPLIT_CROP = re.compile(r"(?:^|/)(crop\d+)(?:/\[(?P<classes>[^\]]*)\])?/?$")
@@ -67,6 +70,9 @@ class TrainingSet:
     refused: list[Finding] = field(default_factory=list)  # crops that cannot train at the resolution
     resamplable: list[str] = field(default_factory=list)  # refused crops that `resample` would let train
     excluded: list[str] = field(default_factory=list)  # by exclude_crops, or absent from the datasplit
+    #: what reading a patch touches, at worst over the crops: chunk shapes, bytes per voxel, label voxels per voxel
+    reads: dict[str, list[int] | int] = field(default_factory=lambda: {
+        "raw_chunk": [1, 1, 1], "raw_bytes": 1, "label_chunk": [1, 1, 1], "label_bytes": 1, "label_factor": [1, 1, 1]})
 
     @property
     def train(self) -> list[StoreCase]:
@@ -80,14 +86,16 @@ class TrainingSet:
         return {"root": self.root, "resolution": list(self.resolution), "classes": list(self.classes),
                 "split": self.split, "cases": [asdict(c) for c in self.cases],
                 "refused": [f.to_json() for f in self.refused], "resamplable": list(self.resamplable),
-                "excluded": list(self.excluded)}
+                "excluded": list(self.excluded), "reads": dict(self.reads)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainingSet":
         cases = [StoreCase(**{**c, "classes": tuple(c["classes"])}) for c in data["cases"]]
         refused = [finding(f["check"], f["case"], f["path"], f["message"], **f["details"]) for f in data["refused"]]
-        return cls(data["root"], tuple(data["resolution"]), tuple(data["classes"]), data["split"], cases, refused,
-                   list(data.get("resamplable", [])), list(data["excluded"]))
+        out = cls(data["root"], tuple(data["resolution"]), tuple(data["classes"]), data["split"], cases, refused,
+                  list(data.get("resamplable", [])), list(data["excluded"]))
+        out.reads.update(data.get("reads", {}))
+        return out
 
 
 def plan_training_set(root: Path, resolution: Sequence[float], classes: ClassMap, *, fold: int = 0,
@@ -135,6 +143,7 @@ def plan_training_set(root: Path, resolution: Sequence[float], classes: ClassMap
                                        f"which this crop annotates; fix the row or drop it"))
             continue
         resampled = "mode" if max(plan.down) > 1 else "nearest" if max(plan.up) > 1 else None
+        _note_reads(out.reads, store, crop, plan, trained)
         usage = row.usage if row is not None else "train"
         planned[case] = (StoreCase(case, str(path), crop_id, usage, trained, resampled),
                          classes.channels_of(trained))
@@ -145,6 +154,21 @@ def plan_training_set(root: Path, resolution: Sequence[float], classes: ClassMap
                    for case, (c, chans) in planned.items()}
     out.cases = [c for c, _ in planned.values()]
     return out
+
+
+def _note_reads(reads: dict, store, crop, plan, trained: Sequence[str]) -> None:
+    """Keep the worst chunk shapes and label factor a patch read can meet (the RAM model sizes a read by them)."""
+    def worst(key: str, values) -> None:
+        reads[key] = [max(int(a), int(b)) for a, b in zip(reads[key], values)]
+
+    raw = store.raw.group[plan.raw_level.path]
+    worst("raw_chunk", storage_chunks(raw))
+    reads["raw_bytes"] = max(reads["raw_bytes"], np.dtype(raw.dtype).itemsize)
+    for name in trained:
+        arr = crop.classes[name].group[plan.label_level.path]
+        worst("label_chunk", storage_chunks(arr))
+        reads["label_bytes"] = max(reads["label_bytes"], np.dtype(arr.dtype).itemsize)
+    worst("label_factor", plan.down)
 
 
 def _trains_resampled(case: str, store, crop, resolution: tuple[float, ...], classes: ClassMap) -> bool:

@@ -23,11 +23,12 @@ from cellcheck.memory.auto_scale import DatasetStats
 from cellcheck.memory.crops import CropSizes, read_crop_sizes
 from cellcheck.memory.gpus import GpuProfile, gpu_profile
 from cellcheck.memory.ram import SIMULATED_EPOCHS, Crop, Loader, predict_ram_over, resolve_chain
+from cellcheck.memory.store_ram import StoreReads, predict_store_ram
 from cellcheck.models.shapes import MODELS, roi_multiple
 from cellcheck.units import parse_bytes
 
 #: Loading chains `predict` knows: the field's measured pipeline, cellcheck's trainer, the Auto3DSeg template's.
-CHAINS = ("template", "trainer", "auto3dseg")
+CHAINS = ("template", "trainer", "auto3dseg", "store")
 
 
 def dataset_stats(path: Path, dataroot: Path | None = None,
@@ -101,7 +102,7 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             worker_base: int | str | None = None, chain: str | None = None, num_patches: int = 1,
             expansion: str = "int64", sigmoid: bool = False, label_cast: str = "uint8", fold: int | None = 0,
             epochs: int = SIMULATED_EPOCHS, seed: int = 0, classes: ClassMap = DEFAULT_CLASS_MAP,
-            network_width: float = 1.0) -> dict[str, Any]:
+            network_width: float = 1.0, store_reads: StoreReads | None = None) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels: every crop's size) or a
@@ -125,6 +126,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     `epochs` simulated epochs of the sampler's order give the typical case and the chance to cross `mem`.
     `classes`: the training classes (the network's output channels and the label expansion's);
     `network_width`: the network's feature widths relative to the template's (the config's `network_width`).
+    `chain` "store" (training straight from CellMap stores) sizes host RAM from patches and the chunk
+    shapes in `store_reads` (`cellcheck.memory.store_ram`), not from crop sizes.
     """
     from cellcheck.memory import vram as vram_model
 
@@ -178,10 +181,14 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         data = read_bundle_data(Path(bundle), model)
     plan = _loader_plan(model, chain, one_hot, data, workers, prefetch, loader_batch, batch_used, num_patches,
                         chosen, bool(batch))
+    loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], **bases)
+    if plan["chain"] == "store":
+        ram = predict_store_ram(roi_used, num_patches, loader, store_reads or StoreReads(classes=len(classes)), mem_bytes)
+        return _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
+                       network_width, roi_note, ram, stats, extra, findings)
     model_chain = _chain(plan, model, roi_used, expansion, sigmoid, label_cast, one_hot, extra, data, len(classes))
     pad = roi_used if plan["chain"] in ("trainer", "auto3dseg") else None  # SpatialPadd brings a crop up to the ROI
     train, validation = _crop_pool(stats, crops, pad)
-    loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], **bases)
     ram = predict_ram_over(train, model_chain, loader, validation, mem_bytes=mem_bytes, epochs=epochs, seed=seed,
                            left_out=extra.get("left_out", ()))
     ram.config.update({"one_hot_channels": len(classes) if one_hot else 0, "crop_shape": list(stats.mean_shape),
@@ -193,6 +200,15 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
                        "sigmoid": sigmoid if plan["chain"] == "auto3dseg" else None,
                        "label_cast": label_cast if plan["chain"] == "auto3dseg" else None,
                        "per_case": crops is not None})
+
+    return _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
+                   network_width, roi_note, ram, stats, extra, findings)
+
+
+def _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
+            network_width, roi_note, ram, stats, extra, findings) -> dict[str, Any]:
+    """The report users script against (the module docstring)."""
+    from cellcheck.memory import vram as vram_model
 
     step = at_batch.step
     return {
@@ -240,7 +256,7 @@ def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, worker
 
     auto = chain == "auto3dseg"
     # defaults: our trainer's own (the training config's) for its chain, else the Auto3DSeg template's
-    defaults = trainer_loader_defaults() if chain == "trainer" else LOADER_DEFAULTS
+    defaults = trainer_loader_defaults() if chain in ("trainer", "store") else LOADER_DEFAULTS
     plan = {"chain": chain, "from_bundle": from_bundle,
             "workers": pick(workers, "num_workers", data and data.workers, defaults["num_workers"]),
             "prefetch": pick(prefetch, "prefetch_factor", None, defaults["prefetch_factor"])}
@@ -251,7 +267,7 @@ def _loader_plan(model: str, chain: str | None, one_hot: bool, data: Any, worker
         rerun = batch_given or data is None or data.auto_scale_allowed is not False or not data.crops_per_image
         plan["crops_per_image"] = (2 * batch_used if batch_given else chosen.num_patches_per_image or 2 * batch_used) \
             if rerun else pick(None, "num_crops_per_image", data.crops_per_image, 2 * batch_used)
-    elif chain == "trainer":
+    elif chain in ("trainer", "store"):
         plan["batch"] = loader_batch or max(1, batch_used // num_patches)
         plan["crops_per_image"] = num_patches
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import zarr
 
@@ -124,3 +124,21 @@ def create_group(path: Path, attrs: dict[str, Any]) -> Any:
         group = zarr.open_group(str(path), mode="w")
     group.attrs.update(attrs)
     return group
+
+
+def read_regions(requests: Sequence[tuple[Any, tuple[slice, ...]]]) -> list[Any]:
+    """Several boxes of opened arrays in one call: zarr 3 reads and decodes them concurrently on its event loop
+    (one round trip instead of one per box, which dominates for the small boxes of a training patch); zarr 2
+    reads them one after the other."""
+    if not requests:
+        return []
+    if ZARR_MAJOR >= 3:
+        import asyncio
+
+        from zarr.core.sync import sync
+
+        async def gather():
+            return await asyncio.gather(*(array.async_array.getitem(sel) for array, sel in requests))
+
+        return list(sync(gather()))
+    return [array[sel] for array, sel in requests]

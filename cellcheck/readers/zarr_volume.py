@@ -60,11 +60,7 @@ class ZarrVolume:
     @classmethod
     def level(cls, group: Any, group_path: Path, level: Level, region=None) -> "ZarrVolume":
         """One level of an already parsed multiscale group, optionally only a box of it."""
-        try:
-            array = group[level.path]
-        except ZARR_ERRORS as exc:
-            raise ReadError(group_path / level.path, f"broken zarr metadata ({short_reason(exc)}); re-download this store") from None
-        return cls(array, group_path / level.path, level.scale, level.translation, region)
+        return cls(open_level(group, group_path, level), group_path / level.path, level.scale, level.translation, region)
 
     def blocks(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
         """The region in boxes of whole storage chunks (as many as fit `max_bytes`), clipped to it.
@@ -123,6 +119,28 @@ class ZarrVolume:
         except ZARR_ERRORS as exc:
             raise ReadError(self.header.path, f"corrupt chunk near {idx} ({short_reason(exc)}); re-download this store") from None
         return Block(start=self._start(box), shape=tuple(b - a for a, b in box), data=np.asarray(data))
+
+
+def open_level(group: Any, group_path: Path, level: Level) -> Any:
+    """The array of one level of a multiscale group; ReadError naming it when its metadata is broken."""
+    try:
+        return group[level.path]
+    except ZARR_ERRORS as exc:
+        raise ReadError(group_path / level.path, f"broken zarr metadata ({short_reason(exc)}); re-download this store") from None
+
+
+def read_region(array: Any, path: Path, region: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """One box of an opened array, in one call (unwritten chunks read as the fill value): for small boxes read often.
+
+    A box read many times (a training patch) pays zarr's per-call cost once, not once per chunk as
+    `ZarrVolume.blocks` does to skip unwritten chunks of large regions.
+    """
+    try:
+        return np.asarray(array[tuple(slice(a, b) for a, b in region)])
+    except PermissionError as exc:
+        raise ReadError(path, f"permission denied ({exc.strerror}); make it readable") from None
+    except ZARR_ERRORS as exc:
+        raise ReadError(path, f"corrupt chunk under {list(region)} ({short_reason(exc)}); re-download this store") from None
 
 
 def _group_sizes(counts: list[int], budget: int) -> list[int]:
