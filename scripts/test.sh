@@ -14,8 +14,9 @@ bash scripts/ci_slurm.sh   # a real single-node SLURM for tests/slurm (no-op whe
 .venv/bin/python -m pytest -m alone  # memory measured across a process tree: no other test beside it
 # The audit and its readers again under zarr 2, as installed beside the CellMap toolbox (zarr < 3).
 VENV=.venv-zarr2 EXTRA_SPEC="zarr>=2.18,<3" bash scripts/bootstrap.sh
+# The store loader too: its reader against convert, and its workers opening their own stores under zarr 2.
 .venv-zarr2/bin/python -m pytest -p no:cacheprovider -n "${PYTEST_JOBS:-auto}" tests/readers tests/checks tests/test_audit_fixtures.py \
-    tests/test_stats.py tests/test_readonly.py
+    tests/test_stats.py tests/test_readonly.py tests/cellmap tests/trainer/test_stores.py
 mkdir -p .ci-artifacts
 CELLCHECK_BENCH_QUICK=1 .venv/bin/python -m pytest tests/benchmarks/test_audit_benchmark.py --benchmark-only \
     --benchmark-json=.ci-artifacts/audit_benchmarks.json
@@ -26,6 +27,7 @@ CELLCHECK_BENCH=1 .venv/bin/python -m pytest tests/benchmarks/test_loss_benchmar
 CELLCHECK_BENCH_QUICK=1 .venv/bin/python -m pytest tests/benchmarks/test_convert_benchmark.py --benchmark-only \
     --benchmark-json=.ci-artifacts/convert_benchmarks.json
 .venv/bin/python tests/benchmarks/check_convert_ratio.py .ci-artifacts/convert_benchmarks.json
+.venv/bin/python tests/benchmarks/store_loader.py --quick --json .ci-artifacts/store_loader.json  # printed, never enforced
 .venv/bin/python tests/benchmarks/learning.py --quick --jobs 2 --out "$(mktemp -d)" \
     --json .ci-artifacts/learning_quick.json
 bash scripts/gpu_check.sh .ci-artifacts/gpu_check.json

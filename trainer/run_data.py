@@ -20,6 +20,7 @@ from cellcheck.cellmap.stores import open_store
 from cellcheck.cellmap.trainset import TrainingSet, describe, plan_training_set, record
 from cellcheck.config import TrainConfig
 from cellcheck.errors import CellcheckError
+from cellcheck.grid import format_scale
 from cellcheck.intensity import IntensityRule, rule_for_dtypes
 from trainer.data import Case, intensity_rule, read_cases, split_fold, train_loader
 from trainer.stores import StoreCrop, StoreValidation, prepare, store_loader
@@ -84,7 +85,7 @@ def _from_stores(cfg: TrainConfig, resumed: bool, rank: int) -> RunData:
         annotated[i, sorted(classes.channels_of(crop.case.classes))] = True
     return RunData(_raw_rule(training), annotated, [StoreValidation(c, classes) for c in val],
                    f"{len(train)} training / {len(val)} validation crops from the stores at "
-                   f"{'x'.join(f'{r:g}' for r in training.resolution)} nm", cfg, train_crops=train)
+                   f"{format_scale(training.resolution)}", cfg, train_crops=train)
 
 
 def _raw_rule(training: TrainingSet) -> IntensityRule:

@@ -233,6 +233,7 @@ def read_datasplit(path: Path, root: Path, found: list[tuple[Path, str]]) -> dic
 
 def record(training: TrainingSet, path: Path) -> None:
     """Write the training set where a resumed run finds it (the run folder's split.json)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(training.to_json(), indent=1) + "\n")
 
 

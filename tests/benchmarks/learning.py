@@ -6,13 +6,16 @@
 Data (fixtures/full.py): 18 fully annotated 40^3 crops at 8 nm, 4 of them held out (fold 0). A copy
 hides classes the way the field's data does: each training crop keeps 5 of the 14 classes (balanced:
 every class is kept in 5 of the 14 crops), the other 9 leave its `annotated_classes` and their voxels
-read 0 in its label, while the image still shows them. Three arms train the same small network
+read 0 in its label, while the image still shows them. Four arms train the same small network
 (SegResNetDS, 8 initial filters, 1.2 M parameters) with the trainer's own data path, loss and step
-(`trainer.data.train_loader`, `trainer.train.build_loss` / `train_step` / `validate`):
+(`trainer.run_data.open_data`, `trainer.train.build_loss` / `train_step` / `validate`):
 
 * masked   - the hidden copy, `loss: partial` (the trainer's masked sigmoid Dice + BCE);
 * unmasked - the hidden copy, `loss: dice_bce` (every channel supervised: hidden voxels count as background);
-* full     - the fully annotated crops, `loss: partial` (nothing is masked: the ceiling).
+* full     - the fully annotated crops, `loss: partial` (nothing is masked: the ceiling);
+* store    - the same crops as one CellMap store (fixtures/stores.py), each training crop listing only
+             the classes the hidden copy keeps (the others unknown there), trained straight from the
+             store (no NIfTI) with a datasplit holding out the same 4 crops, `loss: partial`.
 
 Each arm is scored by per-class Dice (sigmoid > 0.5) on the 4 held-out, fully annotated crops, after
 `QUICK_STEPS` and after `--steps` steps. The gate refuses the unmasked arm (`loss-unmasked`, which
@@ -45,7 +48,8 @@ import numpy as np  # noqa: E402
 
 from cellcheck.classes import CLASS_NAMES, NUM_CLASSES  # noqa: E402
 
-ARMS = {"masked": ("hidden", "partial"), "unmasked": ("hidden", "dice_bce"), "full": ("full", "partial")}
+ARMS = {"masked": ("hidden", "partial"), "unmasked": ("hidden", "dice_bce"), "full": ("full", "partial"),
+        "store": ("stores", "partial")}
 N_TRAIN, N_VAL, KEEP = 14, 4, 5
 STEPS, QUICK_STEPS = 400, 150
 #: --quick passes when masked mean Dice - unmasked mean Dice >= this (see docs/BENCHMARKS.md).
@@ -60,7 +64,8 @@ CONFIG = {"model": "segresnet", "roi_size": [32, 32, 32], "batch_size": 2, "num_
 
 
 def make_data(root: Path, seed: int = 0) -> dict[str, Path]:
-    """The fully annotated crops and their hidden copy under `root`: {"full": datalist, "hidden": datalist}."""
+    """The fully annotated crops, their hidden copy and the store under `root`: {"full", "hidden": datalist,
+    "stores": folder of the store, "datasplit": its split}."""
     from fixtures.full import make_full_crops
 
     if not (root / "full" / "datalist.json").is_file():
@@ -69,7 +74,34 @@ def make_data(root: Path, seed: int = 0) -> dict[str, Path]:
     if not (root / "hidden" / "datalist.json").is_file():
         shutil.rmtree(root / "hidden", ignore_errors=True)
         hide_classes(root / "full", root / "hidden", KEEP, seed)
-    return {"full": root / "full" / "datalist.json", "hidden": root / "hidden" / "datalist.json"}
+    if not (root / "stores" / "datasplit.csv").is_file():
+        shutil.rmtree(root / "stores", ignore_errors=True)
+        store_copy(root / "full" / "datalist.json", root / "stores", KEEP, seed)
+    return {"full": root / "full" / "datalist.json", "hidden": root / "hidden" / "datalist.json",
+            "stores": root / "stores", "datasplit": root / "stores" / "datasplit.csv"}
+
+
+def store_copy(full: Path, dst: Path, keep: int, seed: int) -> None:
+    """The full crops as one CellMap store: a training crop lists the classes the hidden copy keeps, a held-out
+    crop all 14; and a datasplit (csc make-datasplit's format) holding out the same crops as fold 0."""
+    from fixtures.stores import CropArrays, write_store
+
+    datalist = json.loads(full.read_text())
+    training = [e for e in datalist["training"] if e["fold"] != 0]
+    kept = dict(zip((e["image"] for e in training), kept_classes(len(training), keep, seed)))
+    crops, rows = [], []
+    store = dst / "jrc_learning.zarr"
+    for e in datalist["training"]:
+        name = Path(e["image"]).name.split(".")[0]
+        image = np.asarray(nib.load(str(full.parent / e["image"])).dataobj)
+        label = np.asarray(nib.load(str(full.parent / e["label"])).dataobj)
+        listed = [CLASS_NAMES[c] for c in kept[e["image"]]] if e["image"] in kept else list(CLASS_NAMES)
+        crops.append(CropArrays(name, image, label, listed))
+        usage = "validate" if e["fold"] == 0 else "train"
+        rows.append(f'"{usage}","{store}","recon-1/em/fibsem-uint8","{store}",'
+                    f'"recon-1/labels/groundtruth/{name}/[{",".join(listed)}]"')
+    write_store(store, crops, seed=seed)
+    (dst / "datasplit.csv").write_text("\n".join(rows) + "\n")
 
 
 def kept_classes(n_crops: int, keep: int, seed: int) -> list[list[int]]:
@@ -123,8 +155,10 @@ def arm_config(arm: str, datalists: dict[str, Path], seed: int, folder: Path) ->
     data, loss = ARMS[arm]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{arm}.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "datalist": str(datalists[data]), "output_dir": str(folder / arm),
-                                    "loss": loss, "seed": seed}))
+    source = {"datalist": str(datalists[data])}
+    if data == "stores":
+        source.update(resolution=8, datasplit=str(datalists["datasplit"]))
+    path.write_text(yaml.safe_dump({**CONFIG, **source, "output_dir": str(folder / arm), "loss": loss, "seed": seed}))
     return path
 
 
@@ -142,27 +176,26 @@ def train_arm(config: Path, steps: int, score_at: list[int], threads: int = 1) -
     import torch
 
     from cellcheck.config import load_config
-    from trainer.data import intensity_rule, read_cases, split_fold, train_loader
+    from trainer.run_data import open_data
     from trainer.train import build_loss, train_step, validate
 
     torch.set_num_threads(threads)
     cfg = load_config(config).config
-    train_cases, val_cases = split_fold(read_cases(cfg.datalist, None, cfg.num_classes), 0)
-    rule = intensity_rule([*train_cases, *val_cases])
+    data = open_data(cfg)  # the datalist's crops, or the store's: the trainer's own data path either way
     torch.manual_seed(cfg.seed)
     net = small_network()
-    loss_fn = build_loss(cfg, train_cases)
+    loss_fn = build_loss(cfg, data.annotated)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     cpu = torch.device("cpu")
     scores, losses, step, epoch, t0 = {}, [], 0, 0, time.time()
     while step < steps:
-        for patches in train_loader(train_cases, cfg, rule, epoch=epoch):  # one crop, 2 patches: one step
-            loss, _ = train_step(net, loss_fn, optimizer, scaler, patches, cpu, None, False)
+        for patches in data.loader(epoch):  # one crop, 2 patches: one step
+            loss, _ = train_step(net, loss_fn, optimizer, scaler, patches, cpu, None, False, data.rule)
             losses.append(float(loss) if loss is not None else float("nan"))
             step += 1
             if step in score_at:
-                result = validate(net, val_cases, cfg.roi_size, cfg.classes.names, rule, cpu)
+                result = validate(net, data.validation, cfg.roi_size, cfg.classes.names, data.rule, cpu)
                 scores[str(step)] = {"val_dice": result["val_dice"], "val_dice_mean": result["val_dice_mean"],
                                      "train_loss": float(np.nanmean(losses[-50:])), "seconds": round(time.time() - t0)}
             if step >= steps:

@@ -54,7 +54,7 @@ def test_trains_validates_resumes_and_writes_no_nifti(stores):
     first = cellcheck("train", "--config", str(config), cwd=stores)
     assert first.returncode == 0, first.stderr[-2000:]
     out = stores / "runs" / "run"
-    assert "from the stores at 8x8x8 nm" in first.stdout
+    assert "crops from the stores at 8 nm" in first.stdout
     split = json.loads((out / "split.json").read_text())
     assert split["resolution"] == [8.0, 8.0, 8.0] and split["excluded"] == ["crop300", "crop301", "crop302"]
     assert {c["usage"] for c in split["cases"]} == {"train", "validate"}
