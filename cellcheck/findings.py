@@ -51,7 +51,10 @@ CHECKS: dict[str, Check] = {
               "declared encoding (`all` outside the canonical class ids)", "10, 13"),
         Check("unannotated-label-present", _WARN, "voxels of a class not listed as annotated", "1"),
         Check("oversized-case", _WARN, "case too large for the memory budget", "4, 5 (crop247)"),
-        Check("class-coverage", _WARN, "class annotated in no validation case, or very few", "15"),
+        Check("class-coverage", _WARN, "class annotated in no validation case, or very few; present in no validation "
+              "crop that annotates it (coverage plan)", "15"),
+        Check("class-empty", _ERROR, "class annotated in crops and present in none of them (in none of the training "
+              "split's, at the gate): its loss can only teach 'absent'", "20"),
         Check("stale-stats", _WARN, "a datastats file that does not match the datalist", "14"),
         Check("annotation-metadata", _WARN, "zarr class_names / complement_counts that disagree with the arrays", "13"),
         Check("off-grid", _ERROR, "crop translation off the raw voxel grid by a fraction of a voxel", "19"),

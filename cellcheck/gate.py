@@ -16,8 +16,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cellcheck.audit import run_audit
+from cellcheck.audit.coverage import plan_of
 from cellcheck.audit.options import AuditOptions
 from cellcheck.cellmap.trainset import TrainingSet, describe, plan_training_set
+from cellcheck.checks.coverage import Sampling, plan_findings, render
 from cellcheck.checks.environment import alloc_conf
 from cellcheck.checks.folds import store_coverage as coverage
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
@@ -100,13 +102,19 @@ def run_gate(
         options = replace(options, resolution=values["resolution"])
     run = run_audit(data, dataroot=values.get("dataroot"), options=options)
     notes: list[str] = []
-    reads = None
+    reads, training = None, None
     if stores:
         training, training_findings, notes = store_training(data, values, run.findings, classes)
         findings += training_findings
         job.chain, reads = "store", reads_of(training)
     else:
         findings += run.findings
+    coverage = None
+    if job.roi:  # the plan at the run's split replaces the audit's split-free class-empty
+        coverage = plan_of(data, run.findings, run.case_stats, classes,
+                           Sampling(tuple(job.roi), job.num_patches, values.get("foreground_ratio", _default("foreground_ratio"))),
+                           fold=values.get("fold", 0), dataroot=values.get("dataroot"), training=training)
+        findings = [f for f in findings if f.check != "class-empty"] + list(plan_findings(coverage, data))
     if loaded is not None:
         findings += loss_masking(values.get("loss"), _partially_annotated(run.case_stats, len(classes)), loaded.source)
     findings += alloc_conf(os.environ if env is None else env)
@@ -115,10 +123,12 @@ def run_gate(
         memory_plan, found = _memory_plan(job, run.case_stats, classes, reads)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict, notes=notes)
+                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict, notes=notes,
+                    tables=render(coverage) if coverage is not None else [])
     config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
         {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)
-    report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json}}
+    report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json,
+                             "coverage": coverage.to_json() if coverage is not None else None}}
     return report
 
 

@@ -22,6 +22,7 @@ class Report:
     strict: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # sections beyond the audit contract (e.g. "gate")
     notes: list[str] = field(default_factory=list)  # what was audited and why, when the input was ambiguous
+    tables: list[str] = field(default_factory=list)  # text lines shown before the verdict (a coverage plan)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -80,6 +81,7 @@ def render_text(report: Report) -> str:
         where = f.path or report.source
         lines.append(f"{where}: {f.severity.value} [{f.check}] {f.case or '-'}: {f.message}")
     lines += [f"note: {n}" for n in report.notes]
+    lines += report.tables
     s = report.summary
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(
@@ -97,6 +99,7 @@ def render_markdown(report: Report) -> str:
         f"`{report.source}`: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info.",
         "",
         *[f"Note: {n}" for n in report.notes],
+        *(["```", *report.tables, "```", ""] if report.tables else []),
     ]
     if report.findings:
         out += ["| severity | check | case | message |", "|---|---|---|---|"]

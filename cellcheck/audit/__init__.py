@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from cellcheck.audit.coverage import plan_of
 from cellcheck.audit.datalist import audit_datalist
 from cellcheck.audit.options import AuditOptions
 from cellcheck.audit.stores import audit_cellmap
+from cellcheck.checks.coverage import Sampling, empty_classes, plan_findings, render, stale_counts
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding
 from cellcheck.report import Report, select_findings
@@ -68,6 +70,7 @@ def run_audit(
         for dl in datalists_beside_stores(path):
             notes.append(f"{path} holds CellMap stores and a datalist ({dl.name}): audited the stores; "
                          f"audit the converted data with `cellcheck audit {dl}`")
+    findings += empty_classes(stats, options.classes, path, stale_counts(findings))
     return AuditRun(path, findings, cases, stats, notes)
 
 
@@ -80,14 +83,32 @@ def audit(
     ignore: Sequence[str] = (),
     strict: bool = False,
     options: AuditOptions = AuditOptions(),
+    coverage: Sampling | None = None,
 ) -> Report:
-    """Run every check on a datalist JSON or a folder of CellMap zarr stores and build the report."""
+    """Run every check on a datalist JSON or a folder of CellMap zarr stores and build the report.
+
+    `coverage`: the trainer's sampling (ROI, patches per crop, foreground share): the report then holds the
+    coverage plan at fold 0 (at `options.resolution` for stores) and its findings.
+    """
     run = run_audit(path, dataroot=dataroot, datastats=datastats, options=options)
+    findings, extra, tables = run.findings, {}, []
+    if coverage is not None:
+        training = None
+        if options.resolution is not None and detect_kind(run.source) == "cellmap":
+            from cellcheck.cellmap.trainset import plan_training_set
+
+            training = plan_training_set(run.source, options.resolution, options.classes)
+        plan = plan_of(run.source, run.findings, run.case_stats, options.classes, coverage, dataroot=dataroot,
+                       training=training)
+        findings = [f for f in findings if f.check != "class-empty"] + list(plan_findings(plan, run.source))
+        extra, tables = {"coverage": plan.to_json()}, render(plan)
     return Report(
         source=str(run.source),
         cases=run.cases,
-        findings=select_findings(run.findings, select, ignore),
+        findings=select_findings(findings, select, ignore),
         stats=summarize(run.case_stats, options.classes, run.cases),
         strict=strict,
         notes=run.notes,
+        extra=extra,
+        tables=tables,
     )

@@ -99,7 +99,8 @@ def _class_voxels(case: str, crop: Crop, arrays: list[ClassArray], stats: CaseSt
             continue
         out += encoding.encoded_values(case, arr.array_path, scan, arr.kind, arr.encoding)
         counts = scan.counts or {}
-        out += annotations.complement_counts(case, arr.array_path, arr.complement_counts, counts, arr.encoding)
+        out += annotations.complement_counts(case, arr.array_path, arr.complement_counts, counts, arr.encoding,
+                                               arr.name)
         unknown = counts.get(arr.encoding.get("unknown", -1), 0)
         listed = crop.class_names is None or arr.name in crop.class_names
         if not listed or unknown >= scan.voxels:

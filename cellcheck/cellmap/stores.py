@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -89,6 +89,17 @@ class ClassArray:
     def array_path(self) -> Path:
         return self.path / self.finest.path
 
+    @property
+    def declared_present(self) -> bool:
+        """False when complement_counts say every voxel is absent or unknown; True otherwise (or unsaid).
+
+        Metadata only: the fold assignment spreads the crops where a class is present without reading voxels.
+        """
+        if not self.complement_counts:
+            return True
+        empty = sum(int(self.complement_counts.get(k, 0)) for k in ("absent", "unknown"))
+        return empty < int(np.prod(self.shape, dtype=np.int64))
+
 
 @dataclass
 class Crop:
@@ -99,6 +110,10 @@ class Crop:
     all: ClassArray | None = None
     findings: list[Finding] = field(default_factory=list)
     unreadable: set[str] = field(default_factory=set)
+
+    def present(self, names: Sequence[str]) -> list[str]:
+        """The classes among `names` its metadata does not declare empty (complement_counts)."""
+        return [n for n in names if n not in self.classes or self.classes[n].declared_present]
 
 
 @dataclass

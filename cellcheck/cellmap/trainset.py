@@ -146,10 +146,11 @@ def plan_training_set(root: Path, resolution: Sequence[float], classes: ClassMap
         _note_reads(out.reads, store, crop, plan, trained)
         usage = row.usage if row is not None else "train"
         planned[case] = (StoreCase(case, str(path), crop_id, usage, trained, resampled),
-                         classes.channels_of(trained))
-    if rows is None and planned:
-        annotated = {case: chans for case, (_, chans) in planned.items()}
-        fold_of, _ = assign_folds(annotated, auto_folds(annotated))
+                         classes.channels_of(crop.present(trained)))
+    if rows is None and planned:  # folds spread the crops where each class is present, by their metadata
+        present = {case: chans for case, (_, chans) in planned.items()}
+        annotated = {case: frozenset(classes.channels_of(c.classes)) for case, (c, _) in planned.items()}
+        fold_of, _ = assign_folds(present, auto_folds(annotated))
         planned = {case: (_with_usage(c, "validate" if fold_of[case] == fold else "train"), chans)
                    for case, (c, chans) in planned.items()}
     out.cases = [c for c, _ in planned.values()]

@@ -82,8 +82,8 @@ def crop_class_names(case: str, path: Path, class_names: list[str] | None, group
 
 
 def complement_counts(case: str, path: Path, declared: dict[str, int] | None, counts: dict[int, int],
-                      encoding: dict[str, int]) -> Iterator[Finding]:
-    """`complement_counts` (absent / unknown voxel counts) that disagree with the array."""
+                      encoding: dict[str, int], name: str | None = None) -> Iterator[Finding]:
+    """`complement_counts` (absent / unknown voxel counts) that disagree with the array (of class `name`)."""
     if declared is None:
         return
     actual = {k: int(counts.get(encoding[k], 0)) for k in declared if k in encoding}
@@ -94,4 +94,5 @@ def complement_counts(case: str, path: Path, declared: dict[str, int] | None, co
             "annotation-metadata", case, path,
             f"complement_counts are stale ({text}); regenerate the metadata",
             declared={k: d for k, (d, _) in wrong.items()}, counted={k: a for k, (_, a) in wrong.items()},
+            **({"class": name} if name else {}),
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cellcheck.cli.options import CLASSES_HELP, FORMATS, audit_options, check_ids, default_format, emit, size
+from cellcheck.cli.options import CLASSES_HELP, FORMATS, audit_options, check_ids, default_format, emit, roi, size
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import CHECKS
 from cellcheck.report import RENDERERS
@@ -30,14 +30,24 @@ from cellcheck.report import RENDERERS
 @click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
 @click.option("--source", type=click.Path(path_type=Path, readable=False),
               help="Datalist only: the CellMap stores it was converted from; every entry is checked against its crop.")
+@click.option("--roi", callback=roi, help="Patch size Z,Y,X the trainer draws: adds the coverage plan per class "
+              "(fold 0 of a datalist; the stores' split at --resolution).")
+@click.option("--patches", type=click.IntRange(min=1), default=None,
+              help="With --roi: patches per crop and epoch (the config's num_patches_per_image; default 1).")
 def audit_command(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget,
-          resolution, classes, source) -> None:
+          resolution, classes, source, roi, patches) -> None:
     """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
     from cellcheck.audit import audit as run_audit
+    from cellcheck.checks.coverage import Sampling
+    from cellcheck.config import KEYS
 
+    coverage = None
+    if roi is not None:
+        coverage = Sampling(tuple(roi), patches or 1, KEYS["foreground_ratio"].default)
     report = run_audit(
         path, dataroot=dataroot, datastats=datastats, select=select, ignore=ignore, strict=strict,
         options=replace(audit_options(case_budget, jobs, memory_budget, resolution, classes), source=source),
+        coverage=coverage,
     )
     emit(RENDERERS[fmt or default_format()](report), output)
     sys.exit(report.exit_code)

@@ -92,7 +92,8 @@ def convert(root: Path, out: Path, opts: Options, *, folds: int | None = None, j
     if not done:
         return result
     annotated = {o.case: frozenset(o.record.channels) for o in done}
-    fold_of, missing = assign_folds(annotated, folds or auto_folds(annotated))
+    present = {o.case: o.present if o.present is not None else annotated[o.case] for o in done}
+    fold_of, missing = assign_folds(present, folds or auto_folds(annotated))
     result.folds = max(fold_of.values()) + 1
     result.uncovered = [opts.classes.names[c] for c in missing]
     result.datalist = out / DATALIST_NAME

@@ -47,6 +47,7 @@ class Outcome:
     refused: Finding | None = None
     skipped: bool = False
     notes: list[str] = field(default_factory=list)
+    present: frozenset[int] | None = None  # channels its metadata does not declare empty (the folds spread these)
 
 
 def output_paths(case: str) -> tuple[str, str]:
@@ -62,9 +63,12 @@ def convert_case(job: Job) -> Outcome:
         _refuse_oversized(job, crop, plan)
         sig = signature(store, crop, plan)
         previous = load_record(job.out, job.case)
-        if _current(job, previous, sig):
-            return Outcome(job.case, previous, skipped=True)
-        return _write(job, store, crop, plan, sig, previous)
+        outcome = (Outcome(job.case, previous, skipped=True) if _current(job, previous, sig)
+                   else _write(job, store, crop, plan, sig, previous))
+        if outcome.record is not None:
+            names = [job.opts.classes.names[c] for c in outcome.record.channels]
+            outcome.present = frozenset(job.opts.classes.channels_of(crop.present(names)))
+        return outcome
     except Refused as exc:
         return Outcome(job.case, refused=exc.finding)
     except ReadError as exc:

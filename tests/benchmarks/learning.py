@@ -88,7 +88,7 @@ def store_copy(full: Path, dst: Path, keep: int, seed: int) -> None:
 
     datalist = json.loads(full.read_text())
     training = [e for e in datalist["training"] if e["fold"] != 0]
-    kept = dict(zip((e["image"] for e in training), kept_classes(len(training), keep, seed)))
+    kept = dict(zip((e["image"] for e in training), kept_classes(present_channels(full.parent, training), keep, seed)))
     crops, rows = [], []
     store = dst / "jrc_learning.zarr"
     for e in datalist["training"]:
@@ -104,14 +104,27 @@ def store_copy(full: Path, dst: Path, keep: int, seed: int) -> None:
     (dst / "datasplit.csv").write_text("\n".join(rows) + "\n")
 
 
-def kept_classes(n_crops: int, keep: int, seed: int) -> list[list[int]]:
-    """For each of `n_crops` crops the `keep` channels it stays annotated for; each channel kept equally often.
+def kept_classes(present: list[set[int]], keep: int, seed: int) -> list[list[int]]:
+    """For each training crop (`present`: the channels it holds voxels of) the `keep` channels it stays annotated
+    for; each channel kept equally often, and in at least one crop where it is present.
 
-    Crop i keeps positions i*keep .. i*keep+keep-1 (mod 14) of one random order of the channels, so with
-    14 crops every channel is kept in exactly `keep` of them.
+    Crop i keeps positions i*keep .. i*keep+keep-1 (mod 14) of a random order of the channels, so with
+    14 crops every channel is kept in exactly `keep` of them. An order that would leave a channel annotated
+    only where it is absent (nothing to learn; the gate's class-empty) is drawn again, as annotators
+    annotate what a crop shows.
     """
-    order = np.random.default_rng([seed, 31]).permutation(NUM_CLASSES)
-    return [sorted(int(order[(i * keep + j) % NUM_CLASSES]) for j in range(keep)) for i in range(n_crops)]
+    for attempt in range(1000):
+        order = np.random.default_rng([seed, 31, attempt] if attempt else [seed, 31]).permutation(NUM_CLASSES)
+        kept = [sorted(int(order[(i * keep + j) % NUM_CLASSES]) for j in range(keep)) for i in range(len(present))]
+        if all(any(c in p for k, p in zip(kept, present) if c in k) for c in range(NUM_CLASSES)):
+            return kept
+    raise ValueError("no order of the channels keeps each where it is present; the crops lack some class")
+
+
+def present_channels(root: Path, entries: list[dict]) -> list[set[int]]:
+    """The channels each entry's label holds voxels of."""
+    return [{int(v) - 1 for v in np.unique(np.asarray(nib.load(str(root / e["label"])).dataobj)) if v}
+            for e in entries]
 
 
 def hide_classes(src: Path, dst: Path, keep: int, seed: int) -> dict[str, list[int]]:
@@ -125,7 +138,7 @@ def hide_classes(src: Path, dst: Path, keep: int, seed: int) -> dict[str, list[i
     datalist = json.loads((dst / "datalist.json").read_text())
     training = [e for e in datalist["training"] if e["fold"] != 0]
     kept = {}
-    for entry, channels in zip(training, kept_classes(len(training), keep, seed)):
+    for entry, channels in zip(training, kept_classes(present_channels(dst, training), keep, seed)):
         path = dst / entry["label"]
         img = nib.load(str(path))
         label = np.asarray(img.dataobj)

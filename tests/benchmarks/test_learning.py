@@ -56,9 +56,10 @@ def test_hidden_classes_leave_the_annotation_and_the_label_not_the_image(data):
 
 
 def test_the_gate_refuses_only_the_unmasked_arm(data, tmp_path):
-    """The data passes the gate; only `loss: dice_bce` on it is refused, for loss-unmasked alone."""
+    """The data (and its stores) pass the gate; only `loss: dice_bce` on it is refused, for loss-unmasked alone."""
     _, datalists = data
     verdicts = {arm: gate_verdict(arm_config(arm, datalists, 0, tmp_path)) for arm in ARMS}
     assert verdicts == {"masked": {"passed": True, "failing": []},
                         "unmasked": {"passed": False, "failing": ["loss-unmasked"]},
-                        "full": {"passed": True, "failing": []}}
+                        "full": {"passed": True, "failing": []},
+                        "store": {"passed": True, "failing": []}}

@@ -310,7 +310,8 @@ def test_crop_ids_repeated_across_stores_get_the_store_in_their_name(tmp_path):
     result = convert(root / "zarr", tmp_path / "out", Options(EIGHT, DEFAULT_CLASS_MAP))
     names = {o.case for o in result.converted}
     assert {"jrc_fix-1_crop1", "jrc_fix-9_crop1"} <= names and "crop1" not in names
-    report = audit(tmp_path / "out/datalist.json", options=AuditOptions(source=root / "zarr"))
+    # three clean crops are all full crops, none with a nucleus: nuc's class-empty is the data's, not the conversion's
+    report = audit(tmp_path / "out/datalist.json", options=AuditOptions(source=root / "zarr"), ignore=["class-empty"])
     assert report.summary["error"] == 0 and report.summary["warning"] == 0, report.findings
 
 

@@ -35,7 +35,7 @@ CHECK_IDS = {
     "constant-image", "partial-blank", "shape-mismatch", "spacing-mismatch", "resolution-mismatch",
     "out-of-bounds", "label-values", "unannotated-label-present", "oversized-case", "class-coverage",
     "stale-stats", "annotation-metadata", "off-grid", "multiscale-metadata", "mixed-zarr-format", "validation-array",
-    "label-contrast",
+    "label-contrast", "class-empty",
 }
 
 
