@@ -152,7 +152,7 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
     """All findings of every crop of every store under `root`."""
     findings: list[Finding] = []
     refs: list[tuple[Path, str]] = []
-    foreign = 0  # crops that exist but that the store's reader cannot see (mixed-zarr-format)
+    foreign = 0  # crops on disk that the store's reader cannot see (mixed-zarr-format, metadata lost)
     open_store.cache_clear()  # forked workers inherit what is opened below; nothing older
     for path in find_stores_or_fail(root):
         try:

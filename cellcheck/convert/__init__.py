@@ -126,7 +126,8 @@ def _crops(root: Path) -> tuple[list[tuple[str, Path, str]], list[Outcome]]:
             outcomes.append(Outcome(path.name, refused=finding("unreadable", None, path, exc.reason)))
             continue
         found += [(path, crop) for crop in store.crop_paths]
-        outcomes += [Outcome(f.case, refused=f) for f in store.findings if f.check == "mixed-zarr-format" and f.case]
+        # crops on disk that the store's reader cannot see (another format, group metadata lost): refused, by name
+        outcomes += [Outcome(f.case, refused=f) for f in store.findings if f.case in store.foreign_crops]
     counts: dict[str, int] = {}
     for _, crop in found:
         counts[crop] = counts.get(crop, 0) + 1

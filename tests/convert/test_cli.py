@@ -44,3 +44,17 @@ def test_usage_errors_are_one_line_and_exit_2(clean, tmp_path):
     (tmp_path / "taken" / "datalist.json").write_text("{}")
     result = runner.invoke(cli, ["convert", str(clean / "zarr"), "--resolution", "8", "--out", str(tmp_path / "taken")])
     assert result.exit_code == 2 and "not written by cellcheck convert" in result.output
+
+
+def test_a_crop_without_its_group_metadata_is_refused_by_name(clean_copy, tmp_path):
+    """Issue 23, item 1: convert names the crop zarr cannot see instead of converting one crop fewer in silence."""
+    group = clean_copy / "zarr" / "jrc_fix-2" / "jrc_fix-2.zarr" / "recon-1" / "labels" / "groundtruth" / "crop8"
+    [meta] = [group / name for name in ("zarr.json", ".zgroup") if (group / name).exists()]
+    meta.unlink()
+    result = CliRunner().invoke(cli, ["convert", str(clean_copy / "zarr"), "--resolution", "8", "--out",
+                                      str(tmp_path / "out"), "--format", "json", "--jobs", "1"])
+    summary = json.loads(result.output)
+    assert len(summary["converted"]) == 9
+    refused = {f["case"]: f for f in summary["refused"]}
+    assert set(refused) == {"crop8", "crop300", "crop301", "crop302"}
+    assert refused["crop8"]["check"] == "unreadable" and meta.name in refused["crop8"]["message"]
