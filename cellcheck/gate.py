@@ -23,7 +23,7 @@ from cellcheck.config import KEYS, LoadedConfig, load_config, loss_masking
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
 from cellcheck.report import Report, select_findings
-from cellcheck.stats import CaseStats, summarize
+from cellcheck.stats import CaseStats
 
 
 def _default(key: str) -> Any:
@@ -100,7 +100,7 @@ def run_gate(
         memory_plan, found = _memory_plan(job, run.case_stats, classes)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict)
+                    stats=run.summary(classes), strict=strict)
     config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
         {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)
     report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json}}

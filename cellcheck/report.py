@@ -141,10 +141,14 @@ def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("")
+    left = img.get("left_out") or {}
+    cases = f"cases: {img['cases']}" + (f" ({len(left)} left out of these statistics)" if left else "")
     if "shape" in img:
-        unread = f" ({img['unread']} unreadable, not in these statistics)" if img.get("unread") else ""
-        lines.append(f"cases: {img['cases']}{unread}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
+        lines.append(f"{cases}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
                      f"spacing {img.get('spacing')}")
+    else:
+        lines.append(f"{cases}; no case in these statistics")
+    lines += left_out_lines(left)
     if "intensity" in img:
         i = img["intensity"]
         lines.append("intensity: " + ", ".join(f"{k} {v}" for k, v in i.items()))
@@ -152,3 +156,11 @@ def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
     if fg:
         lines.append("foreground intensity: " + ", ".join(f"{k} {v}" for k, v in fg.items()))
     return "\n".join(lines) + "\n"
+
+
+def left_out_lines(left: dict[str, str]) -> list[str]:
+    """'left out (unreadable): crop1, crop7', one line per reason, every case named."""
+    by_reason: dict[str, list[str]] = {}
+    for case, reason in left.items():
+        by_reason.setdefault(reason, []).append(case)
+    return [f"left out ({reason}): {', '.join(cases)}" for reason, cases in by_reason.items()]

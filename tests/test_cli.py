@@ -200,7 +200,7 @@ def test_audit_stats_and_predict_count_the_same_cases(defects_all, tmp_path):
     datalist = str(defects_all / "datalist.json")
     audit = json.loads(run(["audit", datalist, "--format", "json"]).stdout)
     stats = run(["stats", datalist, "--format", "json", "--output", str(tmp_path / "stats.json")])
-    assert stats.exit_code == 0
+    assert stats.exit_code == 1  # cases left out of the statistics: named, and the run says it is partial
     images = json.loads((tmp_path / "stats.json").read_text())["images"]
     predict = run(["predict", datalist, "--model", "segresnet", "--format", "json", "--no-max-batch"])
     plan = json.loads(predict.stdout)["dataset"]
@@ -209,6 +209,8 @@ def test_audit_stats_and_predict_count_the_same_cases(defects_all, tmp_path):
     assert len(set(listed)) < len(listed)  # the planted duplicate and the validation copies
     assert audit["cases"] == images["cases"] == plan["n_cases"] + plan["skipped_unreadable"]
     assert images["unread"] > 0  # a corrupt crop (unreadable voxels): counted, not in the statistics
+    assert set(images["left_out"]) == {f["case"] for f in audit["findings"]
+                                       if f["check"] in ("unreadable", "missing-file", "datalist-invalid") and f["case"]}
 
 
 def _drop_group_metadata(group: Path) -> str:

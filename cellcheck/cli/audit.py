@@ -56,11 +56,16 @@ def audit_command(path, dataroot, datastats, fmt, output, select, ignore, strict
 @click.option("--memory-budget", callback=size, default=None, help="Voxel data in flight per worker (default 16M).")
 @click.option("--resolution", help="CellMap stores: count voxels at this training resolution (nm), e.g. 8.")
 @click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
-def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, memory_budget, resolution, classes) -> None:
+@click.option("--allow-partial", is_flag=True,
+              help="Exit 0 even when cases are left out of the statistics (they are still counted and named).")
+def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, memory_budget, resolution, classes,
+                  allow_partial) -> None:
     """Per-label statistics grouped by label value, and image statistics.
 
     PATH is a datalist, a folder of CellMap stores, or DataAnalyzer's datastats_by_case.yaml (read
     without touching a voxel: DataAnalyzer's own summary grouped labels by position, not value).
+    A case that cannot be used (unreadable, missing, or a crop that cannot train at --resolution) is
+    left out of the statistics, counted and named.
     """
     from cellcheck.audit import run_audit
     from cellcheck.dataanalyzer import datastats, is_by_case_file, read_by_case, write_datastats
@@ -68,18 +73,37 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
     from cellcheck.stats import summarize
 
     options = audit_options(None, jobs, memory_budget, resolution, classes)
-    n_cases = None
     if is_by_case_file(path):
         cases = read_by_case(path, datalist, options.classes)
+        stats = summarize(cases, options.classes)
     else:
         run = run_audit(path, dataroot=dataroot, options=options)
-        cases, n_cases = run.case_stats, run.cases
-    emit(render_stats(summarize(cases, options.classes, n_cases), fmt, str(path)), output)
+        stats = run.summary(options.classes)
+        cases = [c for c in run.case_stats if c.case not in stats["images"].get("left_out", {})]
+    emit(render_stats(stats, fmt, str(path)), output)
     if datastats_out is not None:
         try:
             write_datastats(datastats_out, datastats(cases, options.classes))
         except OSError as exc:
             raise CellcheckError(f"{datastats_out}: cannot write ({exc.strerror or exc}); choose another path")
+    sys.exit(partial_status(stats["images"], allow_partial))
+
+
+def partial_status(images: dict, allow_partial: bool) -> int:
+    """1 when the statistics leave cases out (unless the user allowed it) or hold none at all, else 0; says why."""
+    left = images.get("left_out") or {}
+    if not left:
+        return 0
+    used = images["cases"] - len(left)
+    if used == 0:
+        click.echo(f"cellcheck stats: none of the {images['cases']} cases could be used (named above); "
+                   "no statistics", err=True)
+        return 1
+    if allow_partial:
+        return 0
+    click.echo(f"cellcheck stats: {len(left)} of {images['cases']} cases left out of these statistics (named above); "
+               "fix them, or pass --allow-partial to accept statistics without them", err=True)
+    return 1
 
 
 @click.command("checks")
