@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from cellcheck.words import counted
 from cellcheck.findings import CHECKS, Finding, Severity
 
 REPORT_VERSION = 1
@@ -83,9 +84,16 @@ def render_text(report: Report) -> str:
     s = report.summary
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(
-        f"{verdict}: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info ({report.source})"
+        f"{verdict}: {_counts(report)} ({report.source})"
     )
     return "\n".join(lines) + "\n"
+
+
+def _counts(report: Report) -> str:
+    """'10 cases, 1 error, 2 warnings, 0 info'."""
+    s = report.summary
+    return ", ".join([counted(report.cases, "case"), counted(s["error"], "error"), counted(s["warning"], "warning"),
+                      counted(s["info"], "info")])
 
 
 def render_markdown(report: Report) -> str:
@@ -94,7 +102,7 @@ def render_markdown(report: Report) -> str:
     out = [
         f"### cellcheck audit: {verdict}",
         "",
-        f"`{report.source}`: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info.",
+        f"`{report.source}`: {_counts(report)}.",
         "",
         *[f"Note: {n}" for n in report.notes],
     ]

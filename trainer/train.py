@@ -48,6 +48,7 @@ from cellcheck.models.losses import DeepSupervisionPartialLoss, PartialAnnotatio
 from cellcheck.models.networks import build_network, outputs_as_list
 from trainer.progress import Console, epoch_line, files_line, human_seconds
 from cellcheck.run_folder import RUN_FILES, rerun_refusal
+from cellcheck.words import counted
 
 #: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused (by the gate, or because
 #: output_dir already holds a run and --resume was not given), 2 a usage error (the CLI's error edge),
@@ -130,7 +131,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         if not verdict:
             failures = [f for f in report.findings if f.severity.value in ("error", "warning")]
             where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
-            console.warn(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):")
+            console.warn(f"cellcheck train: refused by the gate ({counted(len(failures), 'problem')}, {where}):")
             console.warn(render_text(report).rstrip("\n"))
             return leave_process_group(EXIT_REFUSED, world)
         write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
@@ -289,7 +290,7 @@ def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, wo
     params = sum(p.numel() for p in net.parameters())
     where = f"{device.type}" + (f" x {world} ranks (DDP)" if world > 1 else ", 1 rank")
     amp = f", {str(amp_dtype).removeprefix('torch.')} AMP" if amp_dtype else ""
-    cap = f" of at most {cfg.max_steps_per_epoch} steps" if cfg.max_steps_per_epoch else ""
+    cap = f" of at most {counted(cfg.max_steps_per_epoch, 'step')}" if cfg.max_steps_per_epoch else ""
     if resumed:
         start = f"resuming after epoch {state.epoch}" + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
     elif resume:
@@ -298,7 +299,7 @@ def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, wo
         start = "new run"
     roi = "x".join(str(r) for r in cfg.roi_size)
     return (f"cellcheck train: {cfg.model} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
-            f"{n_train} training / {n_val} validation crops; {cfg.num_epochs} epochs{cap}, batch {cfg.batch_size} "
+            f"{n_train} training / {counted(n_val, 'validation crop')}; {counted(cfg.num_epochs, 'epoch')}{cap}, batch {cfg.batch_size} "
             f"of {roi}, loss {cfg.loss}; {start}; writing to {out}")
 
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import click
 
-from cellcheck.cli.options import CLASSES_HELP, FORMATS, audit_options, check_ids, default_format, emit, size
+from cellcheck.cli.options import CLASSES_HELP, FORMAT_HELP, FORMATS, audit_options, check_ids, default_format, emit, size
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import CHECKS
 from cellcheck.report import RENDERERS
 
 
-@click.command("audit")
+@click.command("audit", short_help="Audit a datalist or a folder of CellMap zarr stores.")
 @click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option("--dataroot", type=click.Path(path_type=Path), help="Folder datalist paths are relative to (default: the datalist's folder).")
 @click.option("--datastats", type=click.Path(path_type=Path), help="Auto3DSeg datastats file to compare (default: datastats.yaml beside the datalist).")
-@click.option("--format", "fmt", type=FORMATS, default=None, help="Report format (default: text on a terminal, json otherwise).")
+@click.option("--format", "fmt", type=FORMATS, default=None, help=FORMAT_HELP)
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the report to FILE (atomically) instead of stdout.")
 @click.option("--select", callback=check_ids, help="Only these check ids (comma-separated).")
 @click.option("--ignore", callback=check_ids, help="Skip these check ids (comma-separated).")
@@ -32,7 +32,11 @@ from cellcheck.report import RENDERERS
               help="Datalist only: the CellMap stores it was converted from; every entry is checked against its crop.")
 def audit_command(path, dataroot, datastats, fmt, output, select, ignore, strict, case_budget, jobs, memory_budget,
           resolution, classes, source) -> None:
-    """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores."""
+    """Audit a MONAI datalist JSON or a folder of CellMap OME-NGFF zarr stores.
+
+    Exit status: 0 no errors (and no warnings, with --strict), 1 findings, 2 the audit could not run
+    (one line naming the file and the fix).
+    """
     from cellcheck.audit import audit as run_audit
 
     report = run_audit(
@@ -43,13 +47,13 @@ def audit_command(path, dataroot, datastats, fmt, output, select, ignore, strict
     sys.exit(report.exit_code)
 
 
-@click.command("stats")
+@click.command("stats", short_help="Per-label statistics by label value, and image statistics.")
 @click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option("--dataroot", type=click.Path(path_type=Path), help="Folder datalist paths are relative to.")
 @click.option("--datalist", type=click.Path(path_type=Path),
               help="For DataAnalyzer output: the datalist with annotated_classes (default: datalist.json beside it).")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the table to FILE (atomically).")
+@click.option("--format", "fmt", type=FORMATS, default=None, help=FORMAT_HELP)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the table to FILE (atomically) instead of stdout.")
 @click.option("--datastats-out", type=click.Path(path_type=Path),
               help="Also write the corrected statistics as an Auto3DSeg-style datastats.yaml.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
@@ -66,6 +70,9 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
     without touching a voxel: DataAnalyzer's own summary grouped labels by position, not value).
     A case that cannot be used (unreadable, missing, or a crop that cannot train at --resolution) is
     left out of the statistics, counted and named.
+
+    Exit status: 0 statistics over every case, 1 cases left out (unless --allow-partial) or none usable,
+    2 a usage error.
     """
     from cellcheck.audit import run_audit
     from cellcheck.dataanalyzer import datastats, is_by_case_file, read_by_case, write_datastats
@@ -80,7 +87,7 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
         run = run_audit(path, dataroot=dataroot, options=options)
         stats = run.summary(options.classes)
         cases = [c for c in run.case_stats if c.case not in stats["images"].get("left_out", {})]
-    emit(render_stats(stats, fmt, str(path)), output)
+    emit(render_stats(stats, fmt or default_format(), str(path)), output)
     if datastats_out is not None:
         try:
             write_datastats(datastats_out, datastats(cases, options.classes))
@@ -106,9 +113,12 @@ def partial_status(images: dict, allow_partial: bool) -> int:
     return 1
 
 
-@click.command("checks")
+@click.command("checks", short_help="List every check id, its severity and its incident.")
 def checks_command() -> None:
-    """List every check id with its severity and the field incident it traces to (docs/INCIDENTS.md)."""
+    """List every check id with its severity and the field incident it traces to (docs/INCIDENTS.md).
+
+    Exit status: 0.
+    """
     width = max(map(len, CHECKS))
     for c in CHECKS.values():
         click.echo(f"{c.id:<{width}}  {c.severity.value:<7}  {c.catches}  (incident {c.incident})")

@@ -138,11 +138,11 @@ def _crops(root: Path) -> tuple[list[tuple[str, Path, str]], list[Outcome]]:
 def _check_out(out: Path, cases: list[str], overwrite: bool) -> None:
     """Refuse (exit 2) to replace files that no record of ours lists, unless --overwrite."""
     if out.exists() and not out.is_dir():
-        raise CellcheckError(f"{out}: exists and is not a folder; choose another --out")
+        raise CellcheckError(f"{out}: exists and is not a folder; choose another --output-dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CellcheckError(f"{out}: cannot create the output folder ({exc.strerror or exc}); choose another --out")
+        raise CellcheckError(f"{out}: cannot create the output folder ({exc.strerror or exc}); choose another --output-dir")
     if overwrite:
         return
     foreign = []
@@ -155,7 +155,7 @@ def _check_out(out: Path, cases: list[str], overwrite: bool) -> None:
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise CellcheckError(f"{foreign[0]}{more}: exists and was not written by cellcheck convert, or was changed "
-                             "since; not overwritten: move it away, choose another --out, or pass --overwrite")
+                             "since; not overwritten: move it away, choose another --output-dir, or pass --overwrite")
 
 
 def _ours(datalist: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellcheck.memory.gpus import GiB
+from cellcheck.words import counted
 
 
 def _gib(n: int | None) -> str:
@@ -21,7 +22,7 @@ def render_text(result: dict) -> str:
     a, v, r, g = result["auto_scale"], result["vram"], result["ram"], result["gpu"]
     lines = [
         f"cellcheck predict: {result['model']} on {g['name']} ({_gib(g['total_bytes'])}), "
-        f"{result['dataset']['n_cases']} cases{_left_out(result['dataset'])}, mean shape "
+        f"{counted(result['dataset']['n_cases'], 'case')}{_left_out(result['dataset'])}, mean shape "
         + "x".join(f"{s:.0f}" for s in result["dataset"]["mean_shape"]),
         "",
         "Auto3DSeg would choose",
@@ -51,7 +52,7 @@ def render_ram(r: dict) -> list[str]:
     c, w, t = r["config"], r.get("worst_case") or {}, r.get("typical") or {}
     chain = f"{c['chain']} chain" + (f", label expansion {c['expansion']}" if c.get("expansion") else "") + (
         ", sigmoid crop label" if c.get("sigmoid") else "")
-    lines = [f"Host RAM ({c['gpus']} ranks x {c['workers']} workers x prefetch {c['prefetch']} x batch {c['batch']}, "
+    lines = [f"Host RAM ({counted(c['gpus'], 'rank')} x {counted(c['workers'], 'worker')} x prefetch {c['prefetch']} x batch {c['batch']}, "
              f"one-hot {c.get('one_hot_channels') or 'off'}, {chain})",
              f"  per crop voxel: held {c['held_bytes_per_voxel']:g} B until collate, "
              f"{c['peak_bytes_per_voxel']:g} B at the chain's peak",
@@ -83,12 +84,12 @@ def render_ram(r: dict) -> list[str]:
 
 def render_profile_summary(summary: dict, path: Path) -> str:
     """Peaks of a profile, a few lines for a terminal."""
-    lines = [f"cellcheck profile: {summary['samples']} samples in {path}"]
+    lines = [f"cellcheck profile: {counted(summary['samples'], 'sample')} in {path}"]
     peak, top = summary.get("peak"), summary.get("peak_process")
     if peak:
         roles = ", ".join(f"{role} {_gib(v)}" for role, v in peak["roles"].items() if v)
         lines.append(f"  peak PSS of the process tree {_gib(peak['pss_bytes'])} at {peak['elapsed_s']:.1f} s "
-                     f"({peak['processes']} processes: {roles}); RSS sum then {_gib(peak['rss_bytes'])}")
+                     f"({counted(peak['processes'], 'process')}: {roles}); RSS sum then {_gib(peak['rss_bytes'])}")
     foot = summary.get("peak_footprint")
     if foot and foot["unmapped_shm_bytes"]:
         lines.append(f"  peak PSS + batches waiting in shared memory {_gib(foot['footprint_bytes'])} at "

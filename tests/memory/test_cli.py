@@ -47,7 +47,7 @@ def test_exit_1_when_the_node_memory_is_too_small(datalist):
 
 
 def test_exit_1_when_the_gpu_is_too_small(datalist):
-    res = run(datalist, *FAST, "--no-max-batch", "--gpu-mem", "1500")
+    res = run(datalist, *FAST, "--no-max-batch", "--gpu-mem", "1500M")
     assert res.exit_code == 1
     assert json.loads(res.stdout)["vram"]["fits"] is False
 
@@ -120,7 +120,7 @@ def test_library_predict_from_stats_matches_the_field_auto_scale():
 
 def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
     out, summary = tmp_path / "memory.jsonl", tmp_path / "summary.json"
-    res = CliRunner().invoke(cli, ["profile", "--out", str(out), "--interval", "0.05", "--summary-json", str(summary),
+    res = CliRunner().invoke(cli, ["profile", "--output", str(out), "--interval", "0.05", "--summary-json", str(summary),
                                                "--", sys.executable, "-c", "raise SystemExit(4)"])
     assert res.exit_code == 4  # the command's own status
     records = [json.loads(line) for line in out.read_text().splitlines()]
