@@ -193,3 +193,38 @@ def test_class_map_sets_the_output_channels(datalist, tmp_path):
     wide = json.loads(run(datalist, *FAST, "--no-max-batch", "--classes", tmp_path / "classes.yaml").stdout)["vram"]
     assert default["network"]["out_channels"] == 14 and wide["network"]["out_channels"] == 25
     assert wide["peak_bytes"] > default["peak_bytes"]
+
+
+# --- issue 23, item 8: one voice: which ROI and batch apply, why, and which constraint binds -------------------
+
+
+def test_the_text_never_proposes_a_roi_the_trainer_refuses(datalist):
+    """Auto3DSeg's 24^3 for these small crops stays in the JSON; the text plans 32^3 and says why."""
+    from cellcheck.models.shapes import check_roi
+
+    as_json = json.loads(run(datalist, "--model", "segresnet", "--no-max-batch", "--format", "json").stdout)
+    assert as_json["auto_scale"]["roi_size"] == [24, 24, 24] and as_json["plan"]["roi_size"] == [32, 32, 32]
+    with pytest.raises(ValueError):
+        check_roi("segresnet", as_json["auto_scale"]["roi_size"])  # the trainer would refuse it
+    text = run(datalist, "--model", "segresnet", "--no-max-batch", "--format", "text").stdout
+    assert "Plan checked below: ROI 32x32x32, batch 3 patches per GPU step" in text
+    assert "ROI: Auto3DSeg's 24x24x24 rounded up to 32x32x32: segresnet trains only ROIs whose sides are " \
+           "multiples of 16 voxels and at least 32" in text
+    for line in (line for line in text.splitlines() if "24x24x24" in line):
+        assert "rounded up" in line or "cannot train" in line, line
+
+
+def test_driven_by_names_only_crops_that_drive_the_memory(datalist):
+    """Tiny crops add next to nothing: --mem is set by the processes, and no crop at 0.00 GiB is named."""
+    res = run(datalist, "--model", "dints", "--no-max-batch", "--format", "text")
+    assert "host RAM: --mem=8G, set by the processes themselves (7.00 GiB for the ranks and workers); " \
+           "the crops in flight add 0.11 GiB" in res.stdout
+    assert "driven by" not in res.stdout and "0.00 GiB)" not in res.stdout
+
+
+def test_the_gpu_batch_and_the_loader_batch_say_which_is_which(datalist):
+    """DiNTS: 13 patches per GPU step, cut from 2-crop DataLoader batches; the host-RAM line says crops."""
+    text = run(datalist, "--model", "dints", "--no-max-batch", "--format", "text").stdout
+    assert "batch 13 patches per GPU step" in text
+    assert "a DataLoader batch is 2 crops, each cut into 26 patches of the ROI: the GPU step takes 13 of them" in text
+    assert "x 2 crops per loader batch" in text and "x batch 2" not in text
