@@ -145,12 +145,14 @@ def profile_plot(path: Path, out: Path) -> None:
 
     Exit status: 0 the PNG was written, 2 a usage error (no such record, cannot write the PNG).
     """
-    from cellcheck.memory.plot import plot_samples
+    from cellcheck.memory.plot import plot_samples, sessions
     from cellcheck.memory.profiler import read_samples
+    from cellcheck.words import counted
 
     samples = read_samples(path)
+    runs = counted(len(sessions(samples)), "session")
     try:
-        plot_samples(samples, out, title=f"{path.name}: {len(samples)} samples")
+        plot_samples(samples, out, title=f"{path.name}: {counted(len(samples), 'sample')}, {runs}")
     except OSError as exc:
         raise CellcheckError(f"{out}: cannot write the plot ({exc.strerror or exc}); choose another --output") from None
-    click.echo(f"cellcheck profile plot: {out}", err=True)
+    click.echo(f"cellcheck profile plot: {out} ({counted(len(samples), 'sample')} in {runs})", err=True)

@@ -228,3 +228,28 @@ def test_the_gpu_batch_and_the_loader_batch_say_which_is_which(datalist):
     assert "batch 13 patches per GPU step" in text
     assert "a DataLoader batch is 2 crops, each cut into 26 patches of the ROI: the GPU step takes 13 of them" in text
     assert "x 2 crops per loader batch" in text and "x batch 2" not in text
+
+
+def test_an_appended_record_is_drawn_session_after_session(tmp_path):
+    """Issue 23, item 4: two runs profiled into one file are two sessions on one forward time axis, with no
+    line joining them (each session's clock starts at 0: drawn as it was, the second ran back over the first)."""
+    import numpy as np
+
+    from cellcheck.memory.plot import figure_of_samples
+    from cellcheck.memory.profiler import read_samples
+
+    record = tmp_path / "memory.jsonl"
+    for _ in range(2):
+        done = CliRunner().invoke(cli, ["profile", "-o", str(record), "--interval", "0.05", "--", sys.executable, "-c",
+                                        "import time; b = bytearray(20 * 2**20); time.sleep(0.3)"])
+        assert done.exit_code == 0, done.output
+    plotted = CliRunner().invoke(cli, ["profile", "plot", str(record), "-o", str(tmp_path / "memory.png")])
+    assert plotted.exit_code == 0 and "in 2 sessions)" in plotted.stderr, plotted.output
+    figure = figure_of_samples(read_samples(record))
+    curves = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 2]  # not the marker lines
+    assert curves
+    for line in curves:
+        x = np.asarray(line.get_xdata(), dtype=float)
+        assert np.isnan(x).sum() == 1  # one break, between the sessions: nothing joins them
+        assert np.all(np.diff(x[~np.isnan(x)]) >= 0)  # time runs forward through both
+    assert "2 sessions" in figure.axes[-1].get_xlabel()
