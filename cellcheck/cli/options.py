@@ -53,7 +53,8 @@ def slurm_mem(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         if parse_size(value) <= 0:
             raise ValueError(f"{value!r} is no memory at all")
     except ValueError as exc:
-        raise click.BadParameter(f"{exc} (SLURM reads a bare number as MB)") from None
+        why = "" if has_unit(value) else " (SLURM would read it as MB)"
+        raise click.BadParameter(f"{exc}{why}") from None
     return value.strip()
 
 
