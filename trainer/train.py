@@ -106,6 +106,7 @@ class StopSignal:
     def __init__(self, rank: int = 0) -> None:
         self.received: str | None = None
         self.rank = rank
+        self.pid = os.getpid()
         self._before: dict[int, Any] = {}
 
     def __enter__(self) -> "StopSignal":
@@ -118,6 +119,8 @@ class StopSignal:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            return  # a DataLoader worker forked with this handler (Ctrl-C reaches the whole process group)
         name = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C again: stop now
