@@ -23,6 +23,7 @@ from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap, load_class_map
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
 from cellcheck.grid import parse_resolution
+from cellcheck.units import parse_size
 
 #: Fewer epochs than this, without `smoke_test: true`, is a smoke-test value left in the config.
 MIN_EPOCHS = 10
@@ -165,6 +166,14 @@ class TrainConfig(BaseModel):
         n = info.data.get("num_classes")
         if isinstance(value, list) and n is not None and len(value) != n:
             raise ValueError(f"needs one weight per class ({n}), not {len(value)}")
+        return value
+
+    @field_validator("mem")
+    @classmethod
+    def _with_its_unit(cls, value: str | None) -> str | None:
+        """A size SLURM and cellcheck read alike: '512G'; a bare '5' (MB to SLURM) is refused."""
+        if value is not None:
+            parse_size(value)  # ValueError: the key's finding says why
         return value
 
     @field_serializer("classes")

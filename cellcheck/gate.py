@@ -30,7 +30,7 @@ from cellcheck.grid import format_scale
 from cellcheck.memory.store_ram import StoreReads, reads_of
 from cellcheck.report import Report, select_findings
 from cellcheck.stratify import natural_key
-from cellcheck.stats import CaseStats, summarize
+from cellcheck.stats import CaseStats
 
 
 def _default(key: str) -> Any:
@@ -123,7 +123,7 @@ def run_gate(
         memory_plan, found = _memory_plan(job, run.case_stats, classes, reads)
         findings += found
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
-                    stats=summarize(run.case_stats, classes, n_cases=run.cases), strict=strict, notes=notes,
+                    stats=run.summary(classes), strict=strict, notes=notes,
                     tables=render(coverage) if coverage is not None else [])
     config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
         {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from cellcheck.words import counted
 from cellcheck.findings import CHECKS, Finding, Severity
 
 REPORT_VERSION = 1
@@ -85,9 +86,16 @@ def render_text(report: Report) -> str:
     s = report.summary
     verdict = "PASSED" if report.passed else "FAILED"
     lines.append(
-        f"{verdict}: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info ({report.source})"
+        f"{verdict}: {_counts(report)} ({report.source})"
     )
     return "\n".join(lines) + "\n"
+
+
+def _counts(report: Report) -> str:
+    """'10 cases, 1 error, 2 warnings, 0 info'."""
+    s = report.summary
+    return ", ".join([counted(report.cases, "case"), counted(s["error"], "error"), counted(s["warning"], "warning"),
+                      counted(s["info"], "info")])
 
 
 def render_markdown(report: Report) -> str:
@@ -96,7 +104,7 @@ def render_markdown(report: Report) -> str:
     out = [
         f"### cellcheck audit: {verdict}",
         "",
-        f"`{report.source}`: {report.cases} cases, {s['error']} errors, {s['warning']} warnings, {s['info']} info.",
+        f"`{report.source}`: {_counts(report)}.",
         "",
         *[f"Note: {n}" for n in report.notes],
         *(["```", *report.tables, "```", ""] if report.tables else []),
@@ -144,10 +152,14 @@ def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("")
+    left = img.get("left_out") or {}
+    cases = f"cases: {img['cases']}" + (f" ({len(left)} left out of these statistics)" if left else "")
     if "shape" in img:
-        unread = f" ({img['unread']} unreadable, not in these statistics)" if img.get("unread") else ""
-        lines.append(f"cases: {img['cases']}{unread}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
+        lines.append(f"{cases}; shape min {img['shape']['min']} mean {img['shape']['mean']} max {img['shape']['max']}; "
                      f"spacing {img.get('spacing')}")
+    else:
+        lines.append(f"{cases}; no case in these statistics")
+    lines += left_out_lines(left)
     if "intensity" in img:
         i = img["intensity"]
         lines.append("intensity: " + ", ".join(f"{k} {v}" for k, v in i.items()))
@@ -155,3 +167,11 @@ def render_stats(stats: dict[str, Any], fmt: str, source: str = "") -> str:
     if fg:
         lines.append("foreground intensity: " + ", ".join(f"{k} {v}" for k, v in fg.items()))
     return "\n".join(lines) + "\n"
+
+
+def left_out_lines(left: dict[str, str]) -> list[str]:
+    """'left out (unreadable): crop1, crop7', one line per reason, every case named."""
+    by_reason: dict[str, list[str]] = {}
+    for case, reason in left.items():
+        by_reason.setdefault(reason, []).append(case)
+    return [f"left out ({reason}): {', '.join(cases)}" for reason, cases in by_reason.items()]

@@ -8,12 +8,17 @@ by the label value itself and averaged over the crops where it is annotated or p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from cellcheck.boundaries import PairSteps
 from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
+from cellcheck.findings import Finding
+from cellcheck.grid import format_scale
+
+#: Findings after which a case's voxels (some or all) never reached the statistics, and the word for it.
+UNREAD = {"unreadable": "unreadable", "missing-file": "file missing", "datalist-invalid": "invalid entry"}
 
 
 @dataclass
@@ -141,16 +146,45 @@ def image_summary(cases: Sequence[CaseStats], num_classes: int = len(DEFAULT_CLA
     return out
 
 
+def left_out(case_ids: Iterable[str], cases: Sequence[CaseStats], findings: Iterable[Finding],
+             resolution: Sequence[float] | None = None) -> dict[str, str]:
+    """Each case the statistics leave out, with why in a few words; why: a mean over fewer cases must say so.
+
+    A case is left out when part of it could not be read (unreadable, missing file, invalid entry: the
+    statistics would mix its label with no image, or the reverse), when its labels were not counted
+    (a CellMap crop that cannot train at `resolution`), or when it gave no record at all.
+    """
+    out: dict[str, str] = {}
+    for f in findings:
+        if f.case and f.check in UNREAD:
+            out.setdefault(f.case, UNREAD[f.check])
+    for c in cases:
+        if c.label_counts is None and c.case not in out:
+            out[c.case] = f"cannot train at {format_scale(resolution)}" if resolution else "labels not read"
+    recorded = {c.case for c in cases}
+    for case in case_ids:
+        if case not in recorded:
+            out.setdefault(case, "not read")
+    return out
+
+
 def summarize(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP,
-              n_cases: int | None = None) -> dict[str, Any]:
+              n_cases: int | None = None, left: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The report's `stats`: per-label rows, image summary, and for CellMap crops the resolutions each trains at.
 
-    `n_cases` is the audit's count of cases; those that could not be read are counted in `unread`
-    (the statistics are over the others), so every command says the same number of cases.
+    `n_cases` is the audit's count of cases; `left` the cases left out and why (`left_out`): the
+    statistics are over the others, `images.left_out` names them and `images.unread` counts those
+    that gave no record at all, so every command says the same number of cases.
     """
-    out = {"per_label": per_label(cases, classes), "images": image_summary(cases, len(classes))}
-    if n_cases is not None and n_cases > len(cases):
-        out["images"]["cases"], out["images"]["unread"] = n_cases, n_cases - len(cases)
+    left = dict(left or {})
+    used = [c for c in cases if c.case not in left]
+    out = {"per_label": per_label(used, classes), "images": image_summary(used, len(classes))}
+    images = out["images"]
+    images["cases"] = max(n_cases or 0, len(cases))
+    if images["cases"] > len(cases):
+        images["unread"] = images["cases"] - len(cases)
+    if left:
+        images["in_statistics"], images["left_out"] = len(used), dict(sorted(left.items()))
     resolutions = {c.case: c.resolutions for c in cases if c.resolutions is not None}
     if resolutions:
         out["resolutions"] = dict(sorted(resolutions.items()))

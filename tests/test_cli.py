@@ -200,7 +200,7 @@ def test_audit_stats_and_predict_count_the_same_cases(defects_all, tmp_path):
     datalist = str(defects_all / "datalist.json")
     audit = json.loads(run(["audit", datalist, "--format", "json"]).stdout)
     stats = run(["stats", datalist, "--format", "json", "--output", str(tmp_path / "stats.json")])
-    assert stats.exit_code == 0
+    assert stats.exit_code == 1  # cases left out of the statistics: named, and the run says it is partial
     images = json.loads((tmp_path / "stats.json").read_text())["images"]
     predict = run(["predict", datalist, "--model", "segresnet", "--format", "json", "--no-max-batch"])
     plan = json.loads(predict.stdout)["dataset"]
@@ -209,3 +209,25 @@ def test_audit_stats_and_predict_count_the_same_cases(defects_all, tmp_path):
     assert len(set(listed)) < len(listed)  # the planted duplicate and the validation copies
     assert audit["cases"] == images["cases"] == plan["n_cases"] + plan["skipped_unreadable"]
     assert images["unread"] > 0  # a corrupt crop (unreadable voxels): counted, not in the statistics
+    assert set(images["left_out"]) == {f["case"] for f in audit["findings"]
+                                       if f["check"] in ("unreadable", "missing-file", "datalist-invalid") and f["case"]}
+
+
+def _drop_group_metadata(group: Path) -> str:
+    """Delete a zarr group's own metadata file (zarr.json or .zgroup, whichever it has); return its name."""
+    [meta] = [group / name for name in ("zarr.json", ".zgroup") if (group / name).exists()]
+    meta.unlink()
+    return meta.name
+
+
+@pytest.mark.parametrize("store, crop", [("jrc_fix-2", "crop8"), ("jrc_fix-1", "crop1")])
+def test_a_crop_without_its_group_metadata_is_counted_and_named(clean_copy, store, crop):
+    """Issue 23, item 1: a crop whose zarr.json (.zgroup) is gone is invisible to zarr; it must not vanish."""
+    group = clean_copy / "zarr" / store / f"{store}.zarr" / "recon-1" / "labels" / "groundtruth" / crop
+    meta = _drop_group_metadata(group)
+    r = run(["audit", str(clean_copy / "zarr"), "--format", "json"])
+    report = json.loads(r.stdout)
+    assert r.exit_code == 1 and report["cases"] == len(expected(clean_copy)["cases"]["zarr"])
+    [f] = report["findings"]
+    assert (f["check"], f["severity"], f["case"]) == ("unreadable", "error", crop)
+    assert meta in f["message"] and "re-download" in f["message"]

@@ -97,3 +97,35 @@ def test_stats_cli_and_datastats_roundtrip(clean_copy):
     # our own datastats, beside the datalist, is not stale
     report = audit(clean_copy / "datalist.json")
     assert not [f for f in report.findings if f.check == "stale-stats"]
+
+
+def test_a_truncated_image_is_left_out_by_name_and_fails_the_run(clean_copy):
+    """Issue 23, item 2: statistics over 9 of 10 cases say which one is missing, and exit 1 unless allowed."""
+    entry = read_datalist(clean_copy)["training"][0]
+    image = clean_copy / entry["image"]
+    image.write_bytes(image.read_bytes()[:2000])
+    case = image.name.removesuffix(".nii.gz")
+    r = CliRunner().invoke(cli, ["stats", str(clean_copy / "datalist.json"), "--format", "json"])
+    images = json.loads(r.stdout)["images"]
+    assert r.exit_code == 1 and f"1 of {images['cases']} cases left out" in r.stderr
+    assert images["left_out"] == {case: "unreadable"} and images["in_statistics"] == images["cases"] - 1
+    allowed = CliRunner().invoke(cli, ["stats", str(clean_copy / "datalist.json"), "--format", "text",
+                                       "--allow-partial"])
+    assert allowed.exit_code == 0 and f"left out (unreadable): {case}" in allowed.stdout
+
+
+def test_crops_that_cannot_train_at_the_resolution_are_named(clean):
+    """Issue 23, item 2: `stats STORES --resolution 8` names the three crops its table leaves out."""
+    r = CliRunner().invoke(cli, ["stats", str(clean / "zarr"), "--resolution", "8", "--format", "text"])
+    assert r.exit_code == 1
+    assert "cases: 13 (3 left out of these statistics); shape" in r.stdout
+    assert "left out (cannot train at 8 nm): crop300, crop301, crop302" in r.stdout
+
+
+def test_a_store_with_no_crop_at_the_resolution_gives_no_table_and_fails(clean):
+    """Issue 23, item 2: no all-zero table with exit 0 when no crop trains at the resolution asked for."""
+    store = clean / "zarr" / "jrc_fix-3"
+    r = CliRunner().invoke(cli, ["stats", str(store), "--resolution", "8", "--format", "text", "--allow-partial"])
+    assert r.exit_code == 1
+    assert "cases: 3 (3 left out of these statistics); no case in these statistics" in r.stdout
+    assert "none of the 3 cases could be used" in r.stderr

@@ -42,7 +42,7 @@ def epoch_records(metrics: Path) -> list[dict[str, Any]]:
 def plot_progress(records: Sequence[Mapping[str, Any]], path: Path, title: str | None = None) -> Path:
     """Draw loss, per-class and mean validation Dice, and the learning rate over epochs into `path` (PNG).
 
-    Epoch e's record is drawn at x = e + 1 (epochs done); validation points only where it ran.
+    Epoch e's record (counted from 1) is drawn at x = e (epochs done); validation points only where it ran.
     """
     import matplotlib
 
@@ -50,7 +50,7 @@ def plot_progress(records: Sequence[Mapping[str, Any]], path: Path, title: str |
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    x = [r["epoch"] + 1 for r in records]
+    x = [r["epoch"] for r in records]
     fig, (loss_ax, dice_ax, lr_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=True,
                                                   gridspec_kw={"height_ratios": [2, 3, 1]})
     loss_ax.plot(x, [r["train_loss"] if r["train_loss"] is not None else float("nan") for r in records],
@@ -102,7 +102,7 @@ class TensorBoardLog:
 
     def add(self, record: Mapping[str, Any], global_step: int) -> None:
         """Scalars of one epoch record: train/loss, train/learning_rate, val/dice_mean, val/dice/<class>."""
-        epoch = record["epoch"] + 1
+        epoch = record["epoch"]
         if record.get("train_loss") is not None:
             self.writer.add_scalar("train/loss", record["train_loss"], epoch)
         if record.get("learning_rate") is not None:

@@ -1,20 +1,25 @@
 """Per-class probability maps from trained checkpoints: sliding window, ensemble, NIfTI or zarr out.
 
-    cellcheck infer --checkpoint A.pt [--checkpoint B.pt ...] IMAGE [IMAGE ...] --output DIR
-                    [--format nifti|zarr] [--overlap 0.25] [--device cpu]
+    cellcheck infer --checkpoint A.pt [--checkpoint B.pt ...] IMAGE [IMAGE ...] --output-dir DIR
+                    [--file-format nifti|zarr] [--overlap 0.25] [--device cpu] [--overwrite]
 
 Images are read by the audit's readers (`cellcheck.readers.read_volume`) and become network input by
 the intensity rule stored in the checkpoints (`cellcheck.intensity`), the one the model trained with.
 Each model slides its own ROI over the image with gaussian blending, its logits become sigmoid
 probabilities (classes are independent), and the ensemble is the mean of those probabilities.
 Outputs, written atomically: `<image>_probabilities.nii.gz` (4D float32, class on the last axis, the
-input's affine) or `<image>_probabilities.zarr` (zarr format-2 array (C, Z, Y, X) float32, readable with zarr 2 and 3,
-with attributes `class_names` and xarray's `_ARRAY_DIMENSIONS`).
+input's affine, the class names in a JSON header extension: `class_names_of`) or
+`<image>_probabilities.zarr` (zarr format-2 array (C, Z, Y, X) float32, readable with zarr 2 and 3, with
+attributes `class_names` and xarray's `_ARRAY_DIMENSIONS`). Every input is checked before anything is
+written; a map already in the output folder is not replaced without `overwrite`; a failed run leaves
+no output folder it created.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,7 +42,7 @@ from trainer.validation import device_input
 from trainer.windows import tiles
 
 __all__ = [
-    "infer_command",
+    "class_names_of",
     "load_checkpoint_model",
     "network_input",
     "predict_to_files",
@@ -218,19 +223,46 @@ def network_input(volume: VolumeArray, rule: IntensityRule) -> torch.Tensor:
     return torch.from_numpy(rule.apply(volume.data, str(volume.header.path)))[None, None]
 
 
-def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path) -> None:
-    """(C, Z, Y, X) -> 4D gzipped NIfTI with the class on the last axis and the input's affine, atomically."""
+#: NIfTI header extension code of the JSON that names the classes (6: a comment, which readers keep and skip).
+NIFTI_COMMENT = 6
+
+
+def _write_nifti(prob: np.ndarray, volume: VolumeArray, out: Path, class_names: list[str], source: Path) -> None:
+    """(C, Z, Y, X) -> 4D gzipped NIfTI with the class on the last axis, the input's affine and the class
+    names (a JSON header extension, as the zarr output's attributes), atomically."""
     import nibabel as nib
 
     img = nib.Nifti1Image(np.moveaxis(prob, 0, -1), volume.affine)
     img.set_data_dtype(np.float32)
     img.header.set_slope_inter(1.0, 0.0)
+    meta = {"class_names": class_names, "source_image": str(source), "axis": "class is the 4th axis"}
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(NIFTI_COMMENT, json.dumps(meta).encode()))
 
     def stream(fh: BinaryIO) -> None:
         with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=6, mtime=0) as gz:
             img.to_stream(gz)
 
     write_atomic(out, stream)
+
+
+def class_names_of(path: Path | str) -> list[str] | None:
+    """The class names a probability map written by infer carries, in channel order (None: it names none)."""
+    path = Path(path)
+    if path.suffix == ".zarr" or path.is_dir():
+        from cellcheck.readers.zarr_compat import open_node
+
+        names = dict(open_node(path).attrs).get("class_names")
+        return list(names) if isinstance(names, list) else None
+    import nibabel as nib
+
+    for ext in nib.load(path).header.extensions:
+        try:
+            meta = json.loads(ext.get_content())
+        except (ValueError, TypeError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("class_names"), list):
+            return list(meta["class_names"])
+    return None
 
 
 def _write_zarr(prob: np.ndarray, out: Path, class_names: list[str], source: Path) -> None:
@@ -274,13 +306,15 @@ def predict_to_files(
     device: str | torch.device = "cpu",
     sw_batch_size: int = 1,
     amp: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Ensemble probability maps for each image, written atomically; why: the end of the pipeline is files.
 
     Each image (NIfTI, zarr array or OME-NGFF group) -> `output_dir/<stem>_probabilities.nii.gz`
-    (X, Y, Z, C) float32 in file order with the input affine, or `.zarr` (C, Z, Y, X) float32 with
-    attribute class_names. Checkpoints may mix models and ROIs, not intensity rules. Returns the
-    written paths in input order.
+    (X, Y, Z, C) float32 in file order with the input affine, or `.zarr` (C, Z, Y, X) float32, both
+    naming their classes. Checkpoints may mix models and ROIs, not intensity rules. Every image's
+    header is read before anything is written; an output already there is refused unless `overwrite`;
+    when the run fails, a folder it created is removed again. Returns the written paths in input order.
     """
     if fmt not in FORMATS:
         raise CellcheckError(f"unknown output format {fmt!r}; choose nifti or zarr")
@@ -302,6 +336,12 @@ def predict_to_files(
     missing = [p for p in images if not p.exists()]
     if missing:
         raise CellcheckError(f"{missing[0]}: image not found ({len(missing)} missing in all); check the paths")
+    _check_headers(images)
+    taken = [out for out in outputs if out.exists()]
+    if taken and not overwrite:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise CellcheckError(f"{taken[0]}{more}: already exists; not replaced: move it away, choose another "
+                             "--output-dir, or pass --overwrite")
 
     loaded = [load_checkpoint_model(p) for p in checkpoints]
     classes = {int(cfg["num_classes"]) for _, cfg in loaded}
@@ -315,23 +355,24 @@ def predict_to_files(
     models = [net.to(dev) for net, _ in loaded]
     rois = [tuple(cfg["roi_size"]) for _, cfg in loaded]
     class_names = _class_names(loaded[0][1])
+    created = _make_folder(output_dir)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CellcheckError(f"{output_dir}: cannot create the output folder ({exc.strerror or exc}); choose another --output") from None
-
-    for src, out in zip(images, outputs):
-        volume = read_image(src)
-        x = network_input(volume, rule)
-        prob = sliding_window_probabilities(models, x, rois, overlap=overlap, sw_batch_size=sw_batch_size,
-                                            device=dev, amp=amp).numpy()
-        try:
-            if fmt == "nifti":
-                _write_nifti(prob, volume, out)
-            else:
-                _write_zarr(prob, out, class_names, src)
-        except OSError as exc:
-            raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output") from None
+        for src, out in zip(images, outputs):
+            volume = read_image(src)
+            x = network_input(volume, rule)
+            prob = sliding_window_probabilities(models, x, rois, overlap=overlap, sw_batch_size=sw_batch_size,
+                                                device=dev, amp=amp).numpy()
+            try:
+                if fmt == "nifti":
+                    _write_nifti(prob, volume, out, class_names, src)
+                else:
+                    _write_zarr(prob, out, class_names, src)
+            except OSError as exc:
+                raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output-dir") from None
+    except BaseException:
+        if created is not None and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)  # the folders this run made, holding nothing
+        raise
     return outputs
 
 
@@ -349,6 +390,7 @@ def infer_store(
     overlap: float = 0.25,
     device: str | torch.device = "cpu",
     amp: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Probability maps of a crop (or any box, in nm) of a CellMap store, at the checkpoint's resolution.
 
@@ -376,6 +418,9 @@ def infer_store(
     models = [net.to(dev) for net, _ in loaded]
     rule, names = rules.pop(), _class_names(loaded[0][1])
     out = Path(output_dir) / f"{store.name}_{crop or 'box'}_probabilities.zarr"
+    if out.exists() and not overwrite:
+        raise CellcheckError(f"{out} already holds probability maps; pass --overwrite to replace them, or another "
+                             "--output-dir")
     scale = list(reader.level.scale)
     attrs = {"multiscales": [{"version": "0.4", "name": out.stem, "axes": [
         {"name": "c", "type": "channel"}, *({"name": a, "type": "space", "unit": "nanometer"} for a in "zyx")],
@@ -403,7 +448,7 @@ def infer_store(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_folder_atomic(out, fill)
     except OSError as exc:
-        raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output") from None
+        raise CellcheckError(f"{out}: cannot write ({exc.strerror or exc}); choose another --output-dir") from None
     return out
 
 
@@ -428,3 +473,27 @@ def _crop_box_nm(store, crop: str) -> tuple[list[float], list[float]]:
     lv = ref.finest
     lo = [t - s / 2 for t, s in zip(lv.translation, lv.scale)]
     return lo, [a + n * s for a, n, s in zip(lo, ref.shape, lv.scale)]
+def _check_headers(images: Sequence[Path]) -> None:
+    """Open every image's header (no voxels) before anything is written: a bad input fails the run up front."""
+    from cellcheck.readers import open_volume
+
+    for path in images:
+        try:
+            open_volume(path)
+        except ReadError as exc:
+            raise CellcheckError(str(exc)) from None
+
+
+def _make_folder(folder: Path) -> Path | None:
+    """Create the output folder (and its parents); return the topmost folder created, None if it existed."""
+    top = None
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            break
+        top = parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CellcheckError(f"{folder}: cannot create the output folder ({exc.strerror or exc}); "
+                             "choose another --output-dir") from None
+    return top

@@ -40,9 +40,10 @@ def human_seconds(s: float) -> str:
 
 
 def epoch_line(record: Mapping[str, Any], num_epochs: int, worst: int = 3) -> str:
-    """One line for an epoch record of metrics.jsonl: loss, skips, validation (mean and worst classes), time, memory."""
+    """One line for an epoch record of metrics.jsonl (epochs counted from 1): loss, skips, validation (mean and
+    worst classes), time, memory."""
     loss = record.get("train_loss")
-    parts = [f"epoch {record['epoch'] + 1}/{num_epochs}",
+    parts = [f"epoch {record['epoch']}/{num_epochs}",
              f"loss {loss:.4f}" if loss is not None else "loss -",
              f"skipped {record.get('nonfinite_skipped', 0)}"]
     if "val_dice" in record:

@@ -3,12 +3,16 @@
 Nothing touches a GPU before the gate passes; the gate's report is saved in the run folder
 either way. Before the gate, the run folder is checked: one that already holds a run is never
 overwritten (`cellcheck/run_folder.py`): without `--resume` the run is refused (exit 1) and nothing
-is written; `--resume` continues it from `last.pt` exactly where it stopped. A run leaves
-`gate.json`, `memory_plan.json`, `metrics.jsonl`, `memory.jsonl`, `memory.png`, `progress.png`,
-`last.pt` (everything `--resume` needs) and `best.pt` (what inference needs: weights, network
-config, class names, intensity rule; no optimizer), every file written atomically. It says what it
-does (`trainer/progress.py`): a first line (what runs where), one line per epoch, a last line (where
-everything is). SIGTERM / SIGUSR1 (SLURM pre-emption) save `last.pt` at the next step and exit.
+is written; `--resume` continues it from `last.pt` exactly where it stopped, and its records only
+grow (a resume's gate report and memory plan are appended to `gate.jsonl` and `memory_plan.jsonl`;
+a resume with nothing left to do writes nothing else). A run leaves `gate.json`, `memory_plan.json`,
+`metrics.jsonl`, `memory.jsonl`, `memory.png`, `progress.png`, `last.pt` (everything `--resume`
+needs) and `best.pt` (what inference needs: weights, network config, class names, intensity rule;
+no optimizer), every file written atomically. It says what it does (`trainer/progress.py`): a first
+line (what runs where), one line per epoch, a last line (where everything is). Epochs are counted
+from 1 everywhere: what it says, `metrics.jsonl`, the curves. SIGTERM / SIGUSR1 (SLURM pre-emption)
+and SIGINT (Ctrl-C) save `last.pt` after the step under way, with the losses of the epoch so far,
+and exit (0, or 130 for Ctrl-C); `--resume` finishes that epoch as if nothing had happened.
 
 Under DDP every decision is taken by all ranks together, so no rank can wait alone in a
 collective: one all-reduce per step says whether any rank's loss was non-finite (then every
@@ -35,7 +39,7 @@ import torch
 import torch.distributed as dist
 
 from cellcheck.config import LoadedConfig, TrainConfig, load_config
-from cellcheck.errors import CellcheckError
+from cellcheck.errors import EXIT_INTERRUPTED, CellcheckError
 from cellcheck.gate import run_gate
 from cellcheck.intensity import IntensityRule
 from cellcheck.memory.profiler import MemoryProfiler
@@ -48,11 +52,12 @@ from cellcheck.models.losses import (DeepSupervisionPartialLoss, PartialAnnotati
                                     inverse_frequency_weights)
 from cellcheck.models.networks import build_network, outputs_as_list
 from trainer.progress import Console, epoch_line, files_line, human_seconds
-from cellcheck.run_folder import RUN_FILES, rerun_refusal
+from cellcheck.run_folder import RUN_FILES, latest_start_record, rerun_refusal, save_start_record
+from cellcheck.words import counted
 
-#: Exit statuses: 0 done (or stopped cleanly on a signal, resumable), 1 refused (by the gate, or because
-#: output_dir already holds a run and --resume was not given), 2 a usage error (the CLI's error edge),
-#: 3 stopped on repeated non-finite losses.
+#: Exit statuses: 0 done (or stopped cleanly on SIGTERM / SIGUSR1, resumable), 1 refused (by the gate, or
+#: because output_dir already holds a run and --resume was not given), 2 a usage error (the CLI's error
+#: edge), 3 stopped on repeated non-finite losses, 130 stopped by Ctrl-C (SIGINT) with a checkpoint.
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NONFINITE = 0, 1, 2, 3
 
 
@@ -60,8 +65,10 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NONFINITE = 0, 1, 2, 3
 class State:
     """Everything `--resume` needs besides the weights: where the run is and how it is doing."""
 
-    epoch: int = 0
+    epoch: int = 0  # epochs done; the one under way is epoch + 1
     step_in_epoch: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # of the steps done in the epoch under way
+    epoch_seconds: float = 0.0  # spent in the epoch under way before a stop
     global_step: int = 0
     best_metric: float = -1.0
     best_epoch: int = -1
@@ -89,15 +96,44 @@ class NonFiniteGuard:
 
 
 class StopSignal:
-    """SIGTERM / SIGUSR1 set a flag; the loop checkpoints at the next step boundary and exits."""
+    """SIGTERM / SIGUSR1 (SLURM) and SIGINT (Ctrl-C) set a flag; the loop checkpoints after the step under way
+    and exits. A second Ctrl-C stops at once, without a checkpoint (KeyboardInterrupt, exit 130).
 
-    def __init__(self) -> None:
+    A context manager: the handlers that were there before come back on exit (a notebook, a test runner).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self, rank: int = 0) -> None:
         self.received: str | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self.rank = rank
+        self.pid = os.getpid()
+        self._before: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignal":
+        for sig in self.SIGNALS:
+            self._before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
+        if os.getpid() != self.pid:
+            return  # a DataLoader worker forked with this handler (Ctrl-C reaches the whole process group)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C again: stop now
+            if self.rank == 0 and self.received is None:
+                os.write(2, b"cellcheck train: SIGINT: saving a checkpoint after this step "
+                            b"(Ctrl-C again stops at once, without one)\n")
+        self.received = self.received or name
+
+    @property
+    def exit_status(self) -> int:
+        """130 for Ctrl-C, as shells report it; 0 for SLURM's signals (the job requeues and resumes)."""
+        return EXIT_INTERRUPTED if self.received == "SIGINT" else EXIT_OK
 
 
 def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: bool = False,
@@ -123,18 +159,19 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     plan = {"mem": mem or _slurm_mem(env), "gpus": world if world > 1 else None}
     report = run_gate(config=loaded, plan=plan, env=env) if rank == 0 else None
     verdict = _broadcast(report.passed if report else None)
-    if rank == 0:
+    if rank == 0:  # the start's records; in a folder that holds a run, appended to its logs (run_folder)
         out = loaded.usable.get("output_dir")
+        saved_to = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            write_atomic(out / "gate.json", render_json(report))
+            saved_to = save_start_record(out, "gate.json", render_json(report))
         if not verdict:
             failures = [f for f in report.findings if f.severity.value in ("error", "warning")]
-            where = f"report in {out / 'gate.json'}" if out else "no output_dir to save the report in"
-            console.warn(f"cellcheck train: refused by the gate ({len(failures)} problems, {where}):")
+            where = f"report in {saved_to}" if saved_to else "no output_dir to save the report in"
+            console.warn(f"cellcheck train: refused by the gate ({counted(len(failures), 'problem')}, {where}):")
             console.warn(render_text(report).rstrip("\n"))
             return leave_process_group(EXIT_REFUSED, world)
-        write_atomic(out / "memory_plan.json", json.dumps(report.extra["gate"]["memory"], indent=2) + "\n")
+        save_start_record(out, "memory_plan.json", report.extra["gate"]["memory"])
     if not verdict:
         return leave_process_group(EXIT_REFUSED, world)
     cfg: TrainConfig = loaded.config  # the gate passed: every key is valid
@@ -166,19 +203,27 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     saved = {"model": cfg.model, "config": cfg.to_json(), "intensity": rule.to_json(), "class_names": names}
     console.line(_first_line(cfg, net, device, world, amp_dtype, data, out, state, resume, resumed))
 
-    # 4. the loop, recorded and shown
+    # 4. the loop, recorded and shown (a resume with nothing left to do touches no record)
+    to_do = state.epoch < cfg.num_epochs
     history = epoch_records(out / "metrics.jsonl") if rank == 0 else []
-    board = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and rank == 0 else None
-    stop, guard = StopSignal(), NonFiniteGuard(cfg.max_nan_steps)
+    board = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and rank == 0 and to_do else None
+    guard = NonFiniteGuard(cfg.max_nan_steps)
     status, ending, signalled = EXIT_OK, None, False
     started, first_epoch = time.time(), state.epoch
-    profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0, keep_records=False) if rank == 0 else None
-    with profiler or nullcontext():
+    profiler = MemoryProfiler(out / "memory.jsonl", interval_s=1.0, keep_records=False) if rank == 0 and to_do else None
+    with StopSignal(rank) as stop, profiler or nullcontext():
         while state.epoch < cfg.num_epochs and ending is None:
-            t0 = time.time()
+            if stop.received and world == 1:  # it came during validation: last.pt already holds that epoch
+                ending, signalled, status = f"stopped by {stop.received} after epoch {state.epoch} (resumable)", \
+                    True, stop.exit_status
+                console.warn(f"cellcheck train: {stop.received}: checkpoint saved after epoch {state.epoch}; "
+                             "continue with --resume")
+                break
+            t0 = time.time() - state.epoch_seconds
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            losses, skip = [], state.step_in_epoch
+            losses = [torch.tensor(v, device=device) for v in state.epoch_losses]  # of the steps before a stop
+            skip = state.step_in_epoch
             model.train()
             loader = data.loader(state.epoch, rank, world)
             title = f"epoch {state.epoch + 1}/{cfg.num_epochs}"
@@ -190,6 +235,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                         break
                     loss, stopping = train_step(model, loss_fn, optimizer, scaler, patches, device, amp_dtype,
                                                 stop.received is not None, rule)
+                    stopping = stopping or (world == 1 and stop.received is not None)  # came during the step
                     advance()
                     state.step_in_epoch = step_index + 1
                     guard.record(loss is not None)
@@ -197,27 +243,31 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
                         state.global_step += 1
                         losses.append(loss)
                     elif guard.exhausted:
-                        _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch, "in_a_row": guard.in_a_row})
+                        _log(out, rank, {"event": "nonfinite-stop", "epoch": state.epoch + 1,
+                                         "in_a_row": guard.in_a_row})
                         console.warn(f"cellcheck train: {guard.in_a_row} non-finite losses in a row (on some rank); "
                                      "stopping (check for rare classes, the learning rate, AMP)")
                         status, ending = EXIT_NONFINITE, f"stopped in epoch {state.epoch + 1} on non-finite losses"
                         break
                     if stopping:  # every rank learnt it in the same all-reduce: all stop at this step
                         name = stop.received or "signal on another rank"
+                        state.epoch_losses = [float(v) for v in losses]  # the epoch's losses so far go along
+                        state.epoch_seconds = time.time() - t0
                         _save(out / "last.pt", saved, net, state, rank, optimizer, scaler)
-                        _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch,
+                        _log(out, rank, {"event": "signal", "signal": name, "epoch": state.epoch + 1,
                                          "step_in_epoch": state.step_in_epoch})
-                        console.warn(f"cellcheck train: {name}: checkpoint saved at epoch {state.epoch}, "
+                        console.warn(f"cellcheck train: {name}: checkpoint saved in epoch {state.epoch + 1} after "
                                      f"step {state.step_in_epoch}; continue with --resume")
                         ending, signalled = f"stopped by {name} in epoch {state.epoch + 1} (resumable)", True
+                        status = stop.exit_status
                         break
             if ending is not None:
                 break
-            record = {"epoch": state.epoch,
+            record = {"epoch": state.epoch + 1,
                       "train_loss": float(torch.stack(losses).mean()) if losses else None,
                       "steps": len(losses), "nonfinite_skipped": guard.total, "seconds": round(time.time() - t0, 3),
                       "learning_rate": optimizer.param_groups[0]["lr"]}
-            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            state.epoch, state.step_in_epoch, state.epoch_losses, state.epoch_seconds = state.epoch + 1, 0, [], 0.0
             if state.epoch % cfg.num_epochs_per_validation == 0 or state.epoch == cfg.num_epochs:
                 t_val = time.time()
                 record.update(validate(net, data.validation, cfg.roi_size, names, rule, device, amp_dtype, rank=rank,
@@ -253,7 +303,8 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     if rank == 0:
         if board:
             board.close()
-        _plot_memory(out)
+        if to_do:
+            _plot_memory(out)
         console.line(_last_line(ending, state, cfg, first_epoch, time.time() - started, out))
     return leave_process_group(status, world, barrier=signalled)
 
@@ -289,16 +340,18 @@ def _first_line(cfg: TrainConfig, net: torch.nn.Module, device: torch.device, wo
     params = sum(p.numel() for p in net.parameters())
     where = f"{device.type}" + (f" x {world} ranks (DDP)" if world > 1 else ", 1 rank")
     amp = f", {str(amp_dtype).removeprefix('torch.')} AMP" if amp_dtype else ""
-    cap = f" of at most {cfg.max_steps_per_epoch} steps" if cfg.max_steps_per_epoch else ""
-    if resumed:
-        start = f"resuming after epoch {state.epoch}" + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
+    cap = f" of at most {counted(cfg.max_steps_per_epoch, 'step')}" if cfg.max_steps_per_epoch else ""
+    if resumed and state.step_in_epoch:
+        start = f"resuming epoch {state.epoch + 1} after step {state.step_in_epoch}"
+    elif resumed:
+        start = f"resuming after epoch {state.epoch}"
     elif resume:
         start = "--resume: no checkpoint yet, starting at epoch 1"
     else:
         start = "new run"
     roi = "x".join(str(r) for r in cfg.roi_size)
     return (f"cellcheck train: {cfg.model} ({params / 1e6:.1f} M parameters) on {where}{amp}; "
-            f"{data.describe()}; {cfg.num_epochs} epochs{cap}, batch {cfg.batch_size} "
+            f"{data.describe()}; {counted(cfg.num_epochs, 'epoch')}{cap}, batch {cfg.batch_size} "
             f"of {roi}, loss {cfg.loss}; {start}; writing to {out}")
 
 
@@ -454,11 +507,12 @@ def _log(out: Path, rank: int, record: Mapping[str, Any]) -> None:
 
 
 def _plot_memory(out: Path) -> None:
-    """memory.png: measured host PSS per role (and GPU memory) over time, with the predicted peaks as lines."""
+    """memory.png: measured host PSS per role (and GPU memory) over time, each start a session of its own, with
+    the latest start's predicted peaks as lines."""
     from cellcheck.memory.plot import plot_samples
     from cellcheck.memory.profiler import read_samples
 
-    plan = json.loads((out / "memory_plan.json").read_text() or "null") if (out / "memory_plan.json").exists() else None
+    plan = latest_start_record(out, "memory_plan.json")  # the plan of the start that drew these samples
     host, gpu = {}, {}
     if plan:
         host = {"host RAM, job (predicted)": plan["ram"]["peak_bytes"]}

@@ -14,7 +14,7 @@ from cellcheck.checks.coverage import Sampling, empty_classes, plan_findings, re
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding
 from cellcheck.report import Report, select_findings
-from cellcheck.stats import CaseStats, summarize
+from cellcheck.stats import CaseStats, left_out, summarize
 
 
 def detect_kind(path: Path) -> str:
@@ -34,13 +34,26 @@ def detect_kind(path: Path) -> str:
 
 @dataclass
 class AuditRun:
-    """Everything one audit read: findings (unfiltered), the number of cases, per-case statistics."""
+    """Everything one audit read: findings (unfiltered), every case by id, per-case statistics."""
 
     source: Path
     findings: list[Finding]
-    cases: int
+    case_ids: list[str]
     case_stats: list[CaseStats]
     notes: list[str]
+    resolution: tuple[float, ...] | None = None
+
+    @property
+    def cases(self) -> int:
+        return len(self.case_ids)
+
+    def left_out(self) -> dict[str, str]:
+        """The cases the statistics leave out, and why (`cellcheck.stats.left_out`)."""
+        return left_out(self.case_ids, self.case_stats, self.findings, self.resolution)
+
+    def summary(self, classes) -> dict:
+        """The statistics of the cases that could be used, naming those left out."""
+        return summarize(self.case_stats, classes, self.cases, self.left_out())
 
 
 def datalists_beside_stores(folder: Path) -> list[Path]:
@@ -71,7 +84,7 @@ def run_audit(
             notes.append(f"{path} holds CellMap stores and a datalist ({dl.name}): audited the stores; "
                          f"audit the converted data with `cellcheck audit {dl}`")
     findings += empty_classes(stats, options.classes, path, stale_counts(findings))
-    return AuditRun(path, findings, cases, stats, notes)
+    return AuditRun(path, findings, cases, stats, notes, options.resolution)
 
 
 def audit(
@@ -106,7 +119,7 @@ def audit(
         source=str(run.source),
         cases=run.cases,
         findings=select_findings(findings, select, ignore),
-        stats=summarize(run.case_stats, options.classes, run.cases),
+        stats=run.summary(options.classes),
         strict=strict,
         notes=run.notes,
         extra=extra,

@@ -117,8 +117,8 @@ def _scan(volumes: dict[str, Volume], block_bytes: int, case: str, shown: dict[s
 
 
 def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | None = None,
-                   opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], int, list[CaseStats]]:
-    """All findings of a datalist, the number of distinct cases, and per-case statistics."""
+                   opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], list[str], list[CaseStats]]:
+    """All findings of a datalist, its distinct cases (ids), and per-case statistics."""
     dl = load_datalist(path, dataroot)
     findings = list(dl.findings)
     sources = Sources.index(opts.source, path) if opts.source is not None else None
@@ -139,4 +139,4 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     if stats_path is not None:
         # DataAnalyzer analyses the `training` array, one record per entry
         findings += stale_stats.stale_stats(stats_path, [e.case for e in dl.entries if e.image and e.section == "training"])
-    return findings, len(dl.cases), stats
+    return findings, list(dl.cases), stats

@@ -149,11 +149,11 @@ def audit_crop_at(ref: tuple[Path, str], opts: AuditOptions = AuditOptions()) ->
     return audit_crop(store, store.open_crop(ref[1]), opts)
 
 
-def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], int, list[CaseStats]]:
-    """All findings of every crop of every store under `root`."""
+def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], list[str], list[CaseStats]]:
+    """All findings of every crop of every store under `root`, every crop by id, per-crop statistics."""
     findings: list[Finding] = []
     refs: list[tuple[Path, str]] = []
-    foreign = 0  # crops that exist but that the store's reader cannot see (mixed-zarr-format)
+    foreign: list[str] = []  # crops on disk that the store's reader cannot see (mixed-zarr-format, metadata lost)
     open_store.cache_clear()  # forked workers inherit what is opened below; nothing older
     for path in find_stores_or_fail(root):
         try:
@@ -163,7 +163,7 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
             continue
         findings += store.findings
         refs += [(path, crop_id) for crop_id in store.crop_paths]
-        foreign += len(store.foreign_crops)
+        foreign += store.foreign_crops
     if not refs and findings:
         raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message})")
     stats: list[CaseStats] = []
@@ -174,4 +174,4 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
     for f in findings:  # name files relative to the folder the user gave
         if f.path and Path(f.path).is_relative_to(root):
             f.path = str(Path(f.path).relative_to(root))
-    return findings, len(refs) + foreign, stats
+    return findings, [crop for _, crop in refs] + foreign, stats

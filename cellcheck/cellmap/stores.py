@@ -125,7 +125,8 @@ class Store:
     raw: RawPyramid | None
     crop_paths: dict[str, str]  # crop id -> group path inside the store
     findings: list[Finding] = field(default_factory=list)
-    foreign_crops: list[str] = field(default_factory=list)  # crop folders its reader cannot see (other format)
+    #: crop folders on disk that its reader cannot see (another zarr format, or group metadata missing)
+    foreign_crops: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -201,6 +202,9 @@ def open_store(path: Path) -> Store:
         found = _foreign_children(path, gt, listed, store_formats=node_formats(path))
         findings += found
         foreign += [f.case for f in found if f.case]
+    hidden = _headless_crops(path, crops)
+    findings += hidden
+    foreign += [f.case for f in hidden]
     return Store(path=path, root=root, raw=raw, crop_paths=crops, findings=findings, foreign_crops=foreign)
 
 
@@ -222,8 +226,8 @@ def _foreign_children(store: Path, rel: str, listed: list[str], store_formats: s
     out = []
     for name in names:
         formats = node_formats(folder / name)
-        if not formats or name in listed:
-            continue
+        if not formats or name in listed or (store_formats and formats <= store_formats):
+            continue  # not zarr, seen, or of the store's own format (unlisted for want of metadata: _headless_crops)
         crop = name if name.startswith("crop") else None
         out.append(
             finding(
@@ -235,6 +239,41 @@ def _foreign_children(store: Path, rel: str, listed: list[str], store_formats: s
             )
         )
     return out
+
+
+def _headless_crops(store: Path, listed: Collection[str]) -> list[Finding]:
+    """Crop folders under `recon-*/labels/groundtruth` that a zarr reader does not list: their group metadata is gone.
+
+    A crop group without its `zarr.json` (or a v2 one without `.zgroup`), or below a parent group that lost
+    it, is invisible to zarr, class arrays and all: without this it would vanish from every count.
+    """
+    meta = "zarr.json" if node_formats(store) == {3} else ".zgroup"
+    out = []
+    for recon in _subfolders(store):
+        if not recon.name.startswith("recon"):
+            continue
+        gt = recon / "labels" / "groundtruth"
+        for crop in _subfolders(gt):
+            if crop.name in listed or node_formats(crop) - node_formats(store) or \
+                    not any(node_formats(child) for child in _subfolders(crop)):
+                continue  # listed, another format (mixed-zarr-format), or no zarr inside: not a crop
+            lost = next((f for f in (recon, recon / "labels", gt, crop) if not node_formats(f)), crop)
+            out.append(
+                finding(
+                    "unreadable", crop.name, crop,
+                    f"{crop.name} holds class arrays but zarr readers do not see it: {lost.relative_to(store)} has no "
+                    f"{meta} (its group metadata); restore the file or re-download the crop",
+                    missing=str(lost.relative_to(store) / meta),
+                )
+            )
+    return out
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 def _order_finding(case: str | None, path: Path, attrs: dict, groups: list[str] | None = None) -> list[Finding]:

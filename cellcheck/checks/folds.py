@@ -24,10 +24,15 @@ MIN_CASES_PER_CLASS = 2
 
 
 def folds(path: Path, entries: Sequence[Entry]) -> Iterator[Finding]:
-    """missing-fold (some entries lack `fold` while others have it) and empty-fold."""
-    training = [e for e in entries if e.section == "training" and e.valid]
+    """missing-fold (some entries lack `fold` while others have it) and empty-fold.
+
+    Whether the datalist uses folds is read from every training entry, an invalid one too (it is
+    reported as datalist-invalid): a fold key beside a misspelt `image` is still a fold key.
+    """
+    written = [e for e in entries if e.section == "training"]
+    training = [e for e in written if e.valid]
     with_fold = [e for e in training if e.fold is not None]
-    if not with_fold:
+    if not any(e.has_fold for e in written):
         has_validation = any(e.section == "validation" for e in entries)
         yield finding(
             "empty-fold", None, path,
@@ -45,7 +50,7 @@ def folds(path: Path, entries: Sequence[Entry]) -> Iterator[Finding]:
                 entry=e.where,
             )
     used = Counter(e.fold for e in with_fold)
-    for k in range(max(used) + 1):
+    for k in range(max(used, default=-1) + 1):  # none: the entries carrying folds are all datalist-invalid
         if used[k] == 0:
             yield finding(
                 "empty-fold", None, path,

@@ -35,7 +35,11 @@ class _Cli(click.Group):
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cellcheck")
 def cli() -> None:
-    """Catch what would kill a 3D segmentation job before it is submitted."""
+    """Catch what would kill a 3D segmentation job before it is submitted.
+
+    Exit status, every command: 0 done and fine, 1 findings (or refused), 2 a usage error in one line,
+    130 interrupted (Ctrl-C); each command's --help says what its own mean.
+    """
 
 
 for _command in (audit_command, stats_command, checks_command, convert_command, gate_command, predict_command,

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import click
 
-from cellcheck.cli.options import CLASSES_HELP, audit_options, default_format, size
+from cellcheck.cli.deprecated import Command
+from cellcheck.cli.options import CLASSES_HELP, FORMAT_HELP, audit_options, default_format, size
 
 
-@click.command("convert")
+@click.command("convert", cls=Command, renamed={"--out": "--output-dir"},
+               short_help="Convert CellMap crops to NIfTI pairs and a datalist.")
 @click.argument("stores", type=click.Path(path_type=Path, readable=False))
 @click.option("--resolution", required=True, help="Voxel size to train at, nm: 8, or z,y,x such as 5.24,4,4.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for imagesTr/, labelsTr/ and datalist.json.")
+@click.option("--output-dir", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for imagesTr/, labelsTr/, provenance/ and datalist.json (created if missing).")
 @click.option("--classes", "classes", type=click.Path(path_type=Path), help=CLASSES_HELP)
 @click.option("--folds", type=click.IntRange(min=1), default=None,
               help="Cross-validation folds (default: up to 5, as many as the rarest class allows).")
@@ -22,17 +25,19 @@ from cellcheck.cli.options import CLASSES_HELP, audit_options, default_format, s
 @click.option("--memory-budget", callback=size, default=None, help="Voxel data in flight per worker (default 256M).")
 @click.option("--case-budget", callback=size, default=None,
               help="Refuse crops whose loaded sample would exceed this (default 8G, the audit's oversized-case).")
-@click.option("--overwrite", is_flag=True, help="Replace files in --out that this tool did not write.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
-              help="Summary format (default: text on a terminal, json otherwise).")
+@click.option("--overwrite", is_flag=True, help="Replace files in --output-dir that this tool did not write.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None, help=FORMAT_HELP)
 @click.option("--strict", is_flag=True, help="Exit 1 when any crop is refused.")
 def convert_command(stores, resolution, out, classes, folds, upsample_labels, jobs, memory_budget, case_budget, overwrite, fmt,
             strict) -> None:
     """Convert CellMap crops to NIfTI image/label pairs at one resolution, with a MONAI datalist.
 
     Crop and raw levels pair by voxel size; crops that cannot convert are refused with the reason.
-    Re-running skips crops whose sources and settings have not changed. Exit 0 when the datalist was
-    written, 1 when no crop converted (or --strict and some were refused), 2 on a usage error.
+    Re-running skips crops whose sources and settings have not changed; a file in the way that this
+    tool did not write stops it before anything is written (unless --overwrite); other files are left alone.
+
+    Exit status: 0 the datalist was written, 1 no crop converted (or --strict and some were refused),
+    2 a usage error.
     """
     from cellcheck.convert import DEFAULT_CONVERT_BYTES, Options, convert as run_convert
     from cellcheck.convert.summary import render_summary

@@ -7,28 +7,31 @@ from pathlib import Path
 
 import click
 
-from cellcheck.cli.options import FORMATS, audit_options, check_ids, default_format, emit
+from cellcheck.cli.options import FORMAT_HELP, FORMATS, audit_options, check_ids, default_format, emit, slurm_mem
 from cellcheck.report import RENDERERS
 
 
-@click.command("gate")
+@click.command("gate", short_help="Audit, config, environment and memory plan: one verdict.")
 @click.argument("path", type=click.Path(path_type=Path, readable=False), required=False)
 @click.option("--config", "-c", type=click.Path(path_type=Path, readable=False), help="Training config (YAML) to check and plan from.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--model", type=click.Choice(["segresnet", "swinunetr", "dints"]), help="Network (default: the config's).")
 @click.option("--gpu", help="Target GPU profile, e.g. l40s, a100-80gb (default: the config's, else l40s).")
 @click.option("--gpus", type=click.IntRange(min=1), help="GPUs (DDP ranks) per job.")
-@click.option("--mem", help="Host memory of the job as SLURM's --mem, e.g. 512G.")
+@click.option("--mem", callback=slurm_mem, help="Host memory of the job as SLURM's --mem, with its unit: 512G.")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers per rank.")
 @click.option("--prefetch", type=click.IntRange(min=1), help="DataLoader prefetch factor.")
-@click.option("--format", "fmt", type=FORMATS, default=None, help="Report format (default: text on a terminal, json otherwise).")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the report to FILE (atomically).")
+@click.option("--format", "fmt", type=FORMATS, default=None, help=FORMAT_HELP)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the report to FILE (atomically) instead of stdout.")
 @click.option("--select", callback=check_ids, help="Only these check ids (comma-separated).")
 @click.option("--ignore", callback=check_ids, help="Skip these check ids (comma-separated).")
 @click.option("--no-strict", is_flag=True, help="Let warnings pass (the gate is strict by default).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
 def gate_command(path, config, overrides, model, gpu, gpus, mem, workers, prefetch, fmt, output, select, ignore, no_strict, jobs) -> None:
-    """Audit + config + environment + memory plan: exit 0 only if a job may start."""
+    """Audit + config + environment + memory plan: exit 0 only if a job may start.
+
+    Exit status: 0 a job may start, 1 it may not (errors, or warnings unless --no-strict), 2 a usage error.
+    """
     from cellcheck.config import parse_overrides
     from cellcheck.gate import run_gate
 

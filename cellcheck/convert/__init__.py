@@ -123,7 +123,8 @@ def _crops(root: Path) -> tuple[list[tuple[str, Path, str]], list[Outcome]]:
             outcomes.append(Outcome(path.name, refused=finding("unreadable", None, path, exc.reason)))
             continue
         found += [(path, crop) for crop in store.crop_paths]
-        outcomes += [Outcome(f.case, refused=f) for f in store.findings if f.check == "mixed-zarr-format" and f.case]
+        # crops on disk that the store's reader cannot see (another format, group metadata lost): refused, by name
+        outcomes += [Outcome(f.case, refused=f) for f in store.findings if f.case in store.foreign_crops]
     refs = [(case, path, crop) for case, (path, crop) in zip(case_names(found), found)]
     return refs, outcomes
 
@@ -131,11 +132,11 @@ def _crops(root: Path) -> tuple[list[tuple[str, Path, str]], list[Outcome]]:
 def _check_out(out: Path, cases: list[str], overwrite: bool) -> None:
     """Refuse (exit 2) to replace files that no record of ours lists, unless --overwrite."""
     if out.exists() and not out.is_dir():
-        raise CellcheckError(f"{out}: exists and is not a folder; choose another --out")
+        raise CellcheckError(f"{out}: exists and is not a folder; choose another --output-dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CellcheckError(f"{out}: cannot create the output folder ({exc.strerror or exc}); choose another --out")
+        raise CellcheckError(f"{out}: cannot create the output folder ({exc.strerror or exc}); choose another --output-dir")
     if overwrite:
         return
     foreign = []
@@ -148,7 +149,7 @@ def _check_out(out: Path, cases: list[str], overwrite: bool) -> None:
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise CellcheckError(f"{foreign[0]}{more}: exists and was not written by cellcheck convert, or was changed "
-                             "since; not overwritten: move it away, choose another --out, or pass --overwrite")
+                             "since; not overwritten: move it away, choose another --output-dir, or pass --overwrite")
 
 
 def _ours(datalist: Path) -> bool:

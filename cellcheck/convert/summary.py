@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 from cellcheck.convert import ConvertResult
+from cellcheck.words import counted
 
 
 def render_summary(result: ConvertResult, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result.to_json(), indent=2) + "\n"
     lines = []
-    where = f"{result.datalist} ({result.folds} folds)" if result.datalist else "no datalist written"
-    lines.append(f"{len(result.converted)} crops converted, {len(result.unchanged)} unchanged, "
+    where = f"{result.datalist} ({counted(result.folds, 'fold')})" if result.datalist else "no datalist written"
+    lines.append(f"{counted(len(result.converted), 'crop')} converted, {len(result.unchanged)} unchanged, "
                  f"{len(result.refused)} refused -> {where}")
     for o in result.refused:
         f = o.refused

@@ -35,7 +35,7 @@ class GpuProfile:
 #: memory.total as nvidia-smi reports it for each card (MiB). L40S is the field's measured value
 #: (docs/INCIDENTS.md: "46068 MiB usable"); the others are the driver-reported totals of the common SXM/PCIe
 #: boards. They are not calibrated on this project's machines: check with `nvidia-smi` and pass
-#: `--gpu-mem MiB` when a card differs (MIG slices, ECC on/off, driver reservations).
+#: `--gpu-mem 46068M` (any size with its unit) when a card differs (MIG slices, ECC on/off, driver reservations).
 _PROFILES_MIB: dict[str, tuple[int, str]] = {
     "V100-16GB": (16160, "V100 16 GB (SXM2/PCIe)"),
     "A100-40GB": (40960, "A100 40 GB (SXM4/PCIe)"),
@@ -81,7 +81,7 @@ def gpu_profile(name: str | None = None, mem_mib: float | None = None) -> GpuPro
     """
     if mem_mib is not None:
         if not mem_mib > 0:
-            raise CellcheckError(f"--gpu-mem {mem_mib}: GPU memory must be a positive number of MiB, e.g. 46068")
+            raise CellcheckError(f"--gpu-mem {mem_mib} MiB: GPU memory must be positive, e.g. 46068M or 45G")
         label = _lookup(name).name if name else "custom"
         return GpuProfile(label, int(round(mem_mib * MiB)), f"{mem_mib:g} MiB given by the user")
     return _lookup(name or DEFAULT_GPU)
@@ -95,5 +95,5 @@ def _lookup(name: str) -> GpuProfile:
     if key in _ALIASES:
         return PROFILES[_ALIASES[key]]
     raise CellcheckError(
-        f"unknown GPU {name!r}; known: {', '.join(PROFILES)} (or give its memory with --gpu-mem MiB)"
+        f"unknown GPU {name!r}; known: {', '.join(PROFILES)} (or give its memory with --gpu-mem, e.g. 46068M)"
     )

@@ -211,6 +211,9 @@ def _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtyp
     from cellcheck.memory import vram as vram_model
 
     step = at_batch.step
+    ram_json = ram.to_json()
+    applies = plan_summary(model, chosen, roi_used, roi is not None, batch_used, batch is not None, at_batch.fits,
+                           max_batch, plan, ram_json)
     return {
         "gpu": profile.to_json(),
         "auto_scale": chosen.to_json(),
@@ -225,11 +228,50 @@ def _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtyp
             "roi_note": roi_note,
             "calibrated": False,
         },
-        "ram": ram.to_json(),
+        "ram": ram_json,
+        "plan": applies,
         "model": model,
         "dataset": {**stats.to_json(), **extra},
         "findings": [f.to_json() for f in findings],
         "fits": bool(at_batch.fits and ram.fits is not False),
+    }
+
+
+#: Below this share of the worst case, the crops in flight do not set --mem: the processes' own memory does.
+CROPS_MINOR_SHARE = 0.05
+
+
+def plan_summary(model: str, chosen: autoscale.AutoScale, roi: list[int], roi_given: bool, batch: int,
+                 batch_given: bool, gpu_fits: bool, max_batch: int | None, loader: dict[str, Any],
+                 ram: dict[str, Any]) -> dict[str, Any]:
+    """Which ROI, batch and epochs the checks below apply to, where each comes from, and which constraint binds.
+
+    Why: Auto3DSeg's choice (kept under `auto_scale`) may be a ROI the trainer refuses, and a job has
+    two batches (patches per GPU step, crops per DataLoader batch); the text must say which is which.
+    """
+    unit = roi_multiple(model)
+    if roi_given:
+        roi_from, roi_why = "--roi", "as given (--roi)"
+    elif roi != list(chosen.roi_size):
+        roi_from = "auto3dseg, rounded up"
+        roi_why = (f"Auto3DSeg's {'x'.join(map(str, chosen.roi_size))} rounded up to {'x'.join(map(str, roi))}: "
+                   f"{model} trains only ROIs whose sides are multiples of {unit} voxels and at least {2 * unit}")
+    else:
+        roi_from, roi_why = "auto3dseg", "Auto3DSeg's choice for these crops"
+    breakdown = ram.get("breakdown") or {}
+    processes = int(breakdown.get("rank_base", 0) + breakdown.get("worker_base", 0))
+    crops = int(max(0, ram["peak_bytes"] - processes))
+    crops_minor = crops < CROPS_MINOR_SHARE * ram["peak_bytes"]
+    binds = [name for name, bound in (("GPU memory", not gpu_fits), ("host RAM", ram.get("fits") is False)) if bound]
+    return {
+        "roi_size": list(roi), "roi_from": roi_from, "roi_why": roi_why,
+        "batch_size": int(batch), "batch_from": "--batch" if batch_given else "auto3dseg",
+        "num_epochs": chosen.num_epochs,
+        "loader_crops_per_batch": loader.get("batch"), "patches_per_crop": loader.get("crops_per_image"),
+        "gpu_fits": bool(gpu_fits), "max_batch_size": max_batch,
+        "mem": ram["slurm_mem"], "mem_set_by": "processes" if crops_minor else "crops",
+        "processes_bytes": processes, "crops_bytes": crops,
+        "binding": binds,
     }
 
 

@@ -343,7 +343,7 @@ def read_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CellcheckError(f"{path}: no such file; write one with cellcheck profile --out {path} -- CMD") from None
+        raise CellcheckError(f"{path}: no such file; write one with cellcheck profile --output {path} -- CMD") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CellcheckError(f"{path}: cannot read it ({exc})") from None
     samples = []

@@ -2,7 +2,7 @@
 
 The measurement: `loader_pipeline.py` (MONAI Dataset + torch DataLoader, Auto3DSeg's loading chain
 or cellcheck's trainer's) over crops written by the fixture generator, run as `cellcheck profile
---out ... -- python loader_pipeline.py ...`; measured = the peak over samples of the process tree's
+--output ... -- python loader_pipeline.py ...`; measured = the peak over samples of the process tree's
 footprint: PSS summed over the main process and its DataLoader workers, plus the shared memory of
 finished batches that no process maps yet (PSS alone is reported beside it).
 
@@ -121,7 +121,7 @@ def profile_pipeline(datalist: Path, cfg: LoaderConfig, workdir: Path, interval_
     tag = f"{cfg.chain}_s{cfg.size}_w{cfg.workers}_p{cfg.prefetch}_b{cfg.batch}_oh{cfg.one_hot}_seed{seed}"
     out, summary = workdir / f"{tag}.jsonl", workdir / f"{tag}.summary.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "cellcheck", "profile", "--out", str(out), "--interval", str(interval_s),
+    cmd = [sys.executable, "-m", "cellcheck", "profile", "--output", str(out), "--interval", str(interval_s),
            "--summary-json", str(summary), "--", sys.executable, str(PIPELINE), str(datalist),
            "--workers", str(cfg.workers), "--prefetch", str(cfg.prefetch), "--batch", str(cfg.batch),
            "--batches", str(cfg.batches), "--one-hot", str(cfg.one_hot), "--step-s", str(cfg.step_s),

@@ -79,3 +79,23 @@ def test_class_annotated_in_no_validation_case(clean_copy):
     cov = [f for f in report.findings if f.check == "class-coverage"]
     assert [(f.details["fold"], f.details["channels"]) for f in cov] == [(0, [13])]
     assert "nuc" in cov[0].message
+
+
+def test_a_misspelt_image_key_is_not_also_a_missing_fold(clean_copy):
+    """Issue 23, item 9: `img` for `image` is datalist-invalid, and no fold finding: every entry has its fold."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cellcheck.cli import cli
+
+    dl = read_datalist(clean_copy)
+    for entry in dl["training"]:
+        entry["img"] = entry.pop("image")
+    path = write_datalist(clean_copy, dl)
+    r = CliRunner().invoke(cli, ["audit", str(path), "--format", "json"])
+    found = json.loads(r.stdout)["findings"]
+    assert r.exit_code == 1
+    assert [f["message"] for f in found if f["check"] == "datalist-invalid"] == [
+        f"training[{i}]: 'image' is missing" for i in range(len(dl["training"]))]
+    assert not [f for f in found if f["check"] in ("empty-fold", "missing-fold")], found

@@ -24,7 +24,7 @@ def test_cellcheck_train_on_the_converted_datalist_with_its_class_map(clean, tmp
     (tmp_path / "classes.yaml").write_text(yaml.safe_dump(FIVE))
     out = tmp_path / "converted"
     convert = subprocess.run([sys.executable, "-m", "cellcheck", "convert", str(clean / "zarr"), "--resolution", "8",
-                              "--out", str(out), "--classes", str(tmp_path / "classes.yaml")],
+                              "--output-dir", str(out), "--classes", str(tmp_path / "classes.yaml")],
                              capture_output=True, text=True, timeout=600)
     assert convert.returncode == 0, convert.stderr[-2000:]
     cfg = tmp_path / "train.yaml"

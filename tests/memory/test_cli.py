@@ -47,7 +47,7 @@ def test_exit_1_when_the_node_memory_is_too_small(datalist):
 
 
 def test_exit_1_when_the_gpu_is_too_small(datalist):
-    res = run(datalist, *FAST, "--no-max-batch", "--gpu-mem", "1500")
+    res = run(datalist, *FAST, "--no-max-batch", "--gpu-mem", "1500M")
     assert res.exit_code == 1
     assert json.loads(res.stdout)["vram"]["fits"] is False
 
@@ -120,7 +120,7 @@ def test_library_predict_from_stats_matches_the_field_auto_scale():
 
 def test_profile_runs_the_command_and_writes_json_lines(tmp_path):
     out, summary = tmp_path / "memory.jsonl", tmp_path / "summary.json"
-    res = CliRunner().invoke(cli, ["profile", "--out", str(out), "--interval", "0.05", "--summary-json", str(summary),
+    res = CliRunner().invoke(cli, ["profile", "--output", str(out), "--interval", "0.05", "--summary-json", str(summary),
                                                "--", sys.executable, "-c", "raise SystemExit(4)"])
     assert res.exit_code == 4  # the command's own status
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -193,3 +193,63 @@ def test_class_map_sets_the_output_channels(datalist, tmp_path):
     wide = json.loads(run(datalist, *FAST, "--no-max-batch", "--classes", tmp_path / "classes.yaml").stdout)["vram"]
     assert default["network"]["out_channels"] == 14 and wide["network"]["out_channels"] == 25
     assert wide["peak_bytes"] > default["peak_bytes"]
+
+
+# --- issue 23, item 8: one voice: which ROI and batch apply, why, and which constraint binds -------------------
+
+
+def test_the_text_never_proposes_a_roi_the_trainer_refuses(datalist):
+    """Auto3DSeg's 24^3 for these small crops stays in the JSON; the text plans 32^3 and says why."""
+    from cellcheck.models.shapes import check_roi
+
+    as_json = json.loads(run(datalist, "--model", "segresnet", "--no-max-batch", "--format", "json").stdout)
+    assert as_json["auto_scale"]["roi_size"] == [24, 24, 24] and as_json["plan"]["roi_size"] == [32, 32, 32]
+    with pytest.raises(ValueError):
+        check_roi("segresnet", as_json["auto_scale"]["roi_size"])  # the trainer would refuse it
+    text = run(datalist, "--model", "segresnet", "--no-max-batch", "--format", "text").stdout
+    assert "Plan checked below: ROI 32x32x32, batch 3 patches per GPU step" in text
+    assert "ROI: Auto3DSeg's 24x24x24 rounded up to 32x32x32: segresnet trains only ROIs whose sides are " \
+           "multiples of 16 voxels and at least 32" in text
+    for line in (line for line in text.splitlines() if "24x24x24" in line):
+        assert "rounded up" in line or "cannot train" in line, line
+
+
+def test_driven_by_names_only_crops_that_drive_the_memory(datalist):
+    """Tiny crops add next to nothing: --mem is set by the processes, and no crop at 0.00 GiB is named."""
+    res = run(datalist, "--model", "dints", "--no-max-batch", "--format", "text")
+    assert "host RAM: --mem=8G, set by the processes themselves (7.00 GiB for the ranks and workers); " \
+           "the crops in flight add 0.11 GiB" in res.stdout
+    assert "driven by" not in res.stdout and "0.00 GiB)" not in res.stdout
+
+
+def test_the_gpu_batch_and_the_loader_batch_say_which_is_which(datalist):
+    """DiNTS: 13 patches per GPU step, cut from 2-crop DataLoader batches; the host-RAM line says crops."""
+    text = run(datalist, "--model", "dints", "--no-max-batch", "--format", "text").stdout
+    assert "batch 13 patches per GPU step" in text
+    assert "a DataLoader batch is 2 crops, each cut into 26 patches of the ROI: the GPU step takes 13 of them" in text
+    assert "x 2 crops per loader batch" in text and "x batch 2" not in text
+
+
+def test_an_appended_record_is_drawn_session_after_session(tmp_path):
+    """Issue 23, item 4: two runs profiled into one file are two sessions on one forward time axis, with no
+    line joining them (each session's clock starts at 0: drawn as it was, the second ran back over the first)."""
+    import numpy as np
+
+    from cellcheck.memory.plot import figure_of_samples
+    from cellcheck.memory.profiler import read_samples
+
+    record = tmp_path / "memory.jsonl"
+    for _ in range(2):
+        done = CliRunner().invoke(cli, ["profile", "-o", str(record), "--interval", "0.05", "--", sys.executable, "-c",
+                                        "import time; b = bytearray(20 * 2**20); time.sleep(0.3)"])
+        assert done.exit_code == 0, done.output
+    plotted = CliRunner().invoke(cli, ["profile", "plot", str(record), "-o", str(tmp_path / "memory.png")])
+    assert plotted.exit_code == 0 and "in 2 sessions)" in plotted.stderr, plotted.output
+    figure = figure_of_samples(read_samples(record))
+    curves = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 2]  # not the marker lines
+    assert curves
+    for line in curves:
+        x = np.asarray(line.get_xdata(), dtype=float)
+        assert np.isnan(x).sum() == 1  # one break, between the sessions: nothing joins them
+        assert np.all(np.diff(x[~np.isnan(x)]) >= 0)  # time runs forward through both
+    assert "2 sessions" in figure.axes[-1].get_xlabel()

@@ -88,7 +88,7 @@ def test_clean_job_trains_and_completes(cluster, clean):
     assert "training ended with exit status 0" in log
     for name in ("gate.json", "metrics.jsonl", "memory.jsonl", "memory.png", "last.pt", "best.pt"):
         assert (out / name).is_file(), name
-    assert [r["epoch"] for r in records(out / "metrics.jsonl") if "train_loss" in r] == [0, 1]
+    assert [r["epoch"] for r in records(out / "metrics.jsonl") if "train_loss" in r] == [1, 2]
     samples = records(out / "memory.jsonl")
     assert samples and all(s["total"]["pss_bytes"] > 0 for s in samples)
     assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 2
@@ -129,7 +129,7 @@ def test_sigusr1_checkpoints_requeues_and_resumes(cluster, clean):
     job_id = job_id_of(proc.stderr)
     assert "#SBATCH --gres=gpu:l40s:2" in (out / "job.sbatch").read_text()
     deadline = time.time() + 180
-    while not any(r.get("epoch") == 0 and "train_loss" in r for r in
+    while not any(r.get("epoch") == 1 and "train_loss" in r for r in
                   (records(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else [])):
         assert time.time() < deadline, "no epoch finished in 180 s"
         assert cluster.job(job_id)["JobState"] in ("PENDING", "RUNNING")
@@ -145,8 +145,8 @@ def test_sigusr1_checkpoints_requeues_and_resumes(cluster, clean):
     rec = records(out / "metrics.jsonl")
     signal_at = next(i for i, r in enumerate(rec) if r.get("event") == "signal")
     assert rec[signal_at]["signal"] == "SIGUSR1"
-    assert [r["epoch"] for r in rec[:signal_at] if "train_loss" in r] == [0]
-    assert [r["epoch"] for r in rec[signal_at:] if "train_loss" in r] == [1, 2]  # after it: the resumed run
+    assert [r["epoch"] for r in rec[:signal_at] if "train_loss" in r] == [1]
+    assert [r["epoch"] for r in rec[signal_at:] if "train_loss" in r] == [2, 3]  # after it: the resumed run
     assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 3
 
 

@@ -179,7 +179,7 @@ def test_dry_run_dints_on_clean_data(clean, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--time", "two days"], "--time 'two days' is not a SLURM time"),
-    (["--mem", "lots"], "--mem: 'lots' is not a size"),
+    (["--mem", "lots"], "Invalid value for '--mem': 'lots' is not a size"),
     (["--template", "nope.sbatch"], "nope.sbatch: no such job template"),
 ])
 def test_bad_arguments_fail_before_the_gate(args, message, tmp_path):

@@ -19,6 +19,7 @@ from cellcheck.classes import CLASS_NAMES
 from cellcheck.errors import CellcheckError
 from fixtures.ome import multiscale_attrs, pyramid
 from trainer.infer import (
+    class_names_of,
     load_checkpoint_model,
     predict_to_files,
     read_image,
@@ -198,7 +199,7 @@ def test_predict_to_files_zarr_from_array_and_ome_ngff_group(tmp_path, ckpts):
     assert first.attrs["class_names"] == list(CLASS_NAMES)
     np.testing.assert_array_equal(first[...], second[...])  # the group's first level is the same voxels
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in out)
-    again = predict_to_files([ckpts["seg"]], [tmp_path / "em.zarr"], tmp_path / "out", fmt="zarr")  # overwrite
+    again = predict_to_files([ckpts["seg"]], [tmp_path / "em.zarr"], tmp_path / "out", fmt="zarr", overwrite=True)
     np.testing.assert_array_equal(zarr.open_array(str(again[0]), mode="r")[...], second[...])
 
 
@@ -225,18 +226,19 @@ def test_cli_in_process(tmp_path, ckpts):
     _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
     runner = CliRunner()
     ok = runner.invoke(cli, ["infer", "--checkpoint", str(ckpts["seg"]), "--checkpoint", str(ckpts["seg"]),
-                             str(tmp_path / "c.nii.gz"), "--output", str(tmp_path / "o"),
-                             "--format", "zarr", "--overlap", "0.5"])
+                             str(tmp_path / "c.nii.gz"), "--output-dir", str(tmp_path / "o"),
+                             "--file-format", "zarr", "--overlap", "0.5"])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.strip() == str(tmp_path / "o" / "c_probabilities.zarr")
     assert zarr.open_array(ok.stdout.strip(), mode="r").shape == (14, 16, 12, 20)
     missing = runner.invoke(cli, ["infer", "--checkpoint", str(tmp_path / "x.pt"), str(tmp_path / "c.nii.gz"),
-                                  "--output", str(tmp_path / "o")])
+                                  "--output-dir", str(tmp_path / "o")])
     assert missing.exit_code == 2
     assert missing.stderr.count("\n") == 1 and "x.pt: checkpoint not found" in missing.stderr
     usage = runner.invoke(cli, ["infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz")])
-    assert usage.exit_code == 2 and usage.stderr.count("\n") == 1 and "'--output'" in usage.stderr
-    bad_format = runner.invoke(cli, ["infer", "--checkpoint", "a.pt", "x.nii.gz", "--output", "o", "--format", "tiff"])
+    assert usage.exit_code == 2 and usage.stderr.count("\n") == 1 and "'--output-dir'" in usage.stderr
+    bad_format = runner.invoke(cli, ["infer", "--checkpoint", "a.pt", "x.nii.gz", "--output-dir", "o",
+                                     "--file-format", "tiff"])
     assert bad_format.exit_code == 2 and bad_format.stderr.count("\n") == 1 and "tiff" in bad_format.stderr
     assert runner.invoke(cli, ["infer", "--help"]).exit_code == 0
 
@@ -246,7 +248,7 @@ def test_cli_real_subprocess(tmp_path, ckpts):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "cellcheck", "infer", "--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"),
-         "--output", str(tmp_path / "o")],
+         "--output-dir", str(tmp_path / "o")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
@@ -257,3 +259,69 @@ def test_cli_real_subprocess(tmp_path, ckpts):
                             str(tmp_path / "c.nii.gz")], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=120)
     assert usage.returncode == 2 and usage.stderr.startswith("cellcheck: ") and usage.stderr.count("\n") == 1
+
+
+# --- issue 23, item 10: what the help promises, class names in every output, no folder left by a failure --------
+
+
+def _infer(args: list[str]):
+    from cellcheck.cli import cli
+
+    return CliRunner().invoke(cli, ["infer", *args])
+
+
+def test_help_says_the_zarr_output_is_format_2_as_written(tmp_path, ckpts):
+    """The help said "v3 array" and infer wrote format 2: the help now says what is written."""
+    shown = " ".join(_infer(["--help"]).stdout.split())
+    assert "format-2 array (C, Z, Y, X)" in shown and "v3" not in shown
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
+    r = _infer(["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"), "--output-dir", str(tmp_path / "o"),
+                "--file-format", "zarr"])
+    assert r.exit_code == 0, r.output
+    assert zarr.open_array(r.stdout.strip(), mode="r").metadata.zarr_format == 2
+
+
+def test_nifti_output_names_its_classes(tmp_path, ckpts):
+    """The NIfTI map carries its class names (a JSON header extension), as the zarr map's attributes do."""
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
+    r = _infer(["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"), "--output-dir", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    out = Path(r.stdout.strip())
+    assert class_names_of(out) == list(CLASS_NAMES)
+    [ext] = nib.load(str(out)).header.extensions
+    assert b'"class_names"' in ext.get_content() and nib.load(str(out)).shape[-1] == len(CLASS_NAMES)
+
+
+def test_a_failed_infer_leaves_no_output_folder(tmp_path, ckpts):
+    """An image whose header reads but whose voxels do not: one line, exit 2, and no empty folder left behind."""
+    _write_nifti(tmp_path / "cut.nii.gz", _uint8((16, 12, 20)))
+    data = (tmp_path / "cut.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    r = _infer(["--checkpoint", str(ckpts["seg"]), str(tmp_path / "cut.nii.gz"), "--output-dir",
+                str(tmp_path / "new" / "maps")])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "cut.nii.gz" in r.stderr, r.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_rerun_does_not_replace_maps_without_overwrite(tmp_path, ckpts):
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
+    args = ["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"), "--output-dir", str(tmp_path / "o")]
+    assert _infer(args).exit_code == 0
+    out = tmp_path / "o" / "c_probabilities.nii.gz"
+    before = out.stat().st_mtime_ns
+    again = _infer(args)
+    assert again.exit_code == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert out.stat().st_mtime_ns == before
+    assert _infer([*args, "--overwrite"]).exit_code == 0
+
+
+def test_old_spellings_still_work_with_a_warning(tmp_path, ckpts):
+    """Issue 23, item 11: --output DIR and --format nifti|zarr are --output-dir and --file-format now."""
+    _write_nifti(tmp_path / "c.nii.gz", _uint8((16, 12, 20)))
+    r = _infer(["--checkpoint", str(ckpts["seg"]), str(tmp_path / "c.nii.gz"), "--output", str(tmp_path / "o"),
+                "--format", "zarr"])
+    assert r.exit_code == 0, r.output
+    assert Path(r.stdout.strip()) == tmp_path / "o" / "c_probabilities.zarr"
+    warned = r.stderr.splitlines()
+    assert len(warned) == 2 and all("deprecated" in w for w in warned)
+    assert "--output-dir" in warned[0] and "--file-format" in warned[1]

@@ -10,7 +10,7 @@ from trainer.curves import epoch_records, plot_progress
 from trainer.progress import Console, epoch_line, human_bytes
 from cellcheck.run_folder import held_run, rerun_refusal
 
-RECORD = {"epoch": 4, "train_loss": 0.81234, "steps": 250, "nonfinite_skipped": 2, "seconds": 41.25,
+RECORD = {"epoch": 5, "train_loss": 0.81234, "steps": 250, "nonfinite_skipped": 2, "seconds": 41.25,
           "val_seconds": 3.04, "learning_rate": 2e-4, "host_peak_bytes": 3.3 * 2**30,
           "max_memory_reserved": 10.24 * 2**30,
           "val_dice": {"ecs": 0.9, "pm": 0.7, "er_lum": 0.01, "ves_lum": 0.05, "golgi_lum": 0.11},
@@ -56,12 +56,12 @@ def test_other_ranks_say_nothing():
 
 def test_progress_png_from_records_with_and_without_validation(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
-    rows = [{**RECORD, "epoch": e, "train_loss": 1.0 / (e + 1)} for e in range(4)]
+    rows = [{**RECORD, "epoch": e, "train_loss": 1.0 / e} for e in range(1, 5)]
     rows[1] = {k: v for k, v in rows[1].items() if not k.startswith("val")}  # an epoch without validation
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    metrics.write_text(text + '{"event": "signal", "epoch": 4}\n{"epoch": 4, "train_lo')  # an event, a cut line
+    metrics.write_text(text + '{"event": "signal", "epoch": 5}\n{"epoch": 5, "train_lo')  # an event, a cut line
     records = epoch_records(metrics)
-    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     path = plot_progress(records, tmp_path / "progress.png")
     assert mpimg.imread(path).shape[:2] == (900, 900)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

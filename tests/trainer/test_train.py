@@ -67,7 +67,7 @@ def test_finished_run_leaves_its_record(trained):
         assert (out / name).is_file(), name
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # every file renamed into place
     epochs = [r for r in lines_of(out / "metrics.jsonl") if "epoch" in r and "train_loss" in r]
-    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert [r["epoch"] for r in epochs] == [1, 2]  # counted from 1, as the run says them
     assert all(r["steps"] == 2 and r["train_loss"] > 0 for r in epochs)
     dice = epochs[-1]["val_dice"]
     assert dice and all(0.0 <= v <= 1.0 for v in dice.values())
@@ -122,7 +122,7 @@ def test_progress_png_shows_the_whole_run(trained):
     image = mpimg.imread(out / "progress.png")
     assert image.shape[0] >= 800 and image.shape[1] >= 800  # 9 x 9 inches at 100 dpi
     history = epoch_records(out / "metrics.jsonl")
-    assert [r["epoch"] for r in history] == [0, 1] and all(r["learning_rate"] == 2e-4 for r in history)
+    assert [r["epoch"] for r in history] == [1, 2] and all(r["learning_rate"] == 2e-4 for r in history)
 
 
 def test_second_run_is_refused_and_changes_nothing(trained, capsys):
@@ -185,7 +185,7 @@ def test_resume_continues_exactly_and_loses_nothing(clean, trained, capsys):
     said = capsys.readouterr().out.splitlines()
     assert "resuming after epoch 1;" in said[0] and said[1].startswith("epoch 2/2  loss") and len(said) == 3
     assert (out / "metrics.jsonl").read_text().startswith(first)  # appended to, never rewritten
-    assert [r["epoch"] for r in epoch_records(out / "metrics.jsonl")] == [0, 1]
+    assert [r["epoch"] for r in epoch_records(out / "metrics.jsonl")] == [1, 2]
     a = torch.load(trained[1] / "last.pt", weights_only=False)
     b = torch.load(out / "last.pt", weights_only=False)
     assert a["state"]["epoch"] == b["state"]["epoch"] == 2
@@ -211,34 +211,131 @@ def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(clean, c
     assert not (clean / "runs" / "tb-missing").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGUSR1 (SLURM's warning) is the same handler: tests/slurm
-def test_signal_checkpoints_and_resume_equals_uninterrupted(clean, sig):
-    """Interrupted mid-epoch, then --resume: the same weights as a run that was never interrupted."""
-    changes = dict(num_epochs=1, max_steps_per_epoch=None, num_patches_per_image=1, batch_size=1)
-    cfg = config(clean, "preempt", **changes)
-    out = clean / "runs" / "preempt"
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--config", str(cfg)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTORCH_CUDA_ALLOC_CONF": ""})
+INTERRUPTED = dict(num_epochs=1, max_steps_per_epoch=None, num_patches_per_image=1, batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(clean):
+    """The one-epoch run the interrupted ones must equal: its record and its last.pt."""
+    assert train(config(clean, "preempt-reference", **INTERRUPTED), env={}) == 0
+    out = clean / "runs" / "preempt-reference"
+    return epoch_records(out / "metrics.jsonl"), torch.load(out / "last.pt", weights_only=False)
+
+
+def interrupt(cfg: Path, out: Path, sig: signal.Signals, command: list[str]) -> subprocess.CompletedProcess:
+    """Start a run, send `sig` once it trains (the profiler's file exists once the handlers are in place)."""
+    proc = subprocess.Popen([*command, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTORCH_CUDA_ALLOC_CONF": ""})
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "memory.jsonl").exists():
-        time.sleep(0.2)  # the profiler starts with the training loop
+        time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert f"{sig.name}: checkpoint saved" in err
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_sigterm_checkpoints_and_resume_equals_uninterrupted(clean, uninterrupted):
+    """Interrupted mid-epoch (SLURM's SIGTERM), then --resume: the same weights and the same epoch record as a run
+    that was never interrupted, and one epoch numbering, counted from 1, in all it says and records (issue 23,
+    item 5: it said "in epoch 2" on stdout, "at epoch 1" on stderr, wrote epoch 0, and lost the loss)."""
+    cfg = config(clean, "preempt", **INTERRUPTED)
+    out = clean / "runs" / "preempt"
+    stopped = interrupt(cfg, out, signal.SIGTERM, [sys.executable, "-m", "trainer"])
+    assert stopped.returncode == 0, stopped.stderr
     state = torch.load(out / "last.pt", weights_only=False)["state"]
-    assert state["epoch"] == 0 and state["step_in_epoch"] >= 1
-    assert any(r.get("event") == "signal" for r in lines_of(out / "metrics.jsonl"))
+    step = state["step_in_epoch"]
+    assert state["epoch"] == 0 and step >= 1 and len(state["epoch_losses"]) == step
+    assert f"SIGTERM: checkpoint saved in epoch 1 after step {step}; continue with --resume" in stopped.stderr
+    assert "stopped by SIGTERM in epoch 1 (resumable)" in stopped.stdout
+    [event] = [r for r in lines_of(out / "metrics.jsonl") if r.get("event") == "signal"]
+    assert (event["epoch"], event["step_in_epoch"]) == (1, step)
     resumed = subprocess.run([sys.executable, "-m", "trainer", "--config", str(cfg), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming epoch 1 after step {step};" in resumed.stdout and "\nepoch 1/1  loss " in resumed.stdout
     final = torch.load(out / "last.pt", weights_only=False)
     assert final["state"]["epoch"] == 1
-    assert train(config(clean, "preempt-reference", **changes), env={}) == 0
-    reference = torch.load(clean / "runs/preempt-reference/last.pt", weights_only=False)
-    for k, v in reference["state_dict"].items():
+    reference, weights = uninterrupted
+    [record] = epoch_records(out / "metrics.jsonl")
+    assert record["epoch"] == 1 and record["steps"] == reference[0]["steps"]  # the steps before the signal count
+    assert record["train_loss"] == pytest.approx(reference[0]["train_loss"], rel=1e-6)  # and so does their loss
+    for k, v in weights["state_dict"].items():
         assert torch.equal(v, final["state_dict"][k]), k
+    from cellcheck.memory.plot import sessions
+    from cellcheck.memory.profiler import read_samples
+
+    assert len(sessions(read_samples(out / "memory.jsonl"))) == 2  # memory.png: two sessions, one after the other
+
+
+def test_ctrl_c_checkpoints_exits_130_and_resumes(clean, uninterrupted):
+    """Issue 23, item 6: Ctrl-C (SIGINT) printed 'Aborted!' and saved nothing; now it is SIGTERM's stop with the
+    shell's status for an interrupt, and --resume finishes the run as if nothing had happened."""
+    cfg = config(clean, "ctrl-c", **INTERRUPTED)
+    out = clean / "runs" / "ctrl-c"
+    cellcheck = str(Path(sys.executable).parent / "cellcheck")
+    stopped = interrupt(cfg, out, signal.SIGINT, [cellcheck, "train"])
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Aborted" not in stopped.stderr and "Traceback" not in stopped.stderr
+    step = torch.load(out / "last.pt", weights_only=False)["state"]["step_in_epoch"]
+    assert step >= 1 and f"SIGINT: checkpoint saved in epoch 1 after step {step}; continue with --resume" in stopped.stderr
+    assert "stopped by SIGINT in epoch 1 (resumable)" in stopped.stdout
+    rerun = subprocess.run([cellcheck, "train", "--config", str(cfg)], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 1 and "continue it with --resume" in rerun.stderr
+    resumed = subprocess.run([cellcheck, "train", "--config", str(cfg), "--resume"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    reference, weights = uninterrupted
+    assert [r["steps"] for r in epoch_records(out / "metrics.jsonl")] == [reference[0]["steps"]]
+    final = torch.load(out / "last.pt", weights_only=False)
+    for k, v in weights["state_dict"].items():
+        assert torch.equal(v, final["state_dict"][k]), k
+
+
+def _copy_of(trained, clean: Path, name: str) -> tuple[Path, Path]:
+    """A private copy of the shared finished run (a run folder is a run wherever it lies) and its config."""
+    out = clean / "runs" / name
+    shutil.copytree(trained[1], out)
+    return config(clean, name), out
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
+
+
+def test_a_refused_resume_replaces_no_record(clean, trained):
+    """Issue 23, item 3: a --resume the gate refuses no longer writes its failed report over the run's gate.json:
+    it is appended to gate.jsonl beside it, and nothing else changes."""
+    from click.testing import CliRunner
+
+    from cellcheck.cli import cli
+
+    cfg, out = _copy_of(trained, clean, "refused-resume")
+    before = _snapshot(out)
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--resume", "--set", "smoke_test=false"])
+    assert r.exit_code == 1 and "stale-config" in r.stderr and f"report in {out / 'gate.jsonl'}" in r.stderr
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if k != "gate.jsonl"} == before
+    assert json.loads((out / "gate.json").read_text())["passed"] is True  # the start's report, as it was
+    [line] = lines_of(out / "gate.jsonl")
+    assert line["record"]["passed"] is False and line["time"] > 0
+
+
+def test_a_resume_with_nothing_to_do_changes_no_record(clean, trained):
+    """Issue 23, item 3: a --resume of a finished run rewrote memory_plan.json and memory.png (and sampled into
+    memory.jsonl); now it appends its gate report and plan to their logs and touches nothing else."""
+    from click.testing import CliRunner
+
+    from cellcheck.cli import cli
+
+    cfg, out = _copy_of(trained, clean, "noop-resume")
+    before = _snapshot(out)
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--resume"])
+    assert r.exit_code == 0 and "nothing to do: the run is already at epoch 2 of 2" in r.stdout, r.output
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if k not in ("gate.jsonl", "memory_plan.jsonl")} == before
+    assert [line["record"]["passed"] for line in lines_of(out / "gate.jsonl")] == [True]
+    assert len(lines_of(out / "memory_plan.jsonl")) == 1
 
 
 def test_ddp_two_ranks_on_cpu(clean):
