@@ -22,6 +22,7 @@ from cellcheck.config import TrainConfig
 from cellcheck.errors import CellcheckError
 from cellcheck.grid import format_scale
 from cellcheck.intensity import IntensityRule, rule_for_dtypes
+from cellcheck.words import counted
 from trainer.data import Case, intensity_rule, read_cases, split_fold, train_loader
 from trainer.stores import StoreCrop, StoreValidation, prepare, store_loader
 
@@ -40,6 +41,7 @@ class RunData:
     cfg: TrainConfig
     train_cases: Sequence[Case] = field(default_factory=list)
     train_crops: Sequence[StoreCrop] = field(default_factory=list)
+    training: TrainingSet | None = None  # a store run's planned split
 
     _store_loader: DataLoader | None = None
 
@@ -55,24 +57,27 @@ class RunData:
         return self.summary
 
 
-def open_data(cfg: TrainConfig, resumed: bool = False, rank: int = 0) -> RunData:
-    """The run's data: from the stores when `datalist` names a folder of them, else from the datalist."""
+def open_data(cfg: TrainConfig, resumed: bool = False, rank: int = 0, record: bool = True) -> RunData:
+    """The run's data: from the stores when `datalist` names a folder of them, else from the datalist.
+
+    `record` False leaves the run folder alone (a probe plans the split without recording it).
+    """
     if cfg.from_stores:
-        return _from_stores(cfg, resumed, rank)
+        return _from_stores(cfg, resumed, rank, record)
     train, val = split_fold(read_cases(cfg.datalist, cfg.dataroot, cfg.num_classes), cfg.fold)
     annotated = np.stack([c.annotated for c in train]) if train else np.zeros((0, cfg.num_classes), dtype=bool)
     return RunData(intensity_rule([*train, *val]), annotated, val,
-                   f"{len(train)} training / {len(val)} validation crops", cfg, train_cases=train)
+                   f"{len(train)} training / {counted(len(val), 'validation crop')}", cfg, train_cases=train)
 
 
-def _from_stores(cfg: TrainConfig, resumed: bool, rank: int) -> RunData:
+def _from_stores(cfg: TrainConfig, resumed: bool, rank: int, keep: bool) -> RunData:
     recorded = cfg.output_dir / SPLIT_FILE
     if resumed and recorded.is_file():
         training = TrainingSet.from_json(json.loads(recorded.read_text()))
     else:
         training = plan_training_set(cfg.datalist, cfg.resolution, cfg.classes, fold=cfg.fold, datasplit=cfg.datasplit,
                                      exclude=cfg.exclude_crops, resample=cfg.resample)
-        if rank == 0:
+        if rank == 0 and keep:
             record(training, recorded)
     if not training.train:
         raise CellcheckError(f"{cfg.datalist}: no crop trains at the resolution ({describe(training)}); run cellcheck "
@@ -84,8 +89,8 @@ def _from_stores(cfg: TrainConfig, resumed: bool, rank: int) -> RunData:
     for i, crop in enumerate(train):
         annotated[i, sorted(classes.channels_of(crop.case.classes))] = True
     return RunData(_raw_rule(training), annotated, [StoreValidation(c, classes) for c in val],
-                   f"{len(train)} training / {len(val)} validation crops from the stores at "
-                   f"{format_scale(training.resolution)}", cfg, train_crops=train)
+                   f"{len(train)} training / {counted(len(val), 'validation crop')} from the stores at "
+                   f"{format_scale(training.resolution)}", cfg, train_crops=train, training=training)
 
 
 def _raw_rule(training: TrainingSet) -> IntensityRule:

@@ -102,7 +102,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
             worker_base: int | str | None = None, chain: str | None = None, num_patches: int = 1,
             expansion: str = "int64", sigmoid: bool = False, label_cast: str = "uint8", fold: int | None = 0,
             epochs: int = SIMULATED_EPOCHS, seed: int = 0, classes: ClassMap = DEFAULT_CLASS_MAP,
-            network_width: float = 1.0, store_reads: StoreReads | None = None) -> dict[str, Any]:
+            network_width: float = 1.0, store_reads: StoreReads | None = None,
+            hold_validation: bool = True) -> dict[str, Any]:
     """Predict Auto3DSeg's choice, the step's peak GPU memory and the job's host RAM for `model` on `gpu`.
 
     `path_or_stats`: a datalist JSON path (image headers are read, not voxels: every crop's size) or a
@@ -127,7 +128,8 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
     `classes`: the training classes (the network's output channels and the label expansion's);
     `network_width`: the network's feature widths relative to the template's (the config's `network_width`).
     `chain` "store" (training straight from CellMap stores) sizes host RAM from patches and the chunk
-    shapes in `store_reads` (`cellcheck.memory.store_ram`), not from crop sizes.
+    shapes in `store_reads` (`cellcheck.memory.store_ram`), not from crop sizes. `hold_validation` False
+    leaves the validation volume out (the training loop alone, as a probe's loader phase runs it).
     """
     from cellcheck.memory import vram as vram_model
 
@@ -181,11 +183,11 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
         data = read_bundle_data(Path(bundle), model)
     plan = _loader_plan(model, chain, one_hot, data, workers, prefetch, loader_batch, batch_used, num_patches,
                         chosen, bool(batch))
-    loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], **bases)
+    loader = Loader(gpus, plan["workers"], plan["prefetch"], plan["batch"], hold_validation, **bases)
     if plan["chain"] == "store":
         ram = predict_store_ram(roi_used, num_patches, loader, store_reads or StoreReads(classes=len(classes)), mem_bytes)
         return _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
-                       network_width, roi_note, ram, stats, extra, findings)
+                       network_width, roi_note, ram, stats, extra, findings, plan, roi is not None, batch is not None)
     model_chain = _chain(plan, model, roi_used, expansion, sigmoid, label_cast, one_hot, extra, data, len(classes))
     pad = roi_used if plan["chain"] in ("trainer", "auto3dseg") else None  # SpatialPadd brings a crop up to the ROI
     train, validation = _crop_pool(stats, crops, pad)
@@ -202,17 +204,18 @@ def predict(path_or_stats: Any, model: str, gpu: str | GpuProfile = "L40S", gpus
                        "per_case": crops is not None})
 
     return _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
-                   network_width, roi_note, ram, stats, extra, findings)
+                   network_width, roi_note, ram, stats, extra, findings, plan, roi is not None, batch is not None)
 
 
 def _result(profile, chosen, at_batch, max_batch, batch_used, roi_used, amp_dtype, gpus, model, classes,
-            network_width, roi_note, ram, stats, extra, findings) -> dict[str, Any]:
+            network_width, roi_note, ram, stats, extra, findings, plan, roi_given: bool,
+            batch_given: bool) -> dict[str, Any]:
     """The report users script against (the module docstring)."""
     from cellcheck.memory import vram as vram_model
 
     step = at_batch.step
     ram_json = ram.to_json()
-    applies = plan_summary(model, chosen, roi_used, roi is not None, batch_used, batch is not None, at_batch.fits,
+    applies = plan_summary(model, chosen, roi_used, roi_given, batch_used, batch_given, at_batch.fits,
                            max_batch, plan, ram_json)
     return {
         "gpu": profile.to_json(),

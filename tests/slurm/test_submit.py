@@ -171,7 +171,7 @@ def test_dry_run_dints_on_clean_data(clean, tmp_path):
     assert proc.returncode == 0, proc.stderr
     written = tmp_path / "runs" / "dints-l40s" / "job.sbatch"
     assert proc.stdout == written.read_text()
-    plan = re.search(r"--mem (\d+G) \(plan (\d+G)\)", proc.stderr)
+    plan = re.search(r"--mem (\d+G) \(the gate's host-RAM plan; model plan (\d+G)\)", proc.stderr)
     assert plan and plan.group(1) == plan.group(2), proc.stderr  # --mem is the gate's plan
     assert f"#SBATCH --mem={plan.group(1)}" in proc.stdout and "#SBATCH --partition=gpu" in proc.stdout
     assert "#SBATCH --gres=gpu:l40s:2" in proc.stdout and "not submitted" in proc.stderr
