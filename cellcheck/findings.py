@@ -44,6 +44,9 @@ CHECKS: dict[str, Check] = {
         Check("partial-blank", _WARN, "all-zero slabs in an image (clip + pad, partial download)", "3"),
         Check("shape-mismatch", _ERROR, "image and label shapes differ", "3"),
         Check("spacing-mismatch", _ERROR, "image and label voxel size or origin differ", "3"),
+        Check("orientation-mismatch", _ERROR, "label axes flipped or permuted against the image's (NIfTI affine "
+              "directions): the voxel arrays do not overlay", "19"),
+        Check("non-finite", _ERROR, "NaN or Inf voxels in a float image or label (NaN losses)", "15"),
         Check("resolution-mismatch", _ERROR, "crop cannot train at --resolution (no label level, or no raw data there); "
               "a warning without --resolution when it cannot train at its raw's finest resolution", "3 (26 blank crops)"),
         Check("out-of-bounds", _ERROR, "crop extends past the raw volume", "3 (14 blank crops)"),

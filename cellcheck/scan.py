@@ -48,16 +48,23 @@ class VolumeScan:
     counts: dict[int, int] | None = None
     nonintegral: bool = False
     nonzero_planes: list[np.ndarray] = field(default_factory=list)
+    nan: int = 0  # float volumes: NaN voxels (left out of the moments and the range)
+    inf: int = 0  # float volumes: +-Inf voxels (left out likewise)
+
+    @property
+    def finite(self) -> int:
+        """Voxels the moments are over (all but NaN and Inf)."""
+        return self.voxels - self.nan - self.inf
 
     @property
     def mean(self) -> float:
-        return self.total / self.voxels if self.voxels else float("nan")
+        return self.total / self.finite if self.finite else float("nan")
 
     @property
     def std(self) -> float:
-        if not self.voxels:
+        if not self.finite:
             return float("nan")
-        return float(np.sqrt(max(self.total_sq / self.voxels - self.mean**2, 0.0)))
+        return float(np.sqrt(max(self.total_sq / self.finite - self.mean**2, 0.0)))
 
     def zero_plane_runs(self) -> dict[int, int]:
         """Number of all-zero planes along each axis that has some (only meaningful if not blank)."""
@@ -159,14 +166,23 @@ def _add_fill(out: VolumeScan, fill: float | int, n: int, hist: np.ndarray | Non
 
 
 def _add_float(out: VolumeScan, data: np.ndarray) -> int:
-    """Streaming moments of a float block; returns #zeros."""
+    """Streaming moments of a float block over its finite voxels (NaN and Inf counted apart); returns #zeros."""
     d = data.ravel(order="K").astype(np.float64, copy=False)
+    finite = np.isfinite(d)
+    if not finite.all():
+        nan = int(np.count_nonzero(np.isnan(d)))
+        out.nan += nan
+        out.inf += int(d.size - np.count_nonzero(finite)) - nan
+        out.nonintegral = True
+        d = d[finite]
+        if not d.size:
+            return 0
     out.minimum = min(out.minimum, float(d.min()))
     out.maximum = max(out.maximum, float(d.max()))
     out.total += float(d.sum())
     out.total_sq += float(np.dot(d, d))
     if not out.nonintegral:
-        out.nonintegral = bool(not np.all(np.isfinite(d)) or np.any(d != np.round(d)))
+        out.nonintegral = bool(np.any(d != np.round(d)))
     return int(d.size - np.count_nonzero(d))
 
 

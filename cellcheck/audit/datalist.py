@@ -11,7 +11,7 @@ import numpy as np
 from cellcheck.audit.crop_index import Sources
 from cellcheck.audit.options import AuditOptions
 from cellcheck.boundaries import PairSteps
-from cellcheck.checks import annotations, case_size, contrast, folds, geometry, image_content, labels, stale_stats
+from cellcheck.checks import annotations, case_size, contrast, finite, folds, geometry, image_content, labels, stale_stats
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
@@ -62,12 +62,14 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     if "image" in scans:
         scan = scans["image"]
         out.findings += image_content.image_content(case, shown["image"], scan)
+        out.findings += finite.non_finite(case, shown["image"], scan, "image")
         stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
-        stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
+        stats.image_moments = (scan.finite, scan.total, scan.total_sq)
         stats.image_hist = histogram_of(scan.counts)
     if "label" in scans:
         scan = scans["label"]
         out.findings += labels.label_values(case, shown["label"], scan, len(opts.classes))
+        out.findings += finite.non_finite(case, shown["label"], scan, "label")
         if scan.counts is not None:
             stats.label_counts, stats.label_voxels = scan.counts, scan.voxels
             if channels:

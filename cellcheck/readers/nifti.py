@@ -42,7 +42,8 @@ class NiftiVolume:
             raise ReadError(path, f"not a readable NIfTI file ({short_reason(exc)}); re-download or re-convert it") from None
         self._scale = None if (slope, inter) == (1.0, 0.0) else (slope, inter)
         origin = tuple(float(v) for v in affine[:3, 3]) if affine is not None else (0.0,) * 3
-        self.header = Header(path=path, shape=shape, dtype=dtype, spacing=zooms[:3], origin=origin)
+        self.header = Header(path=path, shape=shape, dtype=dtype, spacing=zooms[:3], origin=origin,
+                             direction=_direction(affine))
 
     def blocks(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
         """Slabs of whole last-axis planes, in file order. Raises ReadError on a truncated or corrupt file."""
@@ -75,6 +76,17 @@ class NiftiVolume:
             raise ReadError(self.path, f"permission denied ({exc.strerror}); make it readable") from None
         except _READ_ERRORS as exc:
             raise ReadError(self.path, f"corrupt or truncated ({short_reason(exc)}); re-download or re-convert it") from None
+
+
+def _direction(affine: np.ndarray | None) -> tuple[tuple[float, ...], ...] | None:
+    """Unit world vector of each of the first three array axes (the affine's columns, normalised)."""
+    if affine is None:
+        return None
+    cols = np.asarray(affine, dtype=float)[:3, :3]
+    norms = np.linalg.norm(cols, axis=0)
+    if not np.all(np.isfinite(cols)) or (norms == 0).any():
+        return None
+    return tuple(tuple(round(float(v), 6) + 0.0 for v in cols[:, j] / norms[j]) for j in range(3))
 
 
 def _drop_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
