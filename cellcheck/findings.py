@@ -48,7 +48,9 @@ CHECKS: dict[str, Check] = {
               "directions): the voxel arrays do not overlay", "19"),
         Check("non-finite", _ERROR, "NaN or Inf voxels in a float image or label (NaN losses)", "15"),
         Check("resolution-mismatch", _ERROR, "crop cannot train at --resolution (no label level, or no raw data there); "
-              "a warning without --resolution when it cannot train at its raw's finest resolution", "3 (26 blank crops)"),
+              "without --resolution one info line per store (the resolutions its crops train at, counted) and a "
+              "warning for a crop that trains at none of the resolutions most of the store's crops train at",
+              "3 (26 blank crops)"),
         Check("out-of-bounds", _ERROR, "crop extends past the raw volume", "3 (14 blank crops)"),
         Check("label-values", _ERROR, "label values outside 0..C, float labels, or CellMap arrays outside their "
               "declared encoding (`all` outside the canonical class ids)", "10, 13"),
