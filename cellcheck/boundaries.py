@@ -80,8 +80,9 @@ class BoundaryStats:
         np.negative(step, out=step, where=flip)
         key = np.where(flip, b, a).astype(np.uint16) << 8 | np.where(flip, a, b)
         weights = step.astype(np.float64)  # (np.dot of int16 and float64 takes a slow generic path)
-        self.count += np.bincount(key, minlength=_PAIRS)
-        self.total += np.bincount(key, weights=weights, minlength=_PAIRS)
+        counts = np.bincount(key)  # as long as the largest key seen, not all 65536
+        self.count[: counts.size] += counts
+        self.total[: counts.size] += np.bincount(key, weights=weights, minlength=counts.size)
         self.squares += float(np.dot(weights, weights))
 
     def compact(self) -> "PairSteps":

@@ -20,7 +20,7 @@ from cellcheck.parallel import map_cases
 from cellcheck.readers import Volume, open_volume
 from cellcheck.readers.volume import ReadError
 from cellcheck.scan import VolumeScan, scan_pair, scan_volume
-from cellcheck.stats import CaseStats, histogram_of
+from cellcheck.stats import CaseStats, compact_joint, histogram_of
 
 
 @dataclass
@@ -60,7 +60,7 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
         out.findings += case_size.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
     scans, joint, steps = _scan(volumes, opts.block_bytes, case, shown, out.findings)
-    stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
+    stats = CaseStats(case=case, channels=channels, joint=compact_joint(joint), image_path=str(datalist.resolve(entry.image)),
                       label_path=str(datalist.resolve(entry.label)), boundaries=steps)
     if "image" in scans:
         scan = scans["image"]
