@@ -41,6 +41,7 @@ MIN_PAIR_VOXELS = 5  # boundary pairs a crop needs to vote for a label pair's re
 ALIGNED = 0.5  # agreement from which a crop's steps count towards the references
 STEP_CORRELATION = 2.5  # variance of a mean step over independent steps' (neighbouring steps share noise)
 PRIOR_CROPS = 10.0  # pseudo-crops pulling a pair's spread towards the pooled relative spread
+MIN_SPREAD = 0.1  # a pair's mean step differs between aligned crops by at least this (image std units)
 GAIN_QUANTILE = 3.09  # standard normal quantile of 1 in 1000: the weakest aligned gain to expect
 POWER = 3.0  # judgeable: the weakest aligned gain stands this many sigma clear of no contrast
 NULL = 2.0  # flagged: the agreement is within this many sigma of no contrast
@@ -110,7 +111,8 @@ def label_contrast(cases: Sequence[CaseStats], shown: Mapping[str, str]) -> Iter
         yield finding(
             "label-contrast", a.case, shown.get(a.case),
             f"across {a.boundary} boundary voxel pairs of {a.label_pairs} label pairs, intensity steps are "
-            f"{a.agreement:.2f}x (+-{a.sigma:.2f}) those of the same boundaries in the other crops: no contrast where "
+            f"{round(a.agreement, 2) + 0.0:.2f}x (+-{a.sigma:.2f}) those of the same boundaries in the other crops: no "
+            "contrast where "
             f"the label changes, where an aligned crop of this dataset shows at least {a.weakest:.2f}x "
             f"({a.evidence:.0f} sigma clear of none). The label likely does not follow the image (misaligned, or at "
             "another voxel size); check the conversion with cellcheck audit --source",
@@ -133,7 +135,7 @@ def _agree(c: np.ndarray, n: np.ndarray, sig2: np.ndarray, voter: np.ndarray, al
     R = np.where(ok, mean_c, 0.0)
     spread = np.maximum(mean_c2 - R * R - mean_s2, 0.0)
     pooled = _pooled_relative_spread(c, sig2, votes, total)
-    tau2 = (others * spread + PRIOR_CROPS * pooled * R * R) / (others + PRIOR_CROPS)
+    tau2 = np.maximum((others * spread + PRIOR_CROPS * pooled * R * R) / (others + PRIOR_CROPS), MIN_SPREAD**2)
     w = np.where(ok & (n > 0), 1.0 / (sig2 + tau2), 0.0)
     den = (w * R * R).sum(1)
     E = np.where(den > 0, (w * c * R).sum(1) / np.maximum(den, 1e-12), np.nan)
