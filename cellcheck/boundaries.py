@@ -1,6 +1,7 @@
 """Intensity steps across label boundaries: what the label-contrast check compares between crops.
 
-For every pair of neighbouring voxels (within planes of the last axis) whose labels differ, a < b, the step
+For every pair of neighbouring voxels (within planes of the last axis, and across them while every plane
+is read) whose labels differ, a < b, the step
 I(a side) - I(b side) is added to that label pair's sum. In FIB-SEM a membrane is darker than the
 lumen and the cytosol on either side of it, so where a label follows its image these steps are
 large and of a consistent sign for each pair, crop after crop; where the label is shifted or at the
@@ -30,6 +31,7 @@ class BoundaryStats:
     count: np.ndarray = field(default_factory=lambda: np.zeros(_PAIRS, dtype=np.int64))
     total: np.ndarray = field(default_factory=lambda: np.zeros(_PAIRS, dtype=np.float64))
     squares: float = 0.0
+    _last: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None  # the previous block's last plane, kept
 
     @classmethod
     def for_volume(cls, voxels: int) -> "BoundaryStats":
@@ -38,19 +40,31 @@ class BoundaryStats:
     def add(self, image: np.ndarray, label: np.ndarray, start: tuple[int, ...]) -> None:
         """Add the boundaries inside one block: uint8 image and label of the same 3D shape at `start`.
 
-        Neighbours along the first two axes only, within planes of the last: a NIfTI is read in slabs of
-        whole planes, so the statistic does not depend on how many planes a slab holds.
+        Neighbours along the first two axes within planes of the last; along the last axis too while every
+        plane is read (stride 1), the previous block's last plane kept for the next block's first, so the
+        statistic does not depend on how many planes a NIfTI slab holds.
         """
         if image.ndim != 3 or image.shape != label.shape or image.dtype != np.uint8 or label.dtype != np.uint8:
             return
         if self.stride > 1:
             keep = slice((-start[2]) % self.stride, None, self.stride)
             image, label = image[:, :, keep], label[:, :, keep]
+        else:
+            self._across(image, label, tuple(start))
         order = "F" if label.flags.f_contiguous else "C"
         image, label = np.asarray(image, order=order), np.asarray(label, order=order)
         flat_image, flat_label = image.ravel(order="K"), label.ravel(order="K")
         for axis in (0, 1):
             self._axis(flat_image, flat_label, label.shape[axis], label.strides[axis])
+
+    def _across(self, image: np.ndarray, label: np.ndarray, start: tuple[int, ...]) -> None:
+        """Neighbours along the last axis: inside the block, and from the previous block's last plane."""
+        last, self._last = self._last, ((start[0], start[1], start[2] + image.shape[2]), image[:, :, -1:].copy(),
+                                        label[:, :, -1:].copy())
+        if last is not None and last[0] == start and last[1].shape[:2] == image.shape[:2]:
+            image, label = np.concatenate([last[1], image], axis=2), np.concatenate([last[2], label], axis=2)
+        image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
+        self._axis(image.ravel(), label.ravel(), label.shape[2], label.strides[2])
 
     def _axis(self, image: np.ndarray, label: np.ndarray, size: int, offset: int) -> None:
         """Neighbours `offset` apart in the flat (contiguous) arrays, along an axis of `size` voxels."""
@@ -66,8 +80,9 @@ class BoundaryStats:
         np.negative(step, out=step, where=flip)
         key = np.where(flip, b, a).astype(np.uint16) << 8 | np.where(flip, a, b)
         weights = step.astype(np.float64)  # (np.dot of int16 and float64 takes a slow generic path)
-        self.count += np.bincount(key, minlength=_PAIRS)
-        self.total += np.bincount(key, weights=weights, minlength=_PAIRS)
+        counts = np.bincount(key)  # as long as the largest key seen, not all 65536
+        self.count[: counts.size] += counts
+        self.total[: counts.size] += np.bincount(key, weights=weights, minlength=counts.size)
         self.squares += float(np.dot(weights, weights))
 
     def compact(self) -> "PairSteps":

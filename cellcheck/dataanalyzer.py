@@ -22,7 +22,7 @@ from cellcheck.classes import DEFAULT_CLASS_MAP, ClassMap
 from cellcheck.datalist import case_id, load_datalist
 from cellcheck.errors import CellcheckError
 from cellcheck.files import write_atomic
-from cellcheck.stats import CaseStats, histogram_stats, per_label, sum_histograms
+from cellcheck.stats import CaseStats, histogram_stats, per_label, sum_histograms, sum_joints
 
 
 def is_by_case_file(path: Path) -> bool:
@@ -121,7 +121,7 @@ def datastats(cases: Sequence[CaseStats], classes: ClassMap = DEFAULT_CLASS_MAP)
     spacings = np.array([c.image_spacing[:3] for c in cases if c.image_spacing], dtype=float)
     hists = [c.image_hist for c in cases if c.image_hist is not None]
     joints = [c.joint for c in cases if c.joint is not None]
-    joint = np.sum(joints, axis=0) if joints else None
+    joint = sum_joints(joints) if joints else None
     rows = {r["label"]: r for r in per_label(cases, classes)}
     labels = list(range(len(classes) + 1))
     label_entries = []

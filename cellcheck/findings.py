@@ -44,8 +44,13 @@ CHECKS: dict[str, Check] = {
         Check("partial-blank", _WARN, "all-zero slabs in an image (clip + pad, partial download)", "3"),
         Check("shape-mismatch", _ERROR, "image and label shapes differ", "3"),
         Check("spacing-mismatch", _ERROR, "image and label voxel size or origin differ", "3"),
+        Check("orientation-mismatch", _ERROR, "label axes flipped or permuted against the image's (NIfTI affine "
+              "directions): the voxel arrays do not overlay", "19"),
+        Check("non-finite", _ERROR, "NaN or Inf voxels in a float image or label (NaN losses)", "15"),
         Check("resolution-mismatch", _ERROR, "crop cannot train at --resolution (no label level, or no raw data there); "
-              "a warning without --resolution when it cannot train at its raw's finest resolution", "3 (26 blank crops)"),
+              "without --resolution one info line per store (the resolutions its crops train at, counted) and a "
+              "warning for a crop that trains at none of the resolutions most of the store's crops train at",
+              "3 (26 blank crops)"),
         Check("out-of-bounds", _ERROR, "crop extends past the raw volume", "3 (14 blank crops)"),
         Check("label-values", _ERROR, "label values outside 0..C, float labels, or CellMap arrays outside their "
               "declared encoding (`all` outside the canonical class ids)", "10, 13"),
@@ -69,7 +74,13 @@ CHECKS: dict[str, Check] = {
               "annotate, or marks partly unknown (its unknown voxels train as background)", "1, 19", "source"),
         Check("label-contrast", _WARN, "labels that do not follow the image: intensity steps across a crop's label "
               "boundaries far below the same boundaries in the other crops (misaligned, or at another voxel size)", "19"),
-        Check("source-missing", _WARN, "`audit --source`: an entry whose source crop cannot be found", "19", "source"),
+        Check("source-missing", _WARN, "`audit --source`: entries whose source crop cannot be found, by provenance, "
+              "name or content (one line for the datalist)", "19", "source"),
+        Check("header-voxel-size", _ERROR, "`audit --source`: a header's voxel size that is not the voxel size of the "
+              "data it holds (the raw or crop level its voxels were found at); info without --source: not checked",
+              "19", "source"),
+        Check("source-placed", _INFO, "`audit --source`: entries placed by their voxels, their names and provenance "
+              "giving no crop (one line: crop, level and offset each matched)", "19", "source"),
         Check("validation-array", _INFO, "a `validation` array, which datafold_read ignores (training trains on "
               "the fold keys)", "18"),
         # gate: config, environment and memory plan
@@ -109,6 +120,7 @@ def finding(check: str, case: str | None, path: object, message: str, *, severit
             **details: Any) -> Finding:
     """Build a Finding with the registered severity of `check` (so severities live in one table).
 
-    `severity` overrides it only where the table says a check depends on an option (resolution-mismatch).
+    `severity` overrides it only where the table says a check depends on an option (resolution-mismatch,
+    header-voxel-size).
     """
     return Finding(check, severity or CHECKS[check].severity, case, None if path is None else str(path), message, details)

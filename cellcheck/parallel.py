@@ -11,6 +11,12 @@ from typing import Callable, Iterator, Sequence, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+_TASK: Callable | None = None  # what forked workers run: set before the pool forks them
+
+
+def _run(item):
+    return _TASK(item)
+
 
 def map_cases(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, progress: bool = False, what: str = "cases",
               verb: str = "auditing") -> Iterator[R]:
@@ -24,13 +30,22 @@ def map_cases(fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, progress:
                     advance()
                 yield result
             return
-        # fork is cheap and safe here: zarr resets its event loop in forked children
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx) as pool:
-            for result in pool.map(fn, items, chunksize=1):
-                if advance:
-                    advance()
-                yield result
+        # fork is cheap and safe here: zarr resets its event loop in forked children. Forked workers inherit
+        # `fn` (and whatever it holds: a datalist, an index of stores) instead of unpickling it per case.
+        fork = "fork" in mp.get_all_start_methods()
+        global _TASK
+        _TASK = fn
+        try:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(items)),
+                                     mp_context=mp.get_context("fork") if fork else None) as pool:
+                # small cases go a few to a message; every case alone while there are few
+                chunk = max(1, min(8, len(items) // (jobs * 32)))
+                for result in pool.map(_run if fork else fn, items, chunksize=chunk):
+                    if advance:
+                        advance()
+                    yield result
+        finally:
+            _TASK = None
 
 
 class _progress:

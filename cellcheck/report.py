@@ -130,6 +130,24 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def audit_report_stats(path: Path) -> dict[str, Any] | None:
+    """The `stats` section of an audit report (`cellcheck audit --format json`); None when `path` is not one.
+
+    The audit computes the statistics in its one pass over the voxels: `cellcheck stats` shows them from the
+    report instead of reading every voxel again.
+    """
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or not {"version", "findings", "summary", "stats"} <= data.keys():
+        return None
+    stats = data["stats"]
+    return stats if isinstance(stats, dict) and isinstance(stats.get("per_label"), list) else None
+
+
 _STATS_COLUMNS = (
     ("label", "label"), ("class", "class"), ("crops_annotated", "annotated"), ("crops_present", "present"),
     ("voxels", "voxels"), ("mean_fg_pct_present", "FG% present"), ("mean_fg_pct_annotated", "FG% annotated"),

@@ -7,11 +7,13 @@ planes along each axis hold any non-zero voxel), so memory is one block whatever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from cellcheck.boundaries import BoundaryStats, PairSteps
-from cellcheck.readers.volume import DEFAULT_BLOCK_BYTES, Volume
+from cellcheck.readers.prefetch import read_ahead
+from cellcheck.readers.volume import DEFAULT_BLOCK_BYTES, Block, Volume
 
 #: Integer volumes whose value range fits this many bins are counted exactly with bincount.
 _MAX_BINS = 1 << 16
@@ -48,16 +50,23 @@ class VolumeScan:
     counts: dict[int, int] | None = None
     nonintegral: bool = False
     nonzero_planes: list[np.ndarray] = field(default_factory=list)
+    nan: int = 0  # float volumes: NaN voxels (left out of the moments and the range)
+    inf: int = 0  # float volumes: +-Inf voxels (left out likewise)
+
+    @property
+    def finite(self) -> int:
+        """Voxels the moments are over (all but NaN and Inf)."""
+        return self.voxels - self.nan - self.inf
 
     @property
     def mean(self) -> float:
-        return self.total / self.voxels if self.voxels else float("nan")
+        return self.total / self.finite if self.finite else float("nan")
 
     @property
     def std(self) -> float:
-        if not self.voxels:
+        if not self.finite:
             return float("nan")
-        return float(np.sqrt(max(self.total_sq / self.voxels - self.mean**2, 0.0)))
+        return float(np.sqrt(max(self.total_sq / self.finite - self.mean**2, 0.0)))
 
     def zero_plane_runs(self) -> dict[int, int]:
         """Number of all-zero planes along each axis that has some (only meaningful if not blank)."""
@@ -159,14 +168,23 @@ def _add_fill(out: VolumeScan, fill: float | int, n: int, hist: np.ndarray | Non
 
 
 def _add_float(out: VolumeScan, data: np.ndarray) -> int:
-    """Streaming moments of a float block; returns #zeros."""
+    """Streaming moments of a float block over its finite voxels (NaN and Inf counted apart); returns #zeros."""
     d = data.ravel(order="K").astype(np.float64, copy=False)
+    finite = np.isfinite(d)
+    if not finite.all():
+        nan = int(np.count_nonzero(np.isnan(d)))
+        out.nan += nan
+        out.inf += int(d.size - np.count_nonzero(finite)) - nan
+        out.nonintegral = True
+        d = d[finite]
+        if not d.size:
+            return 0
     out.minimum = min(out.minimum, float(d.min()))
     out.maximum = max(out.maximum, float(d.max()))
     out.total += float(d.sum())
     out.total_sq += float(np.dot(d, d))
     if not out.nonintegral:
-        out.nonintegral = bool(not np.all(np.isfinite(d)) or np.any(d != np.round(d)))
+        out.nonintegral = bool(np.any(d != np.round(d)))
     return int(d.size - np.count_nonzero(d))
 
 
@@ -201,13 +219,29 @@ def scan_pair(image: Volume, label: Volume, *, max_bytes: int = DEFAULT_BLOCK_BY
     return PairScan(scan_volume(image, planes=True, max_bytes=max_bytes), scan_volume(label, max_bytes=max_bytes))
 
 
+#: Volumes smaller than this are read in the caller's thread: a thread costs more than it overlaps.
+_READ_AHEAD_BYTES = 1 << 20
+#: Blocks read ahead are at most this large: several per volume, so reading and counting overlap.
+_AHEAD_BLOCK_BYTES = 1 << 20
+
+
+def _blocks(volume: Volume, max_bytes: int) -> Iterator[Block]:
+    """A volume's blocks, read ahead in a thread when it is large enough (decompression overlaps counting).
+
+    Read ahead, a block is at most a third of `max_bytes`: the one counted, the one queued, the one being read.
+    """
+    if volume.header.voxels * volume.header.dtype.itemsize <= _READ_AHEAD_BYTES:
+        return volume.blocks(max_bytes)
+    return read_ahead(volume.blocks(max(min(max_bytes // 3, _AHEAD_BLOCK_BYTES), 1)), depth=1)
+
+
 def _joint_scan(image: Volume, label: Volume, max_bytes: int, boundaries: bool = False) -> PairScan:
     ih, lh = image.header, label.header
     steps = BoundaryStats.for_volume(ih.voxels) if boundaries else None
     img = VolumeScan(shape=ih.shape, dtype=ih.dtype, counts={}, nonzero_planes=[np.zeros(n, dtype=bool) for n in ih.shape])
     lab = VolumeScan(shape=lh.shape, dtype=lh.dtype, counts={})
     joint = np.zeros((256, 256), dtype=np.int64)
-    for ib, lb in zip(image.blocks(max_bytes), label.blocks(max_bytes), strict=False):
+    for ib, lb in zip(_blocks(image, max_bytes), _blocks(label, max_bytes), strict=False):
         if ib.shape[:3] != lb.shape[:3] or ib.start[:3] != lb.start[:3]:
             raise _Misaligned
         n = ib.voxels
@@ -221,11 +255,13 @@ def _joint_scan(image: Volume, label: Volume, max_bytes: int, boundaries: bool =
             # label in the high byte, intensity in the low byte: one bincount for both volumes
             lab_flat, img_flat = lb.data.ravel(order="K"), ib.data.ravel(order="K")
             key = np.empty(min(lab_flat.size, _BINCOUNT_PIECE), dtype=np.uint16)
+            flat_joint = joint.reshape(-1)
             for i in range(0, lab_flat.size, _BINCOUNT_PIECE):
                 k = key[: min(_BINCOUNT_PIECE, lab_flat.size - i)]
                 np.left_shift(lab_flat[i : i + k.size], 8, out=k, dtype=np.uint16)
                 k |= img_flat[i : i + k.size]
-                joint += np.bincount(k, minlength=1 << 16).reshape(256, 256)
+                counts = np.bincount(k)  # as long as the largest key: a label's few values, not all 256 rows
+                flat_joint[: counts.size] += counts
             if steps is not None:
                 steps.add(ib.data, lb.data, ib.start)
         zeros_here = ib.data is not None and not np.all(ib.data.ravel(order="K"))
@@ -238,7 +274,5 @@ def _joint_scan(image: Volume, label: Volume, max_bytes: int, boundaries: bool =
         raise _Misaligned
     for scan, hist in ((img, joint.sum(axis=0)), (lab, joint.sum(axis=1))):
         scan.voxels = int(hist.sum())
-        full = np.zeros(_MAX_BINS, dtype=np.int64)
-        full[:256] = hist
-        _finish_counts(scan, full)
+        _finish_counts(scan, hist)
     return PairScan(img, lab, joint, steps.compact() if steps is not None else None)

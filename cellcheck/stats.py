@@ -33,7 +33,7 @@ class CaseStats:
     image_spacing: tuple[float, ...] | None = None
     image_hist: np.ndarray | None = None  # 256 bins for uint8 images
     image_moments: tuple[int, float, float] | None = None  # (n, sum, sum of squares)
-    joint: np.ndarray | None = None  # (256 label values, 256 intensities) voxel counts, uint8 pairs
+    joint: np.ndarray | None = None  # (label values, 256 intensities) voxel counts of uint8 pairs, rows up to the largest label
     image_path: str | None = None
     label_path: str | None = None
     resolutions: list[list[float]] | None = None  # CellMap crops: voxel sizes it can train at (nm, z y x)
@@ -106,12 +106,29 @@ def histogram_stats(h: np.ndarray) -> dict[str, float]:
     }
 
 
+def compact_joint(joint: np.ndarray | None) -> np.ndarray | None:
+    """The joint histogram's rows up to the largest label value present (what travels back from a worker:
+    a crop's 15 rows, not 256 rows of 256 int64)."""
+    if joint is None:
+        return None
+    rows = np.flatnonzero(joint.any(axis=1))
+    return joint[: int(rows[-1]) + 1 if rows.size else 1].copy()
+
+
+def sum_joints(joints: Sequence[np.ndarray]) -> np.ndarray:
+    """Sum of (compacted) joint histograms as one (256, 256) array."""
+    out = np.zeros((256, 256), dtype=np.int64)
+    for j in joints:
+        out[: j.shape[0]] += j
+    return out
+
+
 def foreground_intensity(cases: Sequence[CaseStats], num_classes: int) -> dict[str, Any]:
     """Image intensity inside the label foreground (label > 0), overall and per label value."""
     joints = [c.joint for c in cases if c.joint is not None]
     if not joints:
         return {}
-    joint = np.sum(joints, axis=0)
+    joint = sum_joints(joints)
     return {
         "foreground": histogram_stats(joint[1:].sum(axis=0)),
         "per_label": {str(v): histogram_stats(joint[v]) for v in range(1, num_classes + 1) if joint[v].any()},

@@ -1,6 +1,7 @@
 """Per-label statistics by label value, checked against a brute-force numpy computation."""
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -129,3 +130,13 @@ def test_a_store_with_no_crop_at_the_resolution_gives_no_table_and_fails(clean):
     assert r.exit_code == 1
     assert "cases: 3 (3 left out of these statistics); no case in these statistics" in r.stdout
     assert "none of the 3 cases could be used" in r.stderr
+def test_stats_from_an_audit_report_without_reading_voxels_again(clean_copy, tmp_path):
+    report = tmp_path / "audit.json"
+    r = CliRunner().invoke(cli, ["audit", str(clean_copy / "datalist.json"), "--format", "json", "-o", str(report)])
+    assert r.exit_code == 0
+    direct = CliRunner().invoke(cli, ["stats", str(clean_copy / "datalist.json")])
+    shutil.rmtree(clean_copy)  # the report alone: nothing left to read
+    saved = CliRunner().invoke(cli, ["stats", str(report)])
+    assert saved.exit_code == 0 and saved.stdout == direct.stdout
+    refused = CliRunner().invoke(cli, ["stats", str(report), "--datastats-out", str(tmp_path / "ds.yaml")])
+    assert refused.exit_code == 2 and "per-case statistics" in refused.output and "Traceback" not in refused.output

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cellcheck.audit.crop_index import Sources
+from cellcheck.audit import crop_index
+from cellcheck.audit.crop_index import SourceResult, Sources
 from cellcheck.audit.options import AuditOptions
 from cellcheck.boundaries import PairSteps
-from cellcheck.checks import annotations, case_size, contrast, folds, geometry, image_content, labels, stale_stats
+from cellcheck.checks import (annotations, case_size, contrast, conversion, finite, folds, geometry, image_content, labels,
+                             stale_stats)
 from cellcheck.datalist import Datalist, Entry, load_datalist
 from cellcheck.findings import Finding, finding
 from cellcheck.parallel import map_cases
 from cellcheck.readers import Volume, open_volume
 from cellcheck.readers.volume import ReadError
 from cellcheck.scan import VolumeScan, scan_pair, scan_volume
-from cellcheck.stats import CaseStats, histogram_of
+from cellcheck.stats import CaseStats, compact_joint, histogram_of
 
 
 @dataclass
@@ -26,6 +28,7 @@ class EntryResult:
     findings: list[Finding] = field(default_factory=list)
     stats: CaseStats | None = None
     channels: frozenset[int] | None = None
+    source: SourceResult | None = None  # with --source: how the entry was placed against its crop
 
 
 def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOptions(),
@@ -57,17 +60,19 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
         out.findings += case_size.oversized(case, shown["image"], image.header.voxels, opts.case_budget)
 
     scans, joint, steps = _scan(volumes, opts.block_bytes, case, shown, out.findings)
-    stats = CaseStats(case=case, channels=channels, joint=joint, image_path=str(datalist.resolve(entry.image)),
+    stats = CaseStats(case=case, channels=channels, joint=compact_joint(joint), image_path=str(datalist.resolve(entry.image)),
                       label_path=str(datalist.resolve(entry.label)), boundaries=steps)
     if "image" in scans:
         scan = scans["image"]
         out.findings += image_content.image_content(case, shown["image"], scan)
+        out.findings += finite.non_finite(case, shown["image"], scan, "image")
         stats.image_shape, stats.image_spacing = image.header.shape, image.header.spacing
-        stats.image_moments = (scan.voxels, scan.total, scan.total_sq)
+        stats.image_moments = (scan.finite, scan.total, scan.total_sq)
         stats.image_hist = histogram_of(scan.counts)
     if "label" in scans:
         scan = scans["label"]
         out.findings += labels.label_values(case, shown["label"], scan, len(opts.classes))
+        out.findings += finite.non_finite(case, shown["label"], scan, "label")
         if scan.counts is not None:
             stats.label_counts, stats.label_voxels = scan.counts, scan.voxels
             if channels:
@@ -75,7 +80,8 @@ def audit_entry(entry: Entry, datalist: Datalist, opts: AuditOptions = AuditOpti
     out.stats = stats
     if sources is not None and image and label:
         names = None if out.channels is None else [opts.classes.names[c] for c in sorted(out.channels)]
-        out.findings += sources.check(case, shown, image, label, names, opts.classes, opts.block_bytes)
+        out.source = sources.check(case, shown, image, label, names, opts.classes, opts.block_bytes)
+        out.findings += out.source.findings
     return out
 
 
@@ -121,17 +127,30 @@ def audit_datalist(path: Path, dataroot: Path | None = None, datastats: Path | N
     """All findings of a datalist, its distinct cases (ids), and per-case statistics."""
     dl = load_datalist(path, dataroot)
     findings = list(dl.findings)
-    sources = Sources.index(opts.source, path) if opts.source is not None else None
+    sources = None
+    if opts.source is not None:
+        entries = [(e.case, e.image, e.label) for e in dl.cases.values() if e.valid and e.image and e.label]
+        sources = Sources.index(opts.source, path, entries, opts.classes)
     results = dict(zip((e.where for e in dl.entries),
                        map_cases(partial(audit_entry, datalist=dl, opts=opts, sources=sources), dl.entries, opts.jobs,
                                  opts.progress)))
-    for r in results.values():
-        findings += r.findings
+    seen = set()
+    for r in results.values():  # an entry repeated (a validation array copying training) repeats its findings: once
+        for f in r.findings:
+            key = (f.check, f.case, f.path, f.message)
+            if key not in seen:
+                seen.add(key)
+                findings.append(f)
     findings += folds.folds(path, dl.entries)
     findings += folds.duplicates(path, dl.entries, dl.resolve)
     findings += folds.validation_array(path, dl.entries, dl.resolve)
     # one record per case (Datalist.cases): a case listed twice must not vouch for itself
     stats = [results[e.where].stats for e in dl.cases.values() if results[e.where].stats is not None]
+    if sources is not None:
+        placed = [(e.case, results[e.where].source) for e in dl.cases.values() if results[e.where].source is not None]
+        findings += crop_index.summary(path, placed, len(dl.cases))
+    else:
+        findings += conversion.unchecked_voxel_sizes(path, [tuple(s.image_spacing[:3]) for s in stats if s.image_spacing])
     findings += contrast.label_contrast(stats, {e.case: e.label for e in dl.cases.values() if e.label})
     annotated = {e.where: (e, results[e.where].channels) for e in dl.entries if results[e.where].channels is not None}
     findings += folds.class_coverage(path, annotated, opts.classes)

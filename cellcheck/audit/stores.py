@@ -18,6 +18,7 @@ from cellcheck.cellmap.geometry import class_geometry, reference_array
 from cellcheck.cellmap.pairing import Pairing, pair_levels
 from cellcheck.cellmap.stores import ClassArray, Crop, Store, find_stores_or_fail, open_store
 from cellcheck.checks import annotations, case_size, image_content
+from cellcheck.checks.resolutions import CropResolutions, store_summary
 from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, finding
 from cellcheck.grid import same_scale
@@ -28,8 +29,12 @@ from cellcheck.scan import VolumeScan, scan_volume
 from cellcheck.stats import CaseStats, histogram_of
 
 
-def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
-    """Metadata, geometry against raw, raw voxels, class voxels and the dense `all` label of one crop."""
+def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()
+               ) -> tuple[list[Finding], CaseStats | None, CropResolutions | None]:
+    """Metadata, geometry against raw, raw voxels, class voxels and the dense `all` label of one crop.
+
+    Also the resolutions it trains at (for the store's summary, without --resolution).
+    """
     case = crop.id
     out = list(crop.findings)
     out += annotations.crop_class_names(case, crop.path, crop.class_names, set(crop.classes) | crop.unreadable)
@@ -37,18 +42,20 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
     if not arrays:
         if not crop.class_names and not any(f.check == "unreadable" for f in out):
             out.append(finding("empty-annotation", case, crop.path, "crop has no annotated class; annotate it or drop it"))
-        return out, None
+        return out, None, None
     ref = reference_array(arrays)
     out += class_geometry(case, ref, [a for a in arrays if a is not ref] + ([crop.all] if crop.all else []))
     out += case_size.oversized(case, crop.path, int(np.prod(ref.shape, dtype=np.int64)), opts.case_budget)
     stats = CaseStats(case=case, channels=frozenset(), label_counts={}, label_voxels=int(np.prod(ref.shape)),
                       image_path=str(store.raw.path) if store.raw else None, label_path=str(crop.path))
-    chosen = None
+    chosen, resolutions = None, None
     if store.raw is not None:
         pairings = pair_levels(ref, store.raw)
         stats.resolutions = [list(p.scale) for p in pairings if p.trainable]
         chosen, found = trainable.choose(case, crop.path, pairings, store.raw, ref, opts.resolution)
         out += found
+        resolutions = CropResolutions(case, crop.path, tuple(p.scale for p in pairings if p.trainable),
+                                      store.raw.levels[0].scale, trainable.why_not_raw(pairings, store.raw, ref))
         if chosen is not None:
             try:
                 image_scan = _raw_scan(store, case, chosen, out, opts.block_bytes)
@@ -80,7 +87,7 @@ def audit_crop(store: Store, crop: Crop, opts: AuditOptions = AuditOptions()) ->
                 out += annotations.unannotated_canonical(case, crop.all.array_path, scan.counts, listed)
         except ReadError as exc:
             out.append(finding("unreadable", case, exc.path, f"'all' label: {exc.reason}"))
-    return out, stats
+    return out, stats, resolutions
 
 
 def _class_voxels(case: str, crop: Crop, arrays: list[ClassArray], stats: CaseStats, out: list[Finding],
@@ -143,7 +150,8 @@ def _raw_scan(store: Store, case: str, p: Pairing, out: list[Finding], block_byt
     return scan_volume(ZarrVolume.level(raw.group, raw.path, p.raw_level, region), planes=True, max_bytes=block_bytes)
 
 
-def audit_crop_at(ref: tuple[Path, str], opts: AuditOptions = AuditOptions()) -> tuple[list[Finding], CaseStats | None]:
+def audit_crop_at(ref: tuple[Path, str], opts: AuditOptions = AuditOptions()
+                  ) -> tuple[list[Finding], CaseStats | None, CropResolutions | None]:
     """Audit crop `ref = (store path, crop id)`; opens what it needs, so it can run in a worker process."""
     store = open_store(ref[0])
     return audit_crop(store, store.open_crop(ref[1]), opts)
@@ -167,10 +175,17 @@ def audit_cellmap(root: Path, opts: AuditOptions = AuditOptions()) -> tuple[list
     if not refs and findings:
         raise CellcheckError(f"{root}: no readable zarr store ({findings[0].message})")
     stats: list[CaseStats] = []
-    for found, s in map_cases(partial(audit_crop_at, opts=opts), refs, opts.jobs, opts.progress, "crops"):
+    per_store: dict[Path, list[CropResolutions]] = {}
+    for ref, (found, s, res) in zip(refs, map_cases(partial(audit_crop_at, opts=opts), refs, opts.jobs, opts.progress,
+                                                    "crops")):
         findings += found
         if s is not None:
             stats.append(s)
+        if res is not None:
+            per_store.setdefault(ref[0], []).append(res)
+    if opts.resolution is None:
+        for path, crops in per_store.items():
+            findings += store_summary(path.name.removesuffix(".zarr"), path, crops)
     for f in findings:  # name files relative to the folder the user gave
         if f.path and Path(f.path).is_relative_to(root):
             f.path = str(Path(f.path).relative_to(root))

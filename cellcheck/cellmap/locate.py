@@ -5,18 +5,25 @@ writes copies of real data at the wrong place or scale. The first voxels of such
 again in the raw pyramid by an exact-match search (sum of squared differences over a window of
 offsets, by FFT) at every raw level, and the first voxels of a label among the crop's own levels.
 With where each really starts and its true voxel size, the misalignment at any voxel follows.
+
+An entry whose name and provenance say nothing of its crop is placed the same way (`place_by_content`):
+the crops whose level shapes match the entry's are searched first, near each crop's corner, a bounded
+number of them.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Collection, Sequence
 
 import numpy as np
 
+from cellcheck.cellmap.geometry import reference_array
 from cellcheck.cellmap.plan import Refused
 from cellcheck.cellmap.render import compose_label
-from cellcheck.cellmap.stores import Crop, RawPyramid
+from cellcheck.cellmap.stores import Crop, RawPyramid, Store, open_store
 from cellcheck.classes import ClassMap
 from cellcheck.grid import format_scale
 from cellcheck.readers.zarr_volume import ZarrVolume
@@ -62,8 +69,8 @@ def locate_image(probe: np.ndarray, at: np.ndarray, raw: RawPyramid, corner: np.
         shape = np.asarray(raw.shapes[lv.path])
         lo = np.maximum(near - WINDOW, 0)
         hi = np.minimum(near + WINDOW + np.asarray(probe.shape), shape)
-        if (hi - lo < np.asarray(probe.shape)).any():
-            continue
+        if (hi - lo < np.asarray(probe.shape)).any() or not raw.has_data(lv, lo, hi):
+            continue  # too small, or never downloaded there (it would read as zeros)
         region = ZarrVolume.level(raw.group, raw.path, lv, tuple(zip(lo.tolist(), hi.tolist()))).read(max_bytes)
         offset, msd = _best_offset(region.astype(np.float64), probe.astype(np.float64))
         if msd <= MAX_MSD and (best is None or msd < best[0]):
@@ -117,13 +124,23 @@ def _box_sums(a: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
 
 
 def locate_label(probe: np.ndarray, at: np.ndarray, crop: Crop, names: tuple[str, ...], write: tuple[str, ...],
-                 classes: ClassMap, max_bytes: int) -> Found | None:
-    """The crop level whose composed label equals `probe` (entry label voxels from index `at`), voxel for voxel."""
-    if probe.size == 0 or probe.min() == probe.max() or not names:
+                 classes: ClassMap, max_bytes: int, shape: tuple[int, ...] | None = None) -> Found | None:
+    """The crop level whose composed label equals `probe` (entry label voxels from index `at`), voxel for voxel.
+
+    A constant probe (a crop all of one class) matches every level: then only the level of the entry's whole
+    `shape`, when exactly one has it, is taken.
+    """
+    if probe.size == 0 or not names:
         return None
     ref = crop.classes[names[0]]
+    if probe.min() == probe.max():
+        levels = [lv for lv in ref.levels if shape is not None and tuple(ref.shapes[lv.path]) == tuple(shape)]
+        if len(levels) != 1:
+            return None
+    else:
+        levels = ref.levels
     best: tuple[float, Found] | None = None
-    for lv in ref.levels:
+    for lv in levels:
         shape = ref.shapes[lv.path]
         box = tuple((int(a), int(min(a + p, n))) for a, p, n in zip(at, probe.shape, shape))
         if any(b - a < 2 for a, b in box):
@@ -136,3 +153,83 @@ def locate_label(probe: np.ndarray, at: np.ndarray, crop: Crop, names: tuple[str
         if agreement >= MIN_AGREEMENT and (best is None or agreement > best[0]):
             best = (agreement, Found(f"crop {lv.path}", tuple(lv.scale), tuple(lv.translation)))
     return None if best is None else best[1]
+
+
+#: Crops searched per entry when its name and provenance name none: those whose level shapes match the entry's best.
+MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A crop as metadata places it: store, id, outer corner (nm) and each level's (shape, voxel size)."""
+
+    store: Path
+    crop: str
+    corner: tuple[float, ...]
+    levels: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
+
+    def fit(self, shapes: Sequence[tuple[int, ...]]) -> tuple[int, int]:
+        """(axes equal, -voxels off) of the level shape closest to any of `shapes`: higher is likelier."""
+        return max(((sum(a == b for a, b in zip(s, shape)), -sum(abs(a - b) for a, b in zip(s, shape)))
+                    for s in shapes for shape, _ in self.levels), default=(0, 0))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an entry's voxels were found: a crop, and the level and voxel its image (or label) starts at."""
+
+    store: Path
+    crop: str
+    found: Found
+    by: str  # "image" or "label"
+    corner: tuple[float, ...]
+
+    def describe(self) -> str:
+        """'crop7 of jrc_fix-1: image voxel 0 is raw s1 voxel [3, 0, 1] from the crop's corner'."""
+        scale = np.asarray(self.found.scale)
+        first = (np.asarray(self.found.position) - scale / 2 - np.asarray(self.corner)) / scale
+        return (f"{self.crop} of {self.store.name.removesuffix('.zarr')}: its {self.by} is {self.found.describe()}, "
+                f"voxel 0 at {[round(float(v), 2) + 0.0 for v in first]} voxels from the crop's corner")
+
+
+def crop_boxes(store: Store, classes: ClassMap, only: Collection[str] | None = None) -> list[CropBox]:
+    """The boxes of a store's crops (all, or the ids in `only`) that annotate a training class; metadata only."""
+    out = []
+    for crop_id in store.crop_paths:
+        if only is not None and crop_id not in only:
+            continue
+        crop = store.open_crop(crop_id, only=classes.names)
+        arrays = [crop.classes[n] for n in classes.names if n in crop.classes]
+        if not arrays:
+            continue
+        ref = reference_array(arrays)
+        corner = np.asarray(ref.finest.translation) - np.asarray(ref.finest.scale) / 2
+        out.append(CropBox(store.path, crop_id, tuple(corner.tolist()),
+                           tuple((ref.shapes[lv.path], tuple(lv.scale)) for lv in ref.levels)))
+    return out
+
+
+def place_by_content(image: np.ndarray, label: np.ndarray, at: np.ndarray, shapes: Sequence[tuple[int, ...]],
+                     boxes: Sequence[CropBox], classes: ClassMap, max_bytes: int) -> Placement | None:
+    """The crop whose raw levels hold the entry's image probe (or whose levels compose its label probe).
+
+    `image`, `label`: PROBE boxes of the entry from its voxel `at`; `shapes`: the entry's image and label shapes.
+    Work is bounded: the MAX_CANDIDATES crops whose level shapes come closest to the entry's (at least two
+    axes equal), and per crop a window of WINDOW voxels around its corner at each raw level with chunks there.
+    """
+    ranked = sorted((b for b in boxes if b.fit(shapes)[0] >= 2), key=lambda b: b.fit(shapes), reverse=True)
+    ranked = ranked[:MAX_CANDIDATES]
+    for box in ranked:  # raw voxels first: copied exactly, they tell crops (and stores holding copies) apart
+        store = open_store(box.store)
+        if store.raw is not None:
+            found = locate_image(image, at, store.raw, np.asarray(box.corner), max_bytes)
+            if found is not None:
+                return Placement(box.store, box.crop, found, "image", box.corner)
+    for box in ranked:  # a blank or constant image: its label may still tell
+        store = open_store(box.store)
+        crop = store.open_crop(box.crop, only=classes.names)
+        names = tuple(n for n in classes.names if n in crop.classes)
+        found = locate_label(label, at, crop, names, names, classes, max_bytes, shapes[-1])
+        if found is not None:
+            return Placement(box.store, box.crop, found, "label", box.corner)
+    return None

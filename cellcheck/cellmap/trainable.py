@@ -17,7 +17,7 @@ import numpy as np
 
 from cellcheck.cellmap.pairing import Pairing, at_resolution
 from cellcheck.cellmap.stores import ClassArray, RawPyramid
-from cellcheck.findings import Finding, Severity, finding
+from cellcheck.findings import Finding, finding
 from cellcheck.grid import format_scale, same_scale
 
 FETCH_ALL = "csc fetch-data --fetch-all-em-resolutions"
@@ -71,14 +71,15 @@ def choose(case: str, path: Path, pairings: Sequence[Pairing], raw: RawPyramid, 
                 trainable=[],
             ))
         return None, out
-    if not same_scale(finest.scale, raw.levels[0].scale):
-        out.append(finding(
-            "resolution-mismatch", case, path,
-            f"crop trains at {names[0]} at the finest ({', '.join(names)}), not at its raw's {raw_scales[0]}: "
-            f"{_why_not(pairings, raw, labels, raw.levels[0].scale)}. Pass --resolution with the resolution you train at",
-            severity=Severity.WARNING, trainable=[list(p.scale) for p in trainable],
-        ))
-    return finest, out
+    return finest, out  # which resolutions the store's crops share is decided over all of them (checks.resolutions)
+
+
+def why_not_raw(pairings: Sequence[Pairing], raw: RawPyramid, labels: ClassArray) -> str:
+    """Why the crop cannot train at its raw's s0 voxel size ('' when it can): words a user can act on."""
+    trainable = [p for p in pairings if p.trainable]
+    if not trainable or same_scale(trainable[0].scale, raw.levels[0].scale):
+        return ""
+    return _why_not(pairings, raw, labels, raw.levels[0].scale)
 
 
 def _why_not(pairings: Sequence[Pairing], raw: RawPyramid, labels: ClassArray, resolution: tuple[float, ...]) -> str:

@@ -19,7 +19,7 @@ from cellcheck.cellmap.plan import CropPlan, PlanOptions, Refused, plan_crop
 from cellcheck.cellmap.render import Renderer
 from cellcheck.cellmap.stores import ClassArray, Crop, Store
 from cellcheck.classes import ClassMap
-from cellcheck.findings import Finding, finding
+from cellcheck.findings import Finding, Severity, finding
 from cellcheck.grid import format_scale, same_scale
 from cellcheck.readers.volume import Block, ReadError, Volume
 from cellcheck.readers.zarr_volume import ZarrVolume
@@ -49,13 +49,13 @@ def against_source(case: str, shown: dict[str, str], image: Volume, label: Volum
     try:
         plan = plan_crop(case, store, crop, PlanOptions(spacing, classes, upsample=True))
     except Refused as exc:
-        where = _diagnose(image, label, crop, store, None, tuple(names or ()), classes, max_bytes, spacing)
+        where, found = _diagnose(image, label, crop, store, None, tuple(names or ()), classes, max_bytes, spacing)
         out.append(finding(
             "source-geometry", case, shown["image"],
             f"{crop.id} of {store.name} does not convert at {format_scale(spacing)}, the header's voxel size: "
             f"{exc.finding.message}" + (f" Found instead: {where}" if where else ""),
             header_spacing=list(spacing), reason=exc.finding.check))
-        return out
+        return out + list(_voxel_sizes(case, shown, image, label, found))
     out += _geometry(case, shown, hdr, plan, crop)
     write = tuple(n for n in (names if names is not None else classes.names) if n in plan.classes)
     missing = [n for n in (names or ()) if n not in plan.classes]
@@ -81,7 +81,8 @@ def against_source(case: str, shown: dict[str, str], image: Volume, label: Volum
             "as background; leave such classes out of annotated_classes", classes=unknown,
             unknown={n: counts[n].unknown for n in unknown}))
     if image_diff > MAX_IMAGE_MISMATCH or label_diff > MAX_LABEL_MISMATCH:
-        where = _diagnose(image, label, crop, store, plan, write, classes, max_bytes, spacing)
+        where, found = _diagnose(image, label, crop, store, plan, write, classes, max_bytes, spacing)
+        out += _voxel_sizes(case, shown, image, label, found)
         out.append(finding(
             "source-content", case, shown["image" if image_diff > MAX_IMAGE_MISMATCH else "label"],
             f"differs from {crop.id} at {format_scale(spacing)}: image in {100 * image_diff:.1f} % of its voxels, label in "
@@ -152,23 +153,40 @@ def _data(block: Block, lo, hi) -> np.ndarray:
     return data[tuple(slice(l - s, h - s) for l, h, s in zip(lo, hi, start))]
 
 
+def _voxel_sizes(case: str, shown: dict[str, str], image: Volume, label: Volume,
+                 found: dict[str, Found]) -> Iterator[Finding]:
+    """header-voxel-size: the image's (or label's) voxels found at a level of another voxel size than its header's."""
+    for role, volume in (("image", image), ("label", label)):
+        where = found.get(role)
+        header = tuple(float(s) for s in volume.header.spacing[:3])
+        if where is None or same_scale(where.scale, header):
+            continue
+        yield finding(
+            "header-voxel-size", case, shown[role],
+            f"the {role}'s header says {format_scale(header)} but its voxels are {where.describe()}: every size and "
+            f"distance read from it is off by {'x'.join(f'{h / w:.3g}' for h, w in zip(header, where.scale))}; "
+            f"write {format_scale(where.scale)} in its header, or re-convert it (cellcheck convert)",
+            header_spacing=list(header), data_spacing=list(where.scale), level=where.what)
+
+
 def _diagnose(image: Volume, label: Volume, crop: Crop, store: Store, plan: CropPlan | None, write: tuple[str, ...],
-              classes: ClassMap, max_bytes: int, spacing: tuple[float, ...]) -> str:
+              classes: ClassMap, max_bytes: int, spacing: tuple[float, ...]) -> tuple[str, dict[str, Found]]:
     """Where the entry's image and label really come from, and how far apart that puts them (one sentence)."""
     arrays = [crop.classes[n] for n in classes.names if n in crop.classes]
     if not arrays:
-        return ""
+        return "", {}
     ref: ClassArray = arrays[0]
     corner = np.asarray(ref.finest.translation) - np.asarray(ref.finest.scale) / 2
     try:
-        image_corner, label_corner = _first(image), _first(label)
+        image_corner, label_corner = first_corner(image), first_corner(label)
     except ReadError:
-        return ""
+        return "", {}
     at = probe_at(label_corner)
     box = tuple(slice(a, a + PROBE) for a in at)
     names = tuple(a.name for a in arrays)
     img = locate_image(image_corner[box], at, store.raw, corner, max_bytes) if store.raw else None
-    lab = locate_label(label_corner[box], at, crop, names, write or names, classes, max_bytes)
+    lab = locate_label(label_corner[box], at, crop, names, write or names, classes, max_bytes,
+                       tuple(int(n) for n in label.header.shape[:3]))
     shape = np.asarray(image.header.shape[:3])
     truth = Found("the crop", spacing, tuple(plan.origin) if plan else tuple(corner + np.asarray(spacing) / 2))
     parts = []
@@ -184,14 +202,14 @@ def _diagnose(image: Volume, label: Volume, crop: Crop, store: Store, plan: Crop
         apart = [np.abs(img.at(i) - lab.at(i)) / np.asarray(spacing) for i in ends]
         parts.append(f"label and image are {apart[0].max():.2f} voxels apart at the first voxel and "
                      f"{apart[1].max():.2f} at the far edge")
-    return "; ".join(parts)
+    return "; ".join(parts), {k: v for k, v in (("image", img), ("label", lab)) if v is not None}
 
 
 def _fmt(v: np.ndarray) -> list[float]:
     return [round(float(x), 2) + 0.0 for x in v]
 
 
-def _first(volume: Volume) -> np.ndarray:
+def first_corner(volume: Volume) -> np.ndarray:
     """The entry's first corner (a few probes per side): a region read for zarr, the first slabs of a NIfTI."""
     shape = tuple(int(n) for n in volume.header.shape[:3])
     box = tuple(min(n, k * PROBE) for n, k in zip(shape, (4, 4, 2)))
@@ -206,3 +224,22 @@ def _first(volume: Volume) -> np.ndarray:
         if all(h > l for l, h in zip(lo, hi)):
             out[tuple(slice(l, h) for l, h in zip(lo, hi))] = _data(block, lo, hi)
     return out
+
+
+def unchecked_voxel_sizes(path: object, spacings: Sequence[tuple[float, ...]]) -> list[Finding]:
+    """header-voxel-size (info): without the stores a header's voxel size cannot be checked against its voxels.
+
+    One line for the datalist, with the voxel sizes the headers declare: a converter that wrote one voxel size
+    on every case (incident 19) gives headers that agree with each other and are all wrong.
+    """
+    if not spacings:
+        return []
+    counts: dict[str, int] = {}
+    for s in spacings:
+        counts[format_scale(s)] = counts.get(format_scale(s), 0) + 1
+    declared = ", ".join(f"{n} at {k}" for k, n in sorted(counts.items(), key=lambda t: -t[1]))
+    return [finding(
+        "header-voxel-size", None, path,
+        f"voxel sizes not checked against the data (no --source): the headers declare {declared}; a converter that "
+        "writes one voxel size on every case would look the same. Pass --source with the stores they came from",
+        severity=Severity.INFO, declared=counts)]

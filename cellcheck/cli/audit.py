@@ -77,7 +77,8 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
                   allow_partial) -> None:
     """Per-label statistics grouped by label value, and image statistics.
 
-    PATH is a datalist, a folder of CellMap stores, or DataAnalyzer's datastats_by_case.yaml (read
+    PATH is a datalist, a folder of CellMap stores, an audit report (`cellcheck audit --format json`:
+    its statistics, without reading a voxel again), or DataAnalyzer's datastats_by_case.yaml (read
     without touching a voxel: DataAnalyzer's own summary grouped labels by position, not value).
     A case that cannot be used (unreadable, missing, or a crop that cannot train at --resolution) is
     left out of the statistics, counted and named.
@@ -87,9 +88,16 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
     """
     from cellcheck.audit import run_audit
     from cellcheck.dataanalyzer import datastats, is_by_case_file, read_by_case, write_datastats
-    from cellcheck.report import render_stats
+    from cellcheck.report import audit_report_stats, render_stats
     from cellcheck.stats import summarize
 
+    saved = audit_report_stats(path)
+    if saved is not None:
+        if datastats_out is not None:
+            raise CellcheckError(f"{path}: an audit report holds the summary, not the per-case statistics "
+                                 "--datastats-out writes; run cellcheck stats on the datalist for it")
+        emit(render_stats(saved, fmt, str(path)), output)
+        return
     options = audit_options(None, jobs, memory_budget, resolution, classes)
     if is_by_case_file(path):
         cases = read_by_case(path, datalist, options.classes)

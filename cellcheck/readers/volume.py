@@ -15,13 +15,18 @@ DEFAULT_BLOCK_BYTES = 16 * 2**20
 
 @dataclass(frozen=True)
 class Header:
-    """Geometry and dtype of a volume, in array axis order; spacing and origin in the file's units (nm)."""
+    """Geometry and dtype of a volume, in array axis order; spacing and origin in the file's units (nm).
+
+    `direction[j]` is the unit world vector array axis j steps along (a NIfTI affine's normalised column);
+    None for formats that store no orientation (OME-NGFF zarr: axes as named, never flipped).
+    """
 
     path: Path
     shape: tuple[int, ...]
     dtype: np.dtype
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
+    direction: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def voxels(self) -> int:

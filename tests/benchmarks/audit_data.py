@@ -15,7 +15,7 @@ import zarr
 
 
 def _volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    coarse = tuple(max(1, s // 8) for s in shape)
+    coarse = tuple(max(1, -(-s // 8)) for s in shape)
     smooth = np.kron(rng.normal(110, 40, coarse), np.ones((8, 8, 8)))[: shape[0], : shape[1], : shape[2]]
     image = np.clip(smooth + rng.normal(0, 12, shape), 1, 255).astype(np.uint8)
     label = np.kron(rng.integers(0, 15, coarse), np.ones((8, 8, 8), dtype=np.int64))
@@ -52,3 +52,22 @@ def write_nifti_zarr_dataset(root: Path, n: int, size: int, big: int, seed: int 
 def write_single_crop(root: Path, size: int, seed: int = 0) -> Path:
     """One size^3 crop as NIfTI gz and its datalist: for peak-memory measurements."""
     return write_nifti_zarr_dataset(root, 0, size, size, seed)["nii"]
+
+
+def write_small_crops(root: Path, n: int, seed: int = 0) -> Path:
+    """`n` crops of 26..34 voxels per side as NIfTI gz (datalist_small.json): where per-case overhead shows."""
+    rng = np.random.default_rng(seed)
+    for d in ("imagesTr", "labelsTr"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        shape = tuple(int(s) for s in rng.integers(26, 35, 3))
+        image, label = _volume(rng, shape)
+        case = f"crop{i + 1}"
+        for kind, data in (("images", image), ("labels", label)):
+            nib.save(nib.Nifti1Image(data, np.diag([8.0, 8.0, 8.0, 1.0])), root / f"{kind}Tr/{case}.nii.gz")
+        entries.append({"image": f"imagesTr/{case}.nii.gz", "label": f"labelsTr/{case}.nii.gz", "fold": int(i % 5 == 0),
+                        "annotated_classes": ",".join(map(str, range(14)))})
+    path = root / "datalist_small.json"
+    path.write_text(json.dumps({"training": entries}))
+    return path

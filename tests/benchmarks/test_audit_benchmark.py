@@ -6,6 +6,9 @@ Groups, each compared within one run:
 - `audit vs floor (nii.gz | zarr)`: cellcheck in one process against only reading and
   decompressing every voxel once with the same library (gzip / zarr), no computation.
 - `peak RSS`: a fresh process auditing one crop at two sizes; stored in extra_info.
+- `joint pass vs floor (large)`: 12 crops of 160^3 (`.nii.gz`), one process, against only decompressing them.
+- `per case (small, 2 jobs)`: 600 crops of ~30^3 audited with 2 jobs, against decompressing them (one
+  process): the per-case overhead is the difference over the number of crops.
 
 Sizes: 40 crops of 128^3 plus one of 512^3 by default; CELLCHECK_BENCH_QUICK=1 (CI) uses
 8 crops of 64^3 plus one of 192^3, and 224^3 / 448^3 for peak RSS (256^3 / 768^3 in full).
@@ -26,13 +29,15 @@ from pathlib import Path
 import pytest
 import zarr
 
-from audit_data import write_nifti_zarr_dataset, write_single_crop
+from audit_data import write_nifti_zarr_dataset, write_single_crop, write_small_crops
 from cellcheck.audit import run_audit
 from cellcheck.audit.options import AuditOptions, default_jobs
 
 QUICK = os.environ.get("CELLCHECK_BENCH_QUICK", "") not in ("", "0")
 N, SIZE, BIG = (8, 64, 192) if QUICK else (40, 128, 512)
 RSS_SIZES = (224, 448) if QUICK else (256, 768)
+LARGE_N, LARGE = (4, 128) if QUICK else (12, 160)  # the joint pass on large crops, against reading them
+SMALL_N = 150 if QUICK else 600  # crops of 26..34 voxels per side: where per-case overhead shows
 
 pytestmark = [
     pytest.mark.skipif(
@@ -103,6 +108,49 @@ def test_floor_read_every_voxel(benchmark, data, fmt):
         return total
 
     assert benchmark.pedantic(read_all, rounds=3, iterations=1) > 0
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    return write_nifti_zarr_dataset(tmp_path_factory.mktemp("large"), LARGE_N - 1, LARGE, LARGE)["nii"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return write_small_crops(tmp_path_factory.mktemp("small"), SMALL_N)
+
+
+def _decompress_all(datalist) -> int:
+    """Only decompress every image and label of a datalist once (gzip, as the floor above)."""
+    total = 0
+    for e in json.loads(datalist.read_text())["training"]:
+        for key in ("image", "label"):
+            with gzip.open(datalist.parent / e[key], "rb") as fh:
+                while chunk := fh.read(64 << 20):
+                    total += len(chunk)
+    return total
+
+
+@pytest.mark.parametrize("impl", ["cellcheck", "floor"])
+def test_joint_pass_on_large_crops(benchmark, large, impl):
+    benchmark.group = "joint pass vs floor (large)"
+    benchmark.extra_info.update(impl=impl, crops=LARGE_N, size=LARGE, jobs=1)
+    if impl == "floor":
+        assert benchmark.pedantic(_decompress_all, args=(large,), rounds=3, iterations=1) > 0
+        return
+    run = benchmark.pedantic(run_audit, args=(large,), kwargs={"options": AuditOptions(jobs=1)}, rounds=3, iterations=1)
+    assert run.cases == LARGE_N
+
+
+@pytest.mark.parametrize("impl", ["cellcheck", "floor"])
+def test_per_case_cost_on_small_crops(benchmark, small, impl):
+    benchmark.group = "per case (small, 2 jobs)"
+    benchmark.extra_info.update(impl=impl, crops=SMALL_N, size=30, jobs=2 if impl == "cellcheck" else 1)
+    if impl == "floor":
+        assert benchmark.pedantic(_decompress_all, args=(small,), rounds=3, iterations=1) > 0
+        return
+    run = benchmark.pedantic(run_audit, args=(small,), kwargs={"options": AuditOptions(jobs=2)}, rounds=3, iterations=1)
+    assert run.cases == SMALL_N
 
 
 @pytest.mark.parametrize("size", RSS_SIZES)

@@ -31,8 +31,33 @@ def findings_of(report, case):
 def test_coarse_crop_is_a_warning_without_resolution(coarse):
     report = audit(coarse)
     assert findings_of(report, COARSE) == [("resolution-mismatch", "warning")]
-    assert report.passed and [f for f in report.findings if f.case != COARSE] == []
-    assert report.stats["resolutions"][COARSE] == [[32.0] * 3, [64.0] * 3]
+    [summary] = [f for f in report.findings if f.case != COARSE]  # its store's one line; the other stores: none
+    assert (summary.check, summary.severity.value, summary.case) == ("resolution-mismatch", "info", None)
+    assert summary.path == "jrc_fix-1/jrc_fix-1.zarr" and "32 nm (1)" in summary.message
+    counts = summary.details["resolutions"]
+    assert counts["8 nm"] == 2 and counts["32 nm"] == 1  # clean crops 1 and 3 (odd: store 1) and the coarse crop
+    assert report.passed and report.stats["resolutions"][COARSE] == [[32.0] * 3, [64.0] * 3]
+
+
+def test_the_summary_and_its_text_line(coarse):
+    result = CliRunner().invoke(cli, ["audit", str(coarse), "--format", "text"])
+    lines = result.output.splitlines()
+    assert result.exit_code == 0 and lines[-1].startswith("PASSED") and "1 warnings, 1 info" in lines[-1]
+    assert lines[-2].startswith("jrc_fix-1/jrc_fix-1.zarr: info [resolution-mismatch] -: jrc_fix-1: resolutions its")
+
+
+def test_a_crop_sharing_a_resolution_with_the_others_is_no_finding():
+    """Crops at three finest resolutions, as a store annotated at 4, 8 and 32 nm over 8 nm raw holds: one line."""
+    from cellcheck.checks.resolutions import CropResolutions, store_summary
+
+    eight, sixteen, thirtytwo = (8.0,) * 3, (16.0,) * 3, (32.0,) * 3
+    crops = [CropResolutions(f"crop{i}", f"c{i}", (eight, sixteen), eight) for i in range(4)]
+    crops += [CropResolutions("crop8", "c8", (sixteen, thirtytwo), eight, "raw s0 holds no chunks under it"),
+              CropResolutions("crop9", "c9", (thirtytwo,), eight, "raw s0 holds no chunks under it")]
+    found = store_summary("jrc_x", "jrc_x.zarr", crops)
+    assert [(f.severity.value, f.case) for f in found] == [("info", None), ("warning", "crop9")]
+    assert "8 nm (4 crops), 16 nm (5), 32 nm (2)" in found[0].message
+    assert store_summary("jrc_x", "jrc_x.zarr", crops[:4]) == []  # every crop at its raw's s0: nothing to say
 
 
 def test_coarse_crop_is_an_error_at_8_nm_naming_the_fix(coarse):

@@ -16,14 +16,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import zarr
 from click.testing import CliRunner
 
 from cellcheck.audit import audit
 from cellcheck.audit.options import AuditOptions
 from cellcheck.cli import cli
+from cellcheck.datalist import case_id
 from datasets import read_datalist
-from fixtures.field_convert import field_convert
+from fixtures.field_convert import crop_of, field_convert
 from fixtures.generate import LABEL_SHIFT
+
+RAW, GT = "recon-1/em/fibsem-uint8", "recon-1/labels/groundtruth"
 
 SOURCE_ERRORS = {"source-geometry", "source-content"}
 
@@ -41,12 +45,12 @@ def field(clean, tmp_path_factory) -> Path:
 
 
 def broken_cases(clean: Path, field: Path) -> dict[str, bool]:
-    """case -> whether the field's conversion differs from the correct one (image, label or header)."""
+    """field case -> whether the field's conversion differs from the correct one (image, label or header)."""
     ref = {Path(e["image"]).name: e for e in read_datalist(clean)["training"]}
     out = {}
     for e in read_datalist(field)["training"]:
-        name = Path(e["image"]).name
-        case = name.split(".")[0]
+        name = f"{crop_of(e['image'])}.nii.gz"
+        case = case_id(e["image"])
         if name not in ref:  # the cell line has no correct 8 nm conversion: every header is wrong
             out[case] = True
             continue
@@ -56,13 +60,79 @@ def broken_cases(clean: Path, field: Path) -> dict[str, bool]:
     return out
 
 
-def test_every_crop_the_field_converter_breaks_is_an_error(clean, field):
+def expected_reasons(clean: Path, field: Path) -> dict[str, set[str]]:
+    """field case -> the error checks its breakage must raise, from the store's metadata (not from the audit)."""
+    out = {}
+    for e in read_datalist(field)["training"]:
+        store_name = Path(e["label"]).name.removesuffix(".nii.gz").rsplit("_", 1)[0]
+        g = zarr.open_group(str(clean / "zarr" / store_name / f"{store_name}.zarr"), mode="r")
+        raw_scale, raw_t = _s0(g[RAW])
+        crop = g[f"{GT}/{crop_of(e['image'])}"]
+        crop_scale, _ = _s0(crop[next(iter(sorted(crop.group_keys())))])
+        reasons = set()
+        if not np.allclose(raw_scale, 8.0):
+            reasons.add("header-voxel-size")  # raw s0 under the 8 nm header: the image's header lies
+        if not np.allclose(crop_scale, 8.0):
+            reasons.add("header-voxel-size")  # crop s0 under the 8 nm header: the label's header lies
+        if np.allclose(raw_scale, 8.0) and np.rint(np.asarray(raw_t) / raw_scale).any():
+            reasons.add("source-content")  # the raw read from round(translation / scale), its own origin ignored
+        if np.allclose(raw_scale, 8.0) and not np.allclose(crop_scale, 8.0):
+            reasons.add("source-geometry")  # twice the crop's extent
+        out[case_id(e["image"])] = reasons
+    return out
+
+
+def _s0(group):
+    attrs = dict(group.attrs)
+    [ds] = [d for d in (attrs["ome"] if "ome" in attrs else attrs)["multiscales"][0]["datasets"] if d["path"] == "s0"]
+    t = {x["type"]: x for x in ds["coordinateTransformations"]}
+    return t["scale"]["scale"], t["translation"]["translation"]
+
+
+def test_every_crop_the_field_converter_breaks_is_an_error_for_its_reason(clean, field):
     broken = broken_cases(clean, field)
     assert sum(broken.values()) >= 8 and not all(broken.values())  # most, not all: 8 nm crops of store 1 survive
     report = audit(field / "datalist.json", options=AuditOptions(source=clean / "zarr"))
-    flagged = {f.case for f in report.findings if f.check in SOURCE_ERRORS and f.severity.value == "error"}
-    assert flagged == {c for c, b in broken.items() if b}
+    errors: dict[str, set[str]] = {}
+    for f in report.findings:
+        if f.severity.value == "error" and f.case:
+            errors.setdefault(f.case, set()).add(f.check)
+    assert {c for c, checks in errors.items() if checks & SOURCE_ERRORS} == {c for c, b in broken.items() if b}
+    for case, reasons in expected_reasons(clean, field).items():
+        assert reasons <= errors.get(case, set()), case
+    # named as the field named them, no provenance: every case found by its name; the correct ones silent
+    assert not [f for f in report.findings if f.check in ("source-missing", "source-placed")]
+    silent = {(f.check, crop_of(f.path)) for f in report.findings if f.case and not broken[f.case]}
+    assert silent <= {("source-annotation", "crop3")}  # the fixture's partly unknown class, listed by both conversions
     assert report.exit_code == 1
+
+
+def test_renamed_to_arbitrary_names_it_is_checked_by_content(clean, field, tmp_path):
+    renamed = tmp_path / "renamed"
+    shutil.copytree(field, renamed)
+    dl = read_datalist(renamed)
+    names = {}
+    for i, e in enumerate(dl["training"]):
+        for key in ("image", "label"):
+            new = f"{key}s/case_{i:03d}.nii.gz"
+            (renamed / new).parent.mkdir(exist_ok=True)
+            (renamed / e[key]).rename(renamed / new)
+            names[e[key]] = new
+        names[case_id(e["image"])] = f"case_{i:03d}"
+    dl["validation"] = []
+    for e in dl["training"]:
+        e["image"], e["label"] = names[e["image"]], names[e["label"]]
+    (renamed / "datalist.json").write_text(json.dumps(dl))
+    report = audit(renamed / "datalist.json", options=AuditOptions(source=clean / "zarr"))
+    flagged = {f.case for f in report.findings if f.check in SOURCE_ERRORS and f.severity.value == "error"}
+    assert flagged == {names[c] for c, b in broken_cases(clean, field).items() if b}
+    [placed] = [f for f in report.findings if f.check == "source-placed"]
+    assert placed.severity.value == "info" and len(placed.details["cases"]) == len(dl["training"])
+    for field_case, case in ((c, names[c]) for c in broken_cases(clean, field)):
+        assert placed.details["cases"][case].startswith(f"{crop_of(field_case + '.nii.gz')} of "), case
+    shift = placed.details["cases"][names["jrc_fix-2_crop2_0000"]]
+    assert "raw s0 (8 nm), voxel 0 at [8.0, 16.0, 4.0] voxels from the crop's corner" in shift  # the level and offset
+    assert not [f for f in report.findings if f.check == "source-missing"]
 
 
 def test_messages_say_how_far_off(clean, field):
@@ -88,8 +158,13 @@ def test_messages_say_how_far_off(clean, field):
 
 def test_the_header_of_the_cell_line_is_caught_even_where_its_voxels_are_right(clean, field):
     report = audit(field / "datalist.json", options=AuditOptions(source=clean / "zarr"))
-    [f] = [f for f in report.findings if f.case == "crop302" and f.severity.value == "error"]
-    assert f.check == "source-geometry" and "8 nm" in f.message and "5.24x4x4 nm" in f.message
+    errors = [f for f in report.findings if f.case == "jrc_fix-3_crop302_0000" and f.severity.value == "error"]
+    [geometry] = [f for f in errors if f.check == "source-geometry"]
+    assert "8 nm" in geometry.message and "5.24x4x4 nm" in geometry.message
+    voxel = {f.path: f for f in errors if f.check == "header-voxel-size"}
+    image, label = voxel["imagesTr/jrc_fix-3_crop302_0000.nii.gz"], voxel["labelsTr/jrc_fix-3_crop302.nii.gz"]
+    assert "header says 8 nm but its voxels are raw s0 (5.24x4x4 nm)" in image.message
+    assert image.details["data_spacing"] == [5.24, 4.0, 4.0] and label.details["level"] == "crop s0"
 
 
 def test_the_fixtures_own_conversion_against_its_stores(defects_all):
@@ -102,11 +177,15 @@ def test_the_fixtures_own_conversion_against_its_stores(defects_all):
     assert f"{[float(v) for v in LABEL_SHIFT]} voxels from the crop's" in shift.message
     assert ("source-geometry", "crop100") in got  # a 32 nm crop with an 8 nm header: no raw there at all
     assert ("source-annotation", "crop3") in got  # its partly unknown class listed as annotated
-    assert {c for k, c in got if k == "source-missing"} >= {"crop202", "crop203", "crop204", "crop205"}
-    # clean in the datalist view, but their crops are broken in the stores: off the raw grid, in another zarr format
-    assert ("source-geometry", "crop113") in got and ("source-missing", "crop115") in got
+    # one line for the entries no crop holds: the datalist-only ones, and crop115, which its store's reader cannot see
+    [missing] = [f for f in report.findings if f.check == "source-missing"]
+    assert missing.case is None and missing.severity.value == "warning"
+    assert set(missing.details["cases"]) >= {"crop202", "crop203", "crop204", "crop205", "crop115"}
+    assert "no store holds the crop202 its name gives" in missing.details["cases"]["crop202"]
+    # clean in the datalist view, but its crop is off the raw grid in the store
+    assert ("source-geometry", "crop113") in got
     clean_cases = set(json.loads((defects_all / "expected.json").read_text())["clean_cases"]["datalist"])
-    assert {c for k, c in got if k != "source-annotation"} & clean_cases == {"crop113", "crop115"}
+    assert {c for k, c in got if k != "source-annotation"} & clean_cases == {"crop113"}
 
 
 def test_renamed_files_are_found_through_the_provenance(clean, tmp_path):
@@ -126,21 +205,27 @@ def test_renamed_files_are_found_through_the_provenance(clean, tmp_path):
     (out / "datalist.json").write_text(json.dumps(dl))
     report = audit(out / "datalist.json", options=AuditOptions(source=clean / "zarr"))
     assert report.summary == {"error": 0, "warning": 0, "info": 0}, report.findings
-    # without the provenance the renamed case cannot be placed, and says so
+    # without the provenance its voxels place it, and the one line says where
     del dl["cellcheck"]
     (out / "datalist.json").write_text(json.dumps(dl))
     report = audit(out / "datalist.json", options=AuditOptions(source=clean / "zarr"))
     [f] = report.findings
-    assert f.check == "source-missing" and "no crop id" in f.message
+    assert f.check == "source-placed" and f.details["cases"] == {
+        Path(e["image"]).name.removesuffix(".nii.gz"): f.details["cases"][Path(e["image"]).name.removesuffix(".nii.gz")]}
+    assert f.details["cases"][Path(e["image"]).name.removesuffix(".nii.gz")].startswith(f"{case} of ")
 
 
-def test_a_crop_id_in_two_stores_is_not_guessed(clean, tmp_path):
+def test_a_crop_id_in_two_stores_is_decided_by_content(clean, tmp_path):
     stores = tmp_path / "zarr"
     shutil.copytree(clean / "zarr", stores)
-    shutil.copytree(stores / "jrc_fix-1/jrc_fix-1.zarr", stores / "copy/jrc_fix-9.zarr")
+    copy = stores / "copy/jrc_fix-9.zarr"
+    shutil.copytree(stores / "jrc_fix-1/jrc_fix-1.zarr", copy)
+    raw = zarr.open_group(str(copy), mode="r+")[f"{RAW}/s0"]
+    raw[:64, :, :] = 255 - np.asarray(raw[:64, :, :])  # another dataset's EM under the same crop ids
     report = audit(clean / "datalist.json", options=AuditOptions(source=stores))
-    missing = {f.case: f.message for f in report.findings if f.check == "source-missing"}
-    assert missing and all("2 stores" in m for m in missing.values())
+    [placed] = [f for f in report.findings if f.check == "source-placed"]
+    assert placed.details["cases"] and all(" of jrc_fix-1: " in v for v in placed.details["cases"].values())
+    assert {(f.check, f.case) for f in report.findings if f.severity.value != "info"} <= {("source-annotation", "crop3")}
 
 
 def test_cli(clean, field):

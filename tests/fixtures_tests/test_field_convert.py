@@ -31,10 +31,14 @@ def s0(group):
     return t["scale"]["scale"], t["translation"]["translation"]
 
 
-def test_every_crop_of_every_store_at_8_nm(field):
+def test_every_crop_of_every_store_at_8_nm_named_as_nnunet_names_them(field):
     root, out, datalist = field
-    crops = {p.name for p in (root / "zarr").glob(f"*/*.zarr/{GT}/crop*")}
-    assert {e["image"].split("/")[-1].split(".")[0] for e in datalist["training"]} == crops
+    crops = {f"{p.parents[3].name.removesuffix('.zarr')}_{p.name}" for p in (root / "zarr").glob(f"*/*.zarr/{GT}/crop*")}
+    assert {e["image"] for e in datalist["training"]} == {f"imagesTr/{c}_0000.nii.gz" for c in crops}
+    assert {e["label"] for e in datalist["training"]} == {f"labelsTr/{c}.nii.gz" for c in crops}
+    # no record of where a case came from; the fold-0 entries again in a `validation` array
+    assert set(datalist) == {"name", "training", "validation"}
+    assert datalist["validation"] == [e for e in datalist["training"] if e["fold"] == 0]
     for e in datalist["training"]:
         for key in ("image", "label"):
             img = nib.load(str(out / e[key]))
@@ -45,8 +49,9 @@ def test_every_crop_of_every_store_at_8_nm(field):
 def test_label_s0_beside_raw_s0_from_the_rounded_translation(field):
     root, out, datalist = field
     for e in datalist["training"]:
-        case = e["image"].split("/")[-1].split(".")[0]
-        [store] = [p for p in (root / "zarr").glob("*/*.zarr") if (p / GT / case).is_dir()]
+        name = e["label"].split("/")[-1].removesuffix(".nii.gz")
+        store_name, case = name.rsplit("_", 1)
+        store = root / "zarr" / store_name / f"{store_name}.zarr"
         g = zarr.open_group(str(store), mode="r")
         first = next(iter(sorted(g[GT][case].group_keys())))
         crop_scale, crop_t = s0(g[GT][case][first])

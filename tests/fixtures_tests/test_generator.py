@@ -35,7 +35,7 @@ CHECK_IDS = {
     "constant-image", "partial-blank", "shape-mismatch", "spacing-mismatch", "resolution-mismatch",
     "out-of-bounds", "label-values", "unannotated-label-present", "oversized-case", "class-coverage",
     "stale-stats", "annotation-metadata", "off-grid", "multiscale-metadata", "mixed-zarr-format", "validation-array",
-    "label-contrast", "class-empty",
+    "label-contrast", "non-finite", "orientation-mismatch", "class-empty",
 }
 
 
@@ -433,6 +433,13 @@ def test_planted_datalist_defects_are_there(ds_all):
     e = by_case["crop112"][0]
     big = zarr.open_group(str(root / e["image"]), mode="r")
     assert big["s0"].shape == (1152, 1024, 1024)
+    # a loader's float32 output, NaN past the raw volume
+    nan = image("non-finite")
+    assert nan.dtype == np.float32 and np.isnan(nan).any() and np.nanmax(nan) <= 1
+    # the label reversed along x in data and affine alike: the same world positions, mirrored arrays
+    e = by_case[f"crop{DEFECTS['orientation-mismatch'].crop}"][0]
+    (img, ia), (lab, la) = load(root, e["image"]), load(root, e["label"])
+    assert la[2, 2] == -ia[2, 2] and np.allclose(la @ [0, 0, lab.shape[2] - 1, 1], ia @ [0, 0, 0, 1])
 
 
 def test_planted_zarr_defects_are_there(ds_all):
