@@ -28,6 +28,7 @@ from cellcheck.errors import CellcheckError
 from cellcheck.findings import Finding, Severity, finding
 from cellcheck.grid import format_scale
 from cellcheck.memory.store_ram import StoreReads, reads_of
+from cellcheck.probe import job_bytes, probe_findings, read_probe
 from cellcheck.report import Report, select_findings
 from cellcheck.stratify import natural_key
 from cellcheck.stats import CaseStats
@@ -82,10 +83,13 @@ def run_gate(
     select: Sequence[str] = (),
     ignore: Sequence[str] = (),
     strict: bool = True,
+    probe: Mapping[str, Any] | None = None,
 ) -> Report:
     """Every check before a job may start. Raises CellcheckError only when nothing can be checked.
 
-    `config`: the training config file (read with `overrides`), or one already loaded.
+    `config`: the training config file (read with `overrides`), or one already loaded. `probe`: a
+    `cellcheck probe` report to judge the job's memory by; without one, the run folder's probe.json
+    when it measured this config.
     """
     findings: list[Finding] = []
     loaded = config if isinstance(config, LoadedConfig) or config is None else load_config(Path(config), overrides)
@@ -122,13 +126,22 @@ def run_gate(
     if job.model:
         memory_plan, found = _memory_plan(job, run.case_stats, classes, reads)
         findings += found
+    probed = None
+    if loaded is not None and loaded.config is not None:
+        probed, why = (probe, None) if probe is not None else read_probe(loaded.config.output_dir, loaded.config)
+        notes += [why] if why else []
+        if probed is not None:
+            found, said = probe_findings(probed, ranks=job.gpus, mem=job.mem, where=data)
+            findings += found
+            notes += said
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),
                     stats=run.summary(classes), strict=strict, notes=notes,
                     tables=render(coverage) if coverage is not None else [])
     config_json = loaded.config.to_json() if loaded is not None and loaded.config is not None else (
         {k: _jsonable(v) for k, v in values.items()} if loaded is not None else None)
     report.extra = {"gate": {"plan": asdict(job), "memory": memory_plan, "config": config_json,
-                             "coverage": coverage.to_json() if coverage is not None else None}}
+                             "coverage": coverage.to_json() if coverage is not None else None,
+                             "probe": _probe_summary(probed, job.gpus)}}
     return report
 
 
@@ -163,6 +176,16 @@ def store_training(root: Path, values: Mapping[str, Any], audited: Sequence[Find
         notes.append(f"the crops that cannot train at {format_scale(training.resolution)}: exclude_crops: [{names}]")
     kept += coverage(str(root), training, classes)
     return training, kept, notes
+
+
+def _probe_summary(probed: Mapping[str, Any] | None, ranks: int) -> dict[str, Any] | None:
+    """What the gate took from a probe: when, the job's measured memory, whether it stopped, the model's verdicts."""
+    if probed is None:
+        return None
+    need, how = job_bytes(probed, ranks)
+    model = probed.get("model") or {}
+    return {"finished": probed.get("finished"), "job_bytes": need, "reckoned": how, "stopped": probed.get("stopped"),
+            "verdicts": [r["verdict"] for r in model.get("ram", []) + model.get("vram", [])]}
 
 
 def _jsonable(value: Any) -> Any:

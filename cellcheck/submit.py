@@ -28,7 +28,7 @@ import shlex
 import shutil
 import string
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -82,6 +82,9 @@ class JobResources:
     mem: str
     time: str
     time_note: str
+    mem_note: str = ""
+    #: comments the job script carries above its --mem and --time lines (where a probe sized them)
+    comments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,27 +227,42 @@ def _sbatch_safe(path: Path) -> str:
     return text
 
 
-def run_gate_for_job(loaded: LoadedConfig, mem: str | None = None, env: Mapping[str, str] | None = None):
+def run_gate_for_job(loaded: LoadedConfig, mem: str | None = None, env: Mapping[str, str] | None = None,
+                     probe: Mapping[str, Any] | None = None):
     """The gate as the job will face it; returns its Report (with the memory plan under extra['gate'])."""
     from cellcheck.gate import run_gate
 
-    return run_gate(config=loaded, plan={"mem": mem, "gpus": None}, env=os.environ if env is None else env)
+    return run_gate(config=loaded, plan={"mem": mem, "gpus": None}, env=os.environ if env is None else env, probe=probe)
 
 
 def plan_resources(report, cfg: TrainConfig | None, config: Path, *, partition: str | None = None,
                    time: str | None = None, mem: str | None = None, cpus: int | None = None,
-                   gres: str | None = None) -> JobResources:
-    """Resources from the gate's report and the config, overridden where given."""
+                   gres: str | None = None, probe: Mapping[str, Any] | None = None) -> JobResources:
+    """Resources from the gate's report and the config, overridden where given; from `probe` (a `cellcheck
+    probe` report) where it measured them and the command line gives none."""
     from cellcheck.memory.gpus import gpu_profile
+    from cellcheck.probe import PROBE_FILE, mem_from_probe, time_from_probe
 
     if cfg is None:
         raise CellcheckError(f"{config}: the config is not valid; run cellcheck gate --config {config}")
     plan = report.extra["gate"]["memory"] or {}
     predicted = (plan.get("ram") or {}).get("slurm_mem")
-    mem = mem or cfg.mem or predicted
+    comments: dict[str, str] = {}
+    where = _absolute(cfg.output_dir) / PROBE_FILE
+    sized = mem_from_probe(probe, cfg.gpus) if probe is not None and mem is None else None
+    if sized is not None:
+        mem, mem_note = sized[0], f"from cellcheck probe ({where}): {sized[1]}"
+        comments["mem"] = f"--mem={mem} {mem_note}"
+    else:
+        mem_note = "given with --mem" if mem else "the config's mem" if cfg.mem else "the gate's host-RAM plan"
+        mem = mem or cfg.mem or predicted
     if not mem:
         raise CellcheckError(f"{config}: no memory plan (no readable case shapes) and no mem; give --mem")
-    if time is None:
+    timed = time_from_probe(probe, cfg) if probe is not None and time is None else None
+    if timed is not None:
+        time, note = timed[0], f"from cellcheck probe: {timed[1]}"
+        comments["time"] = f"--time={time} from cellcheck probe ({where}): {timed[1]}"
+    elif time is None:
         n_train, n_val = _split_counts(cfg.datalist, cfg.dataroot, cfg.fold, report.cases)
         mean_shape = (plan.get("dataset") or {}).get("mean_shape") or [0, 0, 0]
         time, note = time_limit(cfg, n_train, n_val, math.prod(mean_shape))
@@ -253,11 +271,16 @@ def plan_resources(report, cfg: TrainConfig | None, config: Path, *, partition: 
     return JobResources(
         job_name=f"cellcheck-{cfg.model}", partition=partition, gpus=cfg.gpus,
         gres="" if gres in ("", "none") else gres or f"gpu:{gpu_profile(cfg.gpu).name.lower()}:{cfg.gpus}",
-        cpus=cpus or CPUS_PER_GPU * cfg.gpus, mem=mem, time=time, time_note=note)
+        cpus=cpus or CPUS_PER_GPU * cfg.gpus, mem=mem, time=time, time_note=note, mem_note=mem_note,
+        comments=comments)
 
 
-def render(template_text: str, values: Mapping[str, str], source: str = "template") -> str:
-    """Fill a job template; an #SBATCH line whose value comes out empty is disabled (`##SBATCH`)."""
+def render(template_text: str, values: Mapping[str, str], source: str = "template",
+           comments: Mapping[str, str] | None = None) -> str:
+    """Fill a job template; an #SBATCH line whose value comes out empty is disabled (`##SBATCH`).
+
+    `comments` {"mem": text, ...}: a `# text` line above the `#SBATCH --mem=` line (say where a value came from).
+    """
     tpl = JobTemplate(template_text)
     unknown = sorted(tpl.names() - set(values))
     if unknown:
@@ -267,6 +290,9 @@ def render(template_text: str, values: Mapping[str, str], source: str = "templat
     for line in tpl.safe_substitute(values).splitlines():
         if re.match(r"#SBATCH\s+--[\w-]+=\s*$", line):
             line = "#" + line + "  (not set: the cluster's default)"
+        option = re.match(r"#SBATCH\s+--([\w-]+)=", line)
+        if option and (comments or {}).get(option.group(1)):
+            lines.append(f"# {comments[option.group(1)]}")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -288,7 +314,8 @@ def read_template(template: Path | None = None) -> str:
 def prepare_job(config_path: Path, template: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
                 partition: str | None = None, time: str | None = None, mem: str | None = None,
                 cpus: int | None = None, gres: str | None = None, python: str = "python3",
-                report=None, env: Mapping[str, str] | None = None, resume: bool = False) -> Job:
+                report=None, env: Mapping[str, str] | None = None, resume: bool = False,
+                probe: Mapping[str, Any] | None = None) -> Job:
     """Gate (unless `report` is given), resources and the rendered script, nothing written.
 
     Renders whether or not the gate passed (`submit` is what refuses). `resume`: the job's first start
@@ -299,7 +326,8 @@ def prepare_job(config_path: Path, template: Path | None = None, *, overrides: M
     if report is None:
         report = run_gate_for_job(loaded, mem, env)
     cfg = loaded.config
-    res = plan_resources(report, cfg, config, partition=partition, time=time, mem=mem, cpus=cpus, gres=gres)
+    res = plan_resources(report, cfg, config, partition=partition, time=time, mem=mem, cpus=cpus, gres=gres,
+                         probe=probe)
     text = read_template(template)
     set_args = " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in (overrides or {}).items())
     values = {
@@ -308,7 +336,8 @@ def prepare_job(config_path: Path, template: Path | None = None, *, overrides: M
         "config": shlex.quote(str(config)), "python": shlex.quote(python), "set_args": set_args,
         "gpus": str(res.gpus), "model": cfg.model, "resume": "--resume" if resume else "",
     }
-    return Job(report=report, resources=res, script=render(text, values, str(template or "train.sbatch")),
+    return Job(report=report, resources=res,
+               script=render(text, values, str(template or "train.sbatch"), res.comments),
                path=_absolute(cfg.output_dir) / "job.sbatch")
 
 
@@ -330,8 +359,11 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
            overrides: Mapping[str, Any] | None = None, partition: str | None = None, time: str | None = None,
            mem: str | None = None, cpus: int | None = None, gres: str | None = None, python: str = "python3",
            env: Mapping[str, str] | None = None, say: Callable[[str], None] | None = None,
-           show: Callable[[str], None] | None = None, resume: bool = False) -> int:
+           show: Callable[[str], None] | None = None, resume: bool = False, probe: bool = False) -> int:
     """Gate, size, write OUTPUT_DIR/job.sbatch and `sbatch` it (print it instead with `dry_run`).
+
+    `probe`: run `cellcheck probe` on the config first (kept as OUTPUT_DIR/probe.json); the gate judges
+    host memory by it and the job's --mem and --time come from it (unless given), with a comment saying so.
 
     Returns the exit status: 0 submitted (or printed), 1 refused (by the gate, or because output_dir
     holds a run and `resume` is not set: nothing is written then). Raises CellcheckError
@@ -352,20 +384,28 @@ def submit(config_path: Path, dry_run: bool = False, *, template: Path | None = 
     if refusal:
         say(f"cellcheck submit: {refusal}; nothing submitted")
         return 1
-    report = run_gate_for_job(load_config(_absolute(config_path), overrides), mem, env)
+    probed = None
+    if probe:
+        from cellcheck.probe import loaded_or_fail, render as render_probe, run_probe, save_probe
+
+        say("cellcheck submit: probing the run's data path before it is sized (cellcheck probe)")
+        probed = run_probe(_absolute(config_path), overrides)
+        saved, _ = save_probe(probed, loaded_or_fail(_absolute(config_path), overrides).config.output_dir)
+        say(render_probe(probed).rstrip("\n") + f"\ncellcheck submit: probe report in {saved}")
+    report = run_gate_for_job(load_config(_absolute(config_path), overrides), mem, env, probe=probed)
     if not report.passed:
         say(render_text(report).rstrip("\n"))
         say(f"cellcheck submit: refused by the gate (exit {report.exit_code}); nothing submitted")
         return report.exit_code
     job = prepare_job(config_path, template, overrides=overrides, partition=partition, time=time, mem=mem, cpus=cpus,
-                      gres=gres, python=python, report=report, env=env, resume=resume)
+                      gres=gres, python=python, report=report, env=env, resume=resume, probe=probed)
     res = job.resources
     predicted = ((report.extra["gate"]["memory"] or {}).get("ram") or {}).get("slurm_mem")
     check_node_memory(res.mem, predicted, partition, env)
     job.path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(job.path, job.script)
     say(f"gate passed ({report.cases} cases); job: --gres {res.gres or 'none'}, {res.cpus} CPUs, --mem {res.mem} "
-        f"(plan {predicted}), --time {res.time} ({res.time_note})")
+        f"({res.mem_note}; model plan {predicted}), --time {res.time} ({res.time_note})")
     if dry_run:
         show(job.script)
         say(f"dry run: written to {job.path}, not submitted")

@@ -176,7 +176,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
         return leave_process_group(EXIT_REFUSED, world)
     cfg: TrainConfig = loaded.config  # the gate passed: every key is valid
     out = cfg.output_dir
-    device = _device(rank)
+    device = run_device(rank)
     if device.type == "cuda":
         _check_device_memory(cfg, device)
 
@@ -193,7 +193,7 @@ def train(config: Path, overrides: Mapping[str, Any] | None = None, *, resume: b
     if cfg.compile:
         model, loss_fn = torch.compile(model), torch.compile(loss_fn)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    amp_dtype = _amp_dtype(cfg, device)
+    amp_dtype = amp_dtype_for(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = State()
     resumed = resume and (out / "last.pt").is_file()
@@ -549,7 +549,8 @@ def _broadcast(value: Any) -> Any:
     return value
 
 
-def _device(rank: int) -> torch.device:
+def run_device(rank: int) -> torch.device:
+    """The rank's device: its local GPU under torchrun (LOCAL_RANK), the CPU without CUDA."""
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)
@@ -557,7 +558,8 @@ def _device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it (fp16 with a scaler otherwise) when the config asks for AMP; None on the CPU."""
     if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -15,6 +15,7 @@ from cellcheck.cli.audit import audit_command, checks_command, stats_command
 from cellcheck.cli.convert import convert_command
 from cellcheck.cli.gate import gate_command
 from cellcheck.cli.memory import predict_command, profile_command
+from cellcheck.cli.probe import probe_command
 from cellcheck.cli.submit import submit_command
 from cellcheck.cli.train import infer_command, train_command
 from cellcheck.errors import exit_status, run_cli
@@ -43,7 +44,7 @@ def cli() -> None:
 
 
 for _command in (audit_command, stats_command, checks_command, convert_command, gate_command, predict_command,
-                 profile_command, submit_command, train_command, infer_command):
+                 profile_command, probe_command, submit_command, train_command, infer_command):
     cli.add_command(_command)
 
 

@@ -27,7 +27,10 @@ from cellcheck.report import RENDERERS
 @click.option("--ignore", callback=check_ids, help="Skip these check ids (comma-separated).")
 @click.option("--no-strict", is_flag=True, help="Let warnings pass (the gate is strict by default).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-def gate_command(path, config, overrides, model, gpu, gpus, mem, workers, prefetch, fmt, output, select, ignore, no_strict, jobs) -> None:
+@click.option("--probe", is_flag=True, help="Run cellcheck probe on the config first (kept as OUTPUT_DIR/probe.json) "
+              "and judge host memory by what it measured (a probe.json of this config is used without it too).")
+def gate_command(path, config, overrides, model, gpu, gpus, mem, workers, prefetch, fmt, output, select, ignore,
+                 no_strict, jobs, probe) -> None:
     """Audit + config + environment + memory plan: exit 0 only if a job may start.
 
     Exit status: 0 a job may start, 1 it may not (errors, or warnings unless --no-strict), 2 a usage error.
@@ -35,10 +38,19 @@ def gate_command(path, config, overrides, model, gpu, gpus, mem, workers, prefet
     from cellcheck.config import parse_overrides
     from cellcheck.gate import run_gate
 
+    values = parse_overrides(list(overrides))
+    probed = None
+    if probe:
+        from cellcheck.probe import loaded_or_fail, run_probe, save_probe
+
+        if config is None:
+            raise click.UsageError("--probe runs the training config's data path: give --config")
+        probed = run_probe(config, values)
+        save_probe(probed, loaded_or_fail(config, values).config.output_dir)
     report = run_gate(
-        path, config=config, overrides=parse_overrides(list(overrides)),
+        path, config=config, overrides=values,
         plan={"model": model, "gpu": gpu, "gpus": gpus, "mem": mem, "workers": workers, "prefetch": prefetch},
-        options=audit_options(None, jobs, None), select=select, ignore=ignore, strict=not no_strict,
+        options=audit_options(None, jobs, None), select=select, ignore=ignore, strict=not no_strict, probe=probed,
     )
     emit(RENDERERS[fmt or default_format()](report), output)
     sys.exit(report.exit_code)

@@ -25,8 +25,10 @@ from cellcheck.submit import CPUS_PER_GPU, submit
               help="Python on the compute node with cellcheck and torch installed, e.g. /path/.venv/bin/python.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable); the job gets it too.")
 @click.option("--resume", is_flag=True, help="The job continues the run already in OUTPUT_DIR (from its last.pt).")
+@click.option("--probe", is_flag=True, help="Run cellcheck probe first (kept as OUTPUT_DIR/probe.json): the gate "
+              "judges host memory by it, and --mem and --time come from it unless given (the job script says so).")
 def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, template, python, overrides,
-                   resume) -> None:
+                   resume, probe) -> None:
     """Gate a training config, then sbatch a job sized from the gate's plan (slurm/train.sbatch).
 
     Exit status: 0 submitted (or written, with --dry-run), 1 refused (by the gate, or OUTPUT_DIR already
@@ -35,5 +37,5 @@ def submit_command(config, dry_run, partition, time_limit_, mem, cpus, gres, tem
     from cellcheck.config import parse_overrides
 
     sys.exit(submit(config, dry_run, template=template, overrides=parse_overrides(list(overrides)), partition=partition,
-                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python, resume=resume,
+                    time=time_limit_, mem=mem, cpus=cpus, gres=gres, python=python, resume=resume, probe=probe,
                     say=lambda line: click.echo(line, err=True), show=lambda text: click.echo(text, nl=False)))

@@ -74,7 +74,8 @@ def predict_store_ram(roi: Sequence[int], patches: int, loader: Loader, reads: S
     batch_out = loader.batch * patches * one
     transient = read_bytes(roi, reads)
     building = 2 * batch_out + transient["transient"]  # the patches, collate's stacked copy, one patch being read
-    validation = math.prod(roi) * (reads.raw_bytes + 2 * math.ceil(reads.classes / 8))  # one window on the host
+    # one validation window on the host, while a validation runs
+    validation = math.prod(roi) * (reads.raw_bytes + 2 * math.ceil(reads.classes / 8)) if loader.hold_validation else 0
     if loader.workers:
         per_worker = loader.worker_base_bytes + building
         waiting = loader.workers * (loader.prefetch - 1) * batch_out
@@ -99,7 +100,7 @@ def predict_store_ram(roi: Sequence[int], patches: int, loader: Loader, reads: S
         breakdown=breakdown,
         config={"gpus": loader.gpus, "workers": loader.workers, "prefetch": loader.prefetch, "batch": loader.batch,
                 "patches": patches, "roi": list(roi), "chain": "store", "headroom_fraction": headroom,
-                "hold_validation": True},
+                "hold_validation": loader.hold_validation},
         worst_case={"peak_bytes": int(peak), "required_bytes": required, "slurm_mem": slurm_mem(required),
                     "note": "flat in crop size: patches and chunks, never whole crops, are in flight"},
         typical={"peak_bytes": int(peak)},
