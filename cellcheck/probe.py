@@ -164,7 +164,8 @@ def phase_peaks(records: Sequence[dict[str, Any]], events: Sequence[dict[str, An
             continue
         foot = np.array([r["total"]["footprint_bytes"] for r in inside], dtype=float)
         row = {"peak_bytes": int(foot.max()), "median_bytes": int(np.median(foot)),
-               "end_bytes": int(np.median(foot[-3:])), "samples": len(inside),
+               "end_bytes": int(np.median(foot[-3:])), "samples": len(inside), "start_t": lo,
+               "end_t": hi if hi != float("inf") else inside[-1]["t"],
                "seconds": round(min(hi, inside[-1]["t"]) - lo, 2), "processes": max(len(r["processes"]) for r in inside)}
         if name in ("epoch", "worst") and len(foot) >= 8:
             half, last = foot[: len(foot) // 2].max(), foot[-max(2, len(foot) // 4):].max()

@@ -33,7 +33,7 @@ def options(command):
 
 
 def test_a_file_is_dash_o_output_and_a_folder_output_dir():
-    """audit, gate, stats, predict, profile write a file with -o/--output; convert and infer a folder with
+    """audit, gate, stats, predict, profile, probe write a file with -o/--output; convert and infer a folder with
     --output-dir; no command spells it --out any more."""
     seen = {}
     for path, command in commands():
@@ -47,7 +47,7 @@ def test_a_file_is_dash_o_output_and_a_folder_output_dir():
                 assert isinstance(opt.type, click.Path) and not opt.type.file_okay, path
                 seen[path[-1]] = "folder"
     assert seen == {"audit": "file", "gate": "file", "stats": "file", "predict": "file", "run": "file",
-                    "plot": "file", "convert": "folder", "infer": "folder"}
+                    "plot": "file", "probe": "file", "convert": "folder", "infer": "folder"}
 
 
 def test_old_output_spellings_still_work_with_one_warning(clean, tmp_path):
@@ -148,7 +148,7 @@ def test_counts_say_one_thing_and_many_things(clean_copy, tmp_path):
                                       "num_epochs": 2, "mem": "64G"}))
     refused = run(["train", "--config", str(config)])
     assert refused.exit_code == 1 and "refused by the gate (1 problem, report in" in refused.stderr, refused.stderr
-    assert "FAILED: 10 cases, 0 errors, 1 warning, 0 info" in refused.stderr
+    assert "FAILED: 10 cases, 0 errors, 1 warning, 1 info" in refused.stderr  # the info: header-voxel-size
     predict = run(["predict", str(clean_copy / "datalist.json"), "--model", "segresnet", "--format", "text",
                    "--roi", "32,32,32", "--batch", "1", "--no-max-batch"])
     assert "Host RAM (1 rank x 8 workers" in predict.stdout

@@ -96,8 +96,8 @@ def stats_command(path, dataroot, datalist, fmt, output, datastats_out, jobs, me
         if datastats_out is not None:
             raise CellcheckError(f"{path}: an audit report holds the summary, not the per-case statistics "
                                  "--datastats-out writes; run cellcheck stats on the datalist for it")
-        emit(render_stats(saved, fmt, str(path)), output)
-        return
+        emit(render_stats(saved, fmt or default_format(), str(path)), output)
+        sys.exit(partial_status(saved["images"], allow_partial))
     options = audit_options(None, jobs, memory_budget, resolution, classes)
     if is_by_case_file(path):
         cases = read_by_case(path, datalist, options.classes)

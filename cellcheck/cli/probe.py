@@ -15,7 +15,7 @@ import click
 from cellcheck.cli.options import default_format, emit, size
 
 
-@click.command("probe")
+@click.command("probe", short_help="Measure the run's loader, validation and step beside the models.")
 @click.argument("config", type=click.Path(path_type=Path, readable=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
 @click.option("--batches", type=click.IntRange(min=2), default=50, show_default=True,

@@ -42,7 +42,7 @@ class ConvertResult:
     datalist: Path | None
     outcomes: list[Outcome]
     folds: int = 0
-    uncovered: list[str] = field(default_factory=list)  # classes not annotated in every fold
+    uncovered: list[str] = field(default_factory=list)  # classes present (or, unsaid, annotated) in too few crops for every fold
 
     @property
     def converted(self) -> list[Outcome]:

@@ -22,5 +22,5 @@ def render_summary(result: ConvertResult, fmt: str) -> str:
         for note in o.notes:
             lines.append(f"  note {o.case}: {note}")
     if result.uncovered:
-        lines.append(f"  classes not annotated in every fold (too few crops): {', '.join(result.uncovered)}")
+        lines.append(f"  classes in too few crops for every fold to hold one where present: {', '.join(result.uncovered)}")
     return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ def test_coarse_crop_is_a_warning_without_resolution(coarse):
 def test_the_summary_and_its_text_line(coarse):
     result = CliRunner().invoke(cli, ["audit", str(coarse), "--format", "text"])
     lines = result.output.splitlines()
-    assert result.exit_code == 0 and lines[-1].startswith("PASSED") and "1 warnings, 1 info" in lines[-1]
+    assert result.exit_code == 0 and lines[-1].startswith("PASSED") and "1 warning, 1 info" in lines[-1]
     assert lines[-2].startswith("jrc_fix-1/jrc_fix-1.zarr: info [resolution-mismatch] -: jrc_fix-1: resolutions its")
 
 

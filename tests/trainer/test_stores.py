@@ -80,7 +80,7 @@ def test_infer_a_crop_of_a_store_overlays_the_raw(stores):
     if not best.exists():
         assert cellcheck("train", "--config", str(write(stores, "run")), cwd=stores).returncode == 0
     store = next(p for p in (stores / "zarr").rglob("*.zarr") if (p / "recon-1/labels/groundtruth/crop1").is_dir())
-    proc = cellcheck("infer", "--checkpoint", str(best), str(store), "--crop", "crop1", "--output", "maps", cwd=stores)
+    proc = cellcheck("infer", "--checkpoint", str(best), str(store), "--crop", "crop1", "--output-dir", "maps", cwd=stores)
     assert proc.returncode == 0, proc.stderr
     group = zarr.open_group(str(stores / proc.stdout.strip()), mode="r")
     transforms = dict(group.attrs)["multiscales"][0]["datasets"][0]["coordinateTransformations"]
@@ -93,10 +93,10 @@ def test_infer_a_crop_of_a_store_overlays_the_raw(stores):
     # any box, in nm: the same voxels where the boxes overlap
     lo = transforms[1]["translation"][1:]
     box = ",".join(str(v - 4) for v in lo) + "," + ",".join(str(v - 4 + 8 * 10) for v in lo)
-    part = cellcheck("infer", "--checkpoint", str(best), str(store), "--box", box, "--output", "part", cwd=stores)
+    part = cellcheck("infer", "--checkpoint", str(best), str(store), "--box", box, "--output-dir", "part", cwd=stores)
     assert part.returncode == 0, part.stderr
     assert zarr.open_group(str(stores / part.stdout.strip()), mode="r")["s0"].shape == (14, 10, 10, 10)
-    missing = cellcheck("infer", "--checkpoint", str(best), str(store), "--crop", "crop999", "--output", "x", cwd=stores)
+    missing = cellcheck("infer", "--checkpoint", str(best), str(store), "--crop", "crop999", "--output-dir", "x", cwd=stores)
     assert missing.returncode == 2 and "no crop 'crop999'" in missing.stderr and missing.stderr.count("\n") == 1
 
 
