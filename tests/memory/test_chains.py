@@ -20,12 +20,17 @@ GiB = 2**30
 
 @pytest.fixture(scope="module")
 def crop(tmp_path_factory):
-    """A 96^3 uint8 image and a label with every class value, as .nii.gz (what the field converted to)."""
+    """A 160^3 uint8 image and a label with every class value, as .nii.gz (what the field converted to).
+
+    Large enough that glibc's free heap (about 1 MB, which a new buffer may take without growing the RSS)
+    is a fraction of a byte per voxel: at 96^3 it was one byte per voxel, and a stage's held bytes came out
+    one below the model in about one run of three.
+    """
     root = tmp_path_factory.mktemp("crop")
     rng = np.random.default_rng(0)
     affine = np.diag([8.0, 8.0, 8.0, 1.0])
-    nib.save(nib.Nifti1Image(rng.integers(1, 255, (96,) * 3, dtype=np.uint8), affine), root / "image.nii.gz")
-    nib.save(nib.Nifti1Image(rng.integers(0, 15, (96,) * 3, dtype=np.uint8), affine), root / "label.nii.gz")
+    nib.save(nib.Nifti1Image(rng.integers(1, 255, (160,) * 3, dtype=np.uint8), affine), root / "image.nii.gz")
+    nib.save(nib.Nifti1Image(rng.integers(0, 15, (160,) * 3, dtype=np.uint8), affine), root / "label.nii.gz")
     return root
 
 
