@@ -6,7 +6,8 @@ rate is measured with the config's workers; it grows about in proportion to them
 the run is data-bound when the loader's seconds per step exceed the network's, and the workers it would
 take not to be are the workers times that ratio. Without a GPU on the probing machine the network
 time is the CPU's, so for a GPU job only the loader's bound stands (`loader_only`). Validation scales
-from the probed crop by voxels; ranks split the crops of an epoch and of a validation.
+from the probed crop by its sliding windows (a crop smaller than the ROI still costs one window), plus
+the first window's warm-up once; ranks split the crops of an epoch and of a validation.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Schedule:
     patches_per_crop: int
     num_epochs: int
     epochs_per_validation: int
-    validation_voxels: int
+    validation_windows: int  # sliding windows over every validation crop
     ranks: int = 1
     max_steps_per_epoch: int | None = None
     workers: int = 0
@@ -55,10 +56,11 @@ class Timings:
 
     start_s: float  # opening the data and building the network, before the first step
     s_per_batch: float  # the loader alone, one batch, once running
-    s_per_step_fed: float  # a training step fed by the loader
+    s_per_step_fed: float  # a training step fed by the loader, waiting for its batch included
     s_per_step_network: float  # the network alone
-    validation_s: float  # one crop of `validation_voxels_probed` voxels
-    validation_voxels_probed: int
+    validation_s: float  # one crop of `validation_windows_probed` windows, warmed up
+    validation_windows_probed: int
+    validation_warmup_s: float  # the first window through the network, paid once per run
     gpu: bool  # measured on a GPU (else the network times are a CPU's)
 
 
@@ -90,15 +92,16 @@ def forecast(schedule: Schedule, t: Timings, *, for_gpu_job: bool = False) -> Fo
         step, network, bound, idle, needed = loader_step, float("nan"), None, None, None
     else:
         network = t.s_per_step_network
-        step = max(t.s_per_step_fed, network)
+        step = max(t.s_per_step_fed, network, loader_step)
         bound = loader_step > network * 1.05
         idle = max(0.0, 1.0 - network / step) if t.gpu else None
         # the loader's rate grows with its workers (while cores last): enough of them to keep up with the network
         needed = max(1, math.ceil(max(1, schedule.workers) * loader_step / network)) if network > 0 else None
     epoch = schedule.steps_per_epoch * step
-    validation = t.validation_s * schedule.validation_voxels / max(t.validation_voxels_probed, 1) / schedule.ranks
-    first = t.start_s + max(1, schedule.epochs_per_validation) * epoch + validation
-    total = t.start_s + schedule.num_epochs * epoch + schedule.validations * validation
+    validation = t.validation_s * schedule.validation_windows / max(t.validation_windows_probed, 1) / schedule.ranks
+    warmup = t.validation_warmup_s if schedule.validations else 0.0
+    first = t.start_s + max(1, schedule.epochs_per_validation) * epoch + validation + warmup
+    total = t.start_s + schedule.num_epochs * epoch + schedule.validations * validation + warmup
     return Forecast(schedule.steps_per_epoch, step, epoch, validation, min(first, total), total, loader_step, network,
                     bound, idle, needed, loader_only)
 

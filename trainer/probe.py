@@ -108,12 +108,14 @@ def describe_data(data: RunData, cfg: TrainConfig) -> dict[str, Any]:
     """The crops the run trains and validates on, with their shapes at the training resolution (what the models read)."""
     if data.train_crops:
         train = [{"case": c.case.case, "shape": list(c.shape)} for c in data.train_crops]
-        val = [{"case": v.case, "shape": list(v.shape)} for v in data.validation]
+        val = [{"case": v.case, "shape": list(v.shape), "windows": len(tiles(v.shape, cfg.roi_size, OVERLAP))}
+               for v in data.validation]
         training = data.training.to_json() if data.training is not None else None
         return {"kind": "stores", "train": train, "validation": val, "training_set": training,
                 "crops_per_batch": crops_per_batch(cfg)}
     train = [{"case": c.case, "shape": list(_shape(c))} for c in data.train_cases]
-    val = [{"case": c.case, "shape": list(_shape(c))} for c in data.validation]
+    val = [{"case": c.case, "shape": list(shape), "windows": len(tiles(shape, cfg.roi_size, OVERLAP))}
+           for c, shape in ((c, _shape(c)) for c in data.validation)]
     return {"kind": "datalist", "train": train, "validation": val, "crops_per_batch": crops_per_batch(cfg)}
 
 
@@ -216,32 +218,42 @@ def read_windows(picked: tuple[Any, tuple[int, ...]], cfg: TrainConfig) -> None:
 
 def score(net, picked: tuple[Any, tuple[int, ...]], data: RunData, cfg: TrainConfig, device: torch.device,
           amp) -> dict[str, Any]:
-    """The crop read and scored through the network as validation does: validation's time per crop."""
+    """The crop read and scored through the network as validation does: validation's time per window.
+
+    One window goes through the network first and is timed apart (the first call in inference mode pays
+    for the allocator, cuDNN's choice of kernels or a compile): a run pays that once, not per crop."""
     case, shape = picked
-    start = time.time()
     net.eval()
+    t = time.time()
+    with torch.inference_mode(), torch.autocast(device.type, enabled=amp is not None):
+        net(torch.zeros((1, 1, *cfg.roi_size), device=device))
+    _sync(device)
+    warmup, start = time.time() - t, time.time()
     with torch.inference_mode():
         crop = case.validation(cfg.num_classes)
         score_case(net, crop.read, crop.shape, cfg.roi_size, cfg.num_classes, data.rule, device, amp=amp is not None)
     net.train()
     _sync(device)
-    return {"case": case.case, "shape": list(shape), "voxels": math.prod(shape), "seconds": time.time() - start}
+    return {"case": case.case, "shape": list(shape), "voxels": math.prod(shape), "seconds": time.time() - start,
+            "windows": len(tiles(shape, cfg.roi_size, OVERLAP)), "warmup_s": warmup}
 
 
 def time_steps(net, loss_fn, optimizer, scaler, data: RunData, cfg: TrainConfig, device: torch.device, amp,
                steps: int, seconds: float) -> dict[str, Any]:
-    """Steps fed by the loader (the first warms up: allocator, cuDNN, compile), then the network alone on one batch."""
+    """Steps fed by the loader, each timed from the end of the one before (waiting for a batch included, as the
+    loop waits), the first apart (it starts the workers and warms up allocator, cuDNN, compile); then the
+    network alone on one batch."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fed, batch = [], None
-    start = time.time()
+    start = t = time.time()
     loader = data.loader(1)
     for batch in _batches(loader, cfg.batch_size):
-        t = time.time()
         train_step(net, loss_fn, optimizer, scaler, batch, device, amp, False, data.rule)
         _sync(device)
         fed.append(time.time() - t)
-        if len(fed) > steps or time.time() - start > seconds:
+        t = time.time()
+        if len(fed) > steps or t - start > seconds:
             break
     alone = []
     if batch is not None:
@@ -283,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--events", required=True, type=Path, help="phase marks, one JSON line each")
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args(argv)
     loaded: LoadedConfig = load_config(args.config, parse_overrides(args.overrides))
     if loaded.config is None:

@@ -22,7 +22,7 @@ from cellcheck.cli.options import default_format, emit, size
               help="Loader batches per loader phase at most.")
 @click.option("--seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds per loader phase at most (and for the timed steps).")
-@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
               help="Training steps timed after a warm-up step.")
 @click.option("--limit", callback=size, default=None,
               help="Stop the probe when its processes hold more than this (default: 80% of what the host has "
