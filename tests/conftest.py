@@ -1,6 +1,7 @@
-"""Shared datasets, written once per session by the fixture generator (no binary fixtures in git)."""
+"""Shared datasets, written once per session by the fixture generator (no binary fixtures in git); torch's threads."""
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,14 @@ def converted(clean, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("converted") / "out"
     result = convert(clean / "zarr", out, Options(EIGHT, DEFAULT_CLASS_MAP), jobs=1)
     return out, result
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core box, OpenMP barriers under contention cost 5-10x (measured)."""
+    import torch  # here: the tests that need no torch do not wait for its import
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Reading what `pytest --benchmark-json` wrote, for the check scripts beside this file."""
+"""Reading what `pytest --benchmark-json` wrote, for the check scripts beside this file; a script's own result out."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def read_benchmarks(path: Path) -> list[dict[str, Any]]:
     if not isinstance(benchmarks, list):
         raise BadInput(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON?)")
     return benchmarks
+
+
+def emit(result: dict[str, Any], path: Path | None) -> None:
+    """Print a benchmark script's result as JSON, and write it to `path` too when one is given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")

@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "benchmarks")]
+
+from bench_json import emit  # noqa: E402
 
 
 def run(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
@@ -87,10 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp) / "data"
         row = measure(root, args.clean, args.epochs, args.workers)
-    text = json.dumps(row, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(row, args.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "benchmarks")]
 
+from bench_json import emit  # noqa: E402
+
 GiB = 2**30
 
 
@@ -99,10 +101,7 @@ def main() -> None:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         row = measure(cache, mix, args.workers)
-    text = json.dumps(row, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(row, args.json)
 
 
 if __name__ == "__main__":

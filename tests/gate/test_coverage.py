@@ -1,8 +1,6 @@
 """The coverage plan: a class annotated and present nowhere refuses the launch; the plan's counts are the data's."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,16 +9,13 @@ import pytest
 import yaml
 
 from cellcheck.classes import DEFAULT_CLASS_MAP
+from commands import cellcheck
 from fixtures import make_dataset
 
 RIBO = "mito_ribo"
 STORE_CONFIG = {"model": "segresnet", "datalist": "zarr", "resolution": 8, "output_dir": "runs/s",
                 "roi_size": [32, 32, 32], "batch_size": 2, "num_patches_per_image": 2, "num_epochs": 2,
                 "smoke_test": True, "exclude_crops": ["crop300", "crop301", "crop302"], "num_workers": 0}
-
-
-def cellcheck(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cellcheck", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from cellcheck.units import parse_bytes
+from commands import cellcheck, write_config
 
 CONFIG = {"model": "segresnet", "datalist": "datalist.json", "output_dir": "runs/probed", "roi_size": [32] * 3,
           "batch_size": 2, "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
@@ -33,14 +31,7 @@ def data(clean, tmp_path_factory) -> Path:
 
 
 def write(root: Path, name: str, **changes) -> Path:
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "output_dir": f"runs/{name}", **changes}))
-    return path
-
-
-def cellcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cellcheck", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
+    return write_config(root, name, CONFIG, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from cellcheck.cellmap.trainset import plan_training_set
 from cellcheck.classes import DEFAULT_CLASS_MAP
 from cellcheck.config import validate_config
 from trainer.stores import prepare, store_loader
+from commands import cellcheck, write_config
 
 CONFIG = {"model": "segresnet", "datalist": "zarr", "resolution": 8, "output_dir": "runs/store", "roi_size": [32] * 3,
           "batch_size": 2, "num_patches_per_image": 2, "num_epochs": 2, "smoke_test": True, "max_steps_per_epoch": 2,
@@ -35,14 +33,7 @@ def stores(clean, tmp_path_factory) -> Path:
 
 
 def write(root: Path, name: str, **changes) -> Path:
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "output_dir": f"runs/{name}", **changes}))
-    return path
-
-
-def cellcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cellcheck", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
+    return write_config(root, name, CONFIG, **changes)
 
 
 def records(path: Path) -> list[dict]:
