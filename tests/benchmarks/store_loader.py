@@ -7,8 +7,9 @@ The loader is trainer/stores.py as the trainer runs it (`store_loader`: workers,
 draws), timed over K batches after its workers' start (the steady state) with nothing else to do
 (the loader alone), in a child process sampled
 by `cellcheck profile` (RSS and PSS of the process tree, and batches waiting in shared memory). The
-floor: every chunk those batches' patches overlap (raw and each trained class array, at its level),
-read once, in one process, with zarr: what any reader of the same patches must decompress. Without
+floor: every chunk each of those batches' patches overlaps (raw and each trained class array, at its
+level), read patch after patch in one process with zarr: what a reader of the same patches without a
+chunk cache must decompress; beside it, every distinct chunk read once (an unbounded cache's floor). Without
 --stores it writes fixture stores (fixtures/stores.py) of full crops at 8 nm, at each size of
 --scales (times the voxels of the first: 1,4 is crops of 1x and 4x the voxels), and reports the
 peak memory of each: it should not grow with the crops (the model, cellcheck.memory.store_ram, says
@@ -85,14 +86,18 @@ def child(args: argparse.Namespace) -> None:
 
 
 def floor(stores: Path, resolution: float, patch: int, batches: int, skip: int = 0) -> dict[str, Any]:
-    """The same patches' chunks, each read once with zarr in one process: patches per second of that."""
+    """The same patches' chunks read with zarr in one process: patches per second of that.
+
+    Two floors: each patch's chunks in turn (what a reader without a chunk cache, the loader among them,
+    must decompress: `patches_per_s`), and every distinct chunk once (what a reader with an unbounded
+    cache would: `distinct_patches_per_s`; on small crops many patches share their chunks)."""
     from cellcheck.cellmap.stores import open_store
     from cellcheck.readers.zarr_compat import storage_chunks
     from trainer.stores import StorePatches
 
     cfg = config(stores, resolution, patch, 0)
     _, crops = training_crops(cfg)
-    chunks: set[tuple[str, tuple[int, ...]]] = set()
+    reads: list[tuple[str, tuple[int, ...]]] = []
     arrays: dict[str, Any] = {}
     ds = StorePatches(crops, cfg.classes, cfg)
     per_batch = max(1, cfg.batch_size // cfg.num_patches_per_image)
@@ -111,7 +116,7 @@ def floor(stores: Path, resolution: float, patch: int, batches: int, skip: int =
                 arrays[key] = raw
                 start = [s + a for s, a in zip(crop.plan.crop_start, lo)]
                 stop = [s + b_ for s, b_ in zip(crop.plan.crop_start, hi)]
-                chunks |= {(key, c) for c in _chunks(start, stop, raw.shape, storage_chunks(raw))}
+                reads += [(key, c) for c in _chunks(start, stop, raw.shape, storage_chunks(raw))]
                 shift = [s - c for s, c in zip(crop.plan.start, crop.plan.crop_start)]
                 inner_lo = [max(a, 0) - s for a, s in zip(lo, shift)]
                 inner_hi = [min(b_, n_) - s for b_, n_, s in zip(hi, crop.shape, shift)]
@@ -122,15 +127,22 @@ def floor(stores: Path, resolution: float, patch: int, batches: int, skip: int =
                     arr = opened.classes[name].group[crop.plan.label_level.path]
                     akey = f"{crop.case.store}/{crop.case.crop}/{name}"
                     arrays[akey] = arr
-                    chunks |= {(akey, c) for c in _chunks([a for a, _ in box], [b_ for _, b_ in box], arr.shape,
-                                                          storage_chunks(arr))}
-    t0 = time.perf_counter()
-    for key, idx in sorted(chunks):
-        arr = arrays[key]
-        c = storage_chunks(arr)
-        arr[tuple(slice(i * s, min((i + 1) * s, n_)) for i, s, n_ in zip(idx, c, arr.shape))]
-    seconds = time.perf_counter() - t0
-    return {"patches": patches, "chunks": len(chunks), "seconds": seconds, "patches_per_s": patches / seconds}
+                    reads += [(akey, c) for c in _chunks([a for a, _ in box], [b_ for _, b_ in box], arr.shape,
+                                                         storage_chunks(arr))]
+
+    def read(chunks) -> float:
+        t0 = time.perf_counter()
+        for key, idx in chunks:
+            arr = arrays[key]
+            c = storage_chunks(arr)
+            arr[tuple(slice(i * s, min((i + 1) * s, n_)) for i, s, n_ in zip(idx, c, arr.shape))]
+        return time.perf_counter() - t0
+
+    distinct = sorted(set(reads))
+    read(distinct)  # the files into the page cache, as the loader's earlier epochs put them
+    seconds, seconds_distinct = read(reads), read(distinct)
+    return {"patches": patches, "chunks": len(reads), "distinct_chunks": len(distinct), "seconds": seconds,
+            "patches_per_s": patches / seconds, "distinct_patches_per_s": patches / seconds_distinct}
 
 
 def _chunks(start, stop, shape, chunk):
@@ -230,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             measured = profiled(stores, args, args.workers)
             reading = floor(stores, args.resolution, args.patch, args.batches, skip=max(1, args.workers) * args.prefetch)
             rows.append({"scale": scale, "stores": str(stores), **measured, "floor_patches_per_s": reading["patches_per_s"],
-                         "floor_chunks": reading["chunks"], "ratio_to_floor": measured["patches_per_s"] / reading["patches_per_s"]})
+                         "floor_chunks": reading["chunks"], "ratio_to_floor": measured["patches_per_s"] / reading["patches_per_s"],
+                         "distinct_floor_patches_per_s": reading["distinct_patches_per_s"],
+                         "distinct_chunks": reading["distinct_chunks"],
+                         "ratio_to_distinct_floor": measured["patches_per_s"] / reading["distinct_patches_per_s"]})
             if args.model:
                 rows[-1]["model"] = compare_model(stores, args, args.workers)
     first = rows[0]
@@ -241,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         report["peak_pss_growth"] = rows[-1]["peak_pss_mb"] / rows[0]["peak_pss_mb"]
     for r in rows:
         print(f"crops x{r['scale']:g}: {r['patches_per_s']:.1f} patches/s with {r['workers']} workers, floor "
-              f"{r['floor_patches_per_s']:.1f} ({r['ratio_to_floor']:.2f} of it); peak RSS {r['peak_rss_mb']:.0f} MiB, "
-              f"PSS {r['peak_pss_mb']:.0f} MiB")
+              f"{r['floor_patches_per_s']:.1f} ({r['ratio_to_floor']:.2f} of it; {r['floor_chunks']} chunk reads), "
+              f"distinct chunks once {r['distinct_floor_patches_per_s']:.1f} ({r['ratio_to_distinct_floor']:.2f}; "
+              f"{r['distinct_chunks']} chunks); peak RSS {r['peak_rss_mb']:.0f} MiB, PSS {r['peak_pss_mb']:.0f} MiB")
     for r in rows:
         if "model" in r:
             m = r["model"]
