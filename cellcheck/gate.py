@@ -131,7 +131,7 @@ def run_gate(
         probed, why = (probe, None) if probe is not None else read_probe(loaded.config.output_dir, loaded.config)
         notes += [why] if why else []
         if probed is not None:
-            found, said = probe_findings(probed, ranks=job.gpus, mem=job.mem, where=data)
+            found, said = probe_findings(probed, ranks=job.gpus, mem=job.mem, where=data, gpu=job.gpu)
             findings += found
             notes += said
     report = Report(source=str(data), cases=run.cases, findings=select_findings(findings, select, ignore),

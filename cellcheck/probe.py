@@ -411,9 +411,14 @@ def time_from_probe(result: Mapping[str, Any], cfg: TrainConfig) -> tuple[str, s
     return slurm_time(fc["total_s"]), f"{source}: {human(fc['total_s'])}, + 25%, at least 10 min"
 
 
-def probe_findings(result: Mapping[str, Any], *, ranks: int, mem: str | None, where: str | Path) -> tuple[list, list[str]]:
-    """The gate's findings from a probe (ram-exceeds, vram-exceeds on measurements) and its notes."""
+def probe_findings(result: Mapping[str, Any], *, ranks: int, mem: str | None, where: str | Path,
+                   gpu: str | None = None) -> tuple[list, list[str]]:
+    """The gate's findings from a probe (ram-exceeds, vram-exceeds on measurements) and its notes.
+
+    A step measured on one GPU is held against the job's (`gpu`, a profile name: the config's), which
+    may have less memory than the card the probe ran on."""
     from cellcheck.findings import finding
+    from cellcheck.memory.gpus import gpu_profile
     from cellcheck.units import parse_bytes
 
     found, notes = [], []
@@ -436,10 +441,12 @@ def probe_findings(result: Mapping[str, Any], *, ranks: int, mem: str | None, wh
                              f"--mem={sized[0] if sized else '?'} or lower num_workers / prefetch_factor",
                              measured_bytes=need, mem=mem, source="probe"))
     cuda = (result.get("measured") or {}).get("step", {}).get("cuda") if result.get("measured") else None
-    if cuda and cuda["max_allocated_bytes"] > cuda["total_bytes"]:
+    target = gpu_profile(gpu) if gpu else None
+    if cuda and cuda["max_allocated_bytes"] > (target.total_bytes if target else cuda["total_bytes"]):
+        card = f"the job's {target.name}" if target else cuda["name"]
         found.append(finding("vram-exceeds", None, where,
-                             f"cellcheck probe's step allocated {cuda['max_allocated_bytes'] / GiB:.1f} GiB, more than "
-                             f"{cuda['name']} has: lower batch_size or roi_size", source="probe"))
+                             f"cellcheck probe's step allocated {cuda['max_allocated_bytes'] / GiB:.1f} GiB on "
+                             f"{cuda['name']}, more than {card} has: lower batch_size or roi_size", source="probe"))
     for row in (result.get("model") or {}).get("ram", []) + (result.get("model") or {}).get("vram", []):
         if row["verdict"] != "ok":
             notes.append(f"MODEL BELOW MEASUREMENT: {row['what']}: {row['measured_bytes'] / GiB:.2f} GiB measured, "

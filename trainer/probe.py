@@ -11,9 +11,10 @@ and runs, each phase bounded by batches and seconds, marking where each starts a
 4. `worst`: a datalist run's loader over its largest training crops only, so every slot in flight holds
    one of them (the store loader reads patches: its worst is its epoch);
 5. `validation`: the largest validation crop read as validation reads it, window by window (host side);
-6. `scoring`: the same crop scored through the network on the run's device (validation's time);
-7. `step`: training steps on the run's device fed by the loader, then the network alone on one batch
-   (with CUDA: peak allocated and reserved memory).
+6. `scoring`: the same crop scored through the network on the run's device, after one warm-up window
+   (validation's time per sliding window);
+7. `step`: training steps on the run's device fed by the loader, each timed from the end of the one
+   before, then the network alone on one batch (with CUDA: peak allocated and reserved memory).
 
 On a machine without CUDA the last two run the network on the CPU: their tensors are then host memory
 that a GPU job keeps on its GPU, so the host-RAM comparison leaves them out.

@@ -107,6 +107,26 @@ def test_the_gate_refuses_a_mem_below_the_measurement(probed, data):
     assert any("measured another config" in n for n in report["notes"])
 
 
+def test_a_step_measured_on_a_larger_gpu_is_held_against_the_jobs(probed, data):
+    """A probe run on an H100 for an L40S job: 60 GiB allocated fits the card it ran on, not the job's."""
+    config, result = probed
+    on_h100 = json.loads(json.dumps(result))
+    on_h100["measured"]["device"] = "cuda:0"  # what probe.json holds after a probe on a GPU node (none here)
+    on_h100["measured"]["step"]["cuda"] = {"max_allocated_bytes": 60 * 2**30, "max_reserved_bytes": 62 * 2**30,
+                                           "total_bytes": 85_520_809_984, "name": "NVIDIA H100 80GB HBM3"}
+    (data / "runs/on-h100").mkdir(parents=True)
+    (data / "runs/on-h100/probe.json").write_text(json.dumps(on_h100))
+    found = {}
+    for gpu in ("l40s", "h100"):
+        proc = cellcheck("gate", "--config", str(config), "--set", "output_dir=runs/on-h100", "--set", f"gpu={gpu}",
+                         "--format", "json", cwd=data)
+        report = json.loads(proc.stdout)
+        found[gpu] = [f for f in report["findings"] if f["check"] == "vram-exceeds"
+                      and f["details"].get("source") == "probe"]
+    assert len(found["l40s"]) == 1 and "more than the job's L40S has" in found["l40s"][0]["message"]
+    assert found["h100"] == []
+
+
 def test_submit_sizes_mem_and_time_from_the_probe_and_says_so(data):
     config = write(data, "submitted", num_epochs=40, smoke_test=False)
     proc = cellcheck("submit", str(config), "--dry-run", "--probe", cwd=data)
