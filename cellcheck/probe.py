@@ -184,6 +184,9 @@ def phase_peaks(records: Sequence[dict[str, Any]], events: Sequence[dict[str, An
                "end_bytes": int(np.median(foot[-3:])), "samples": len(inside), "start_t": lo,
                "end_t": hi if hi != float("inf") else inside[-1]["t"],
                "seconds": round(min(hi, inside[-1]["t"]) - lo, 2), "processes": max(len(r["processes"]) for r in inside)}
+        used = [g["used_bytes"] for r in inside for g in (r.get("gpus") or [])]
+        if used:  # pynvml's view (context, cache and all), the busiest GPU of the node
+            row["gpu_used_bytes"] = max(used)
         if name in ("epoch", "worst") and len(foot) >= 8:
             half, last = foot[: len(foot) // 2].max(), foot[-max(2, len(foot) // 4):].max()
             row["growing_at_end"] = bool(last > half * (1 + GROWTH_FRACTION) and last - half > GROWTH_BYTES)
@@ -324,9 +327,14 @@ def render(result: Mapping[str, Any]) -> str:
             note = f"{loader.get('batches', 0)} batches, {loader.get('s_per_batch') or 0:.3f} s per batch"
             if p.get("growing_at_end"):
                 note += "; STILL GROWING at the end"
-        if name == "validation" and measured.get("validation"):
+        if name in ("validation", "scoring") and measured.get("validation"):
             v = measured["validation"]
-            note = f"{v['case']} {'x'.join(map(str, v['shape']))}, {v['seconds']:.1f} s"
+            note = f"{v['case']} {'x'.join(map(str, v['shape']))}"
+            if name == "scoring":
+                note += (f": {v['windows']} window{'s' if v['windows'] != 1 else ''} in {v['seconds']:.1f} s "
+                         f"(a warm-up window before them: {v['warmup_s']:.1f} s)")
+        if p.get("gpu_used_bytes"):
+            note += f"{'; ' if note else ''}GPU used {g(p['gpu_used_bytes'])} (pynvml)"
         lines.append(f"  {name:<11}{g(p['peak_bytes']):>11}{g(p['median_bytes']):>11}{p['processes']:>11}  {note}")
     model = result.get("model")
     if model:
