@@ -20,6 +20,8 @@ CONFIG = {"model": "segresnet", "datalist": "datalist.json", "output_dir": "runs
           "num_workers": 2, "mem": "64G", "network_width": 0.25, "seed": 5}
 STORES = {"datalist": "zarr", "resolution": 8, "exclude_crops": ["crop300", "crop301", "crop302"]}
 QUICK = ("--batches", "6", "--seconds", "20", "--steps", "2")
+#: One xdist worker for the module: its probed run is measured once, not once per worker (CI: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("probe")
 
 
 @pytest.fixture(scope="module")
