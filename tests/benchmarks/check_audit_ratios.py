@@ -21,6 +21,13 @@ from bench_json import BadInput, read_benchmarks
 TARGET_SPEEDUP, TARGET_FLOOR, TARGET_LARGE, MAX_RSS_RATIO, MAX_RSS = 10.0, 0.70, 0.80, 1.20, 512 * 2**20
 
 
+def medians(group: dict[str, list[dict]], ours: str = "cellcheck", theirs: str = "floor") -> tuple[float, float] | None:
+    """The median seconds of two implementations in one benchmark group, or None when either is missing."""
+    if ours not in group or theirs not in group:
+        return None
+    return group[ours][0]["stats"]["median"], group[theirs][0]["stats"]["median"]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: check_audit_ratios.py BENCH.json", file=sys.stderr)
@@ -37,29 +44,28 @@ def main(argv: list[str]) -> int:
             groups.setdefault(b.get("group") or "", {}).setdefault(impl, []).append(b)
     ok, rows = True, []
     da = groups.get("audit vs DataAnalyzer", {})
-    if "cellcheck" in da and "monai-dataanalyzer" in da:
-        ours, theirs = da["cellcheck"][0]["stats"]["median"], da["monai-dataanalyzer"][0]["stats"]["median"]
+    if (pair := medians(da, theirs="monai-dataanalyzer")) is not None:
+        ours, theirs = pair
         ratio = theirs / ours
         ok &= ratio > 1.0
         rows.append(f"audit+stats vs DataAnalyzer: {ours:.2f} s vs {theirs:.2f} s -> {ratio:.1f}x "
                     f"(target >= {TARGET_SPEEDUP:.0f}x: {'met' if ratio >= TARGET_SPEEDUP else 'NOT met'})")
     for fmt in ("nii", "zarr"):
-        g = groups.get(f"audit vs floor ({fmt})", {})
-        if "cellcheck" in g and "floor" in g:
-            ours, floor = g["cellcheck"][0]["stats"]["median"], g["floor"][0]["stats"]["median"]
+        if (pair := medians(groups.get(f"audit vs floor ({fmt})", {}))) is not None:
+            ours, floor = pair
             ratio = floor / ours
             rows.append(f"throughput vs read-only floor ({fmt}): {ours:.2f} s vs {floor:.2f} s -> {ratio:.2f} "
                         f"(target >= {TARGET_FLOOR:.2f}: {'met' if ratio >= TARGET_FLOOR else 'NOT met'})")
     g = groups.get("joint pass vs floor (large)", {})
-    if "cellcheck" in g and "floor" in g:
-        ours, floor = g["cellcheck"][0]["stats"]["median"], g["floor"][0]["stats"]["median"]
+    if (pair := medians(g)) is not None:
+        ours, floor = pair
         info = g["cellcheck"][0]["extra_info"]
         ratio = floor / ours
         rows.append(f"joint pass vs read-only floor, {info['crops']} crops of {info['size']}^3 (nii.gz): {ours:.2f} s vs "
                     f"{floor:.2f} s -> {ratio:.2f} (target >= {TARGET_LARGE:.2f}: {'met' if ratio >= TARGET_LARGE else 'NOT met'})")
     g = groups.get("per case (small, 2 jobs)", {})
-    if "cellcheck" in g and "floor" in g:
-        ours, floor = g["cellcheck"][0]["stats"]["median"], g["floor"][0]["stats"]["median"]
+    if (pair := medians(g)) is not None:
+        ours, floor = pair
         n = g["cellcheck"][0]["extra_info"]["crops"]
         rows.append(f"per case, {n} crops of ~30^3 with 2 jobs: {1000 * ours / n:.2f} ms per case, {1000 * (ours - floor) / n:.2f} ms "
                     "of it over decompressing the case in one process")
