@@ -84,17 +84,17 @@ def probe(cfg: TrainConfig, events: Phases, *, batches: int, seconds: float, ste
         report: dict[str, Any] = {"device": str(device), "data": describe_data(data, cfg), "open_s": time.time() - t0}
         time.sleep(0.5)  # a few samples of the idle rank
     with events.phase("workers"):
-        report["workers"] = idle_workers(data, cfg)
+        report["workers"] = idle_workers(data, cfg, report["data"])
     with events.phase("epoch"):
         report["epoch"] = time_loader(data.loader(0), batches, seconds)
     if data.train_cases:
         with events.phase("worst"):
             # twice the batches in flight: every slot is refilled with one of the largest crops at least once
             enough = min(batches, max(4, 2 * (max(1, cfg.num_workers) * cfg.prefetch_factor + 1)))
-            largest = largest_cases(data.train_cases, cfg, enough)
+            largest = largest_cases(data.train_cases, report["data"], cfg, enough)
             report["worst"] = {**time_loader(train_loader(largest, cfg, data.rule), enough, seconds),
                                "cases": sorted({c.case for c in largest})}
-    case = largest_validation(data, cfg)
+    case = largest_validation(data, report["data"])
     if case is not None:
         with events.phase("validation"):
             read_windows(case, cfg)
@@ -131,7 +131,12 @@ def _shape(case: Case) -> tuple[int, ...]:
         raise CellcheckError(str(exc)) from None
 
 
-def idle_workers(data: RunData, cfg: TrainConfig) -> dict[str, Any]:
+def _voxels(entries: Sequence[dict[str, Any]]) -> list[int]:
+    """Voxels of each crop `describe_data` described, in its order (the cases' order): no header read again."""
+    return [math.prod(e["shape"]) for e in entries]
+
+
+def idle_workers(data: RunData, cfg: TrainConfig, described: dict[str, Any]) -> dict[str, Any]:
     """The config's workers, each having loaded one batch of the smallest crops, then idle for a second.
 
     What a worker costs once its code paths have run (imports, thread pools, allocator arenas) and before
@@ -144,7 +149,8 @@ def idle_workers(data: RunData, cfg: TrainConfig) -> dict[str, Any]:
     if data.train_crops:
         loader = store_loader(data.train_crops[:n], cfg.classes, cfg)
     else:
-        smallest = sorted(data.train_cases, key=lambda c: math.prod(_shape(c)))[:n]
+        order = np.argsort(_voxels(described["train"]), kind="stable")[:n]
+        smallest = [data.train_cases[i] for i in order]
         loader = train_loader(smallest * -(-n // max(1, len(smallest))), cfg, data.rule)
     it = iter(loader)
     for _ in range(min(workers, len(loader))):
@@ -179,11 +185,12 @@ def time_loader(loader: DataLoader, batches: int, seconds: float) -> dict[str, A
             "seconds": time.time() - start}
 
 
-def largest_cases(cases: Sequence[Case], cfg: TrainConfig, batches: int) -> list[Case]:
+def largest_cases(cases: Sequence[Case], described: dict[str, Any], cfg: TrainConfig, batches: int) -> list[Case]:
     """The training crops that fill every slot in flight, largest first, repeated to last `batches` batches."""
     per = crops_per_batch(cfg)
     slots = per * (max(1, cfg.num_workers) * (cfg.prefetch_factor if cfg.num_workers else 1) + 1)
-    largest = sorted(cases, key=lambda c: math.prod(_shape(c)), reverse=True)[:slots]
+    voxels = _voxels(described["train"])
+    largest = [cases[i] for i in sorted(range(len(cases)), key=lambda i: voxels[i], reverse=True)[:slots]]
     reps = max(1, -(-batches * per // len(largest)))
     return largest * reps
 
@@ -200,13 +207,12 @@ def build_step(cfg: TrainConfig, data: RunData, device: torch.device):
     return net, loss_fn, optimizer, scaler, amp
 
 
-def largest_validation(data: RunData, cfg: TrainConfig) -> tuple[Any, tuple[int, ...]] | None:
+def largest_validation(data: RunData, described: dict[str, Any]) -> tuple[Any, tuple[int, ...]] | None:
     """The largest validation crop and its shape (None without validation crops)."""
     if not data.validation:
         return None
-    shapes = [tuple(d["shape"]) for d in describe_data(data, cfg)["validation"]]
-    pick = int(np.argmax([math.prod(s) for s in shapes]))
-    return data.validation[pick], shapes[pick]
+    pick = int(np.argmax(_voxels(described["validation"])))
+    return data.validation[pick], tuple(described["validation"][pick]["shape"])
 
 
 def read_windows(picked: tuple[Any, tuple[int, ...]], cfg: TrainConfig) -> None:
